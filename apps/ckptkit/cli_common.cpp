@@ -1,0 +1,67 @@
+#include "cli_common.hpp"
+
+#include <cstdio>
+
+#include "ckptkit/core/units.hpp"
+
+namespace ckpt::cli {
+
+std::vector<std::string>& argv_store() {
+  static std::vector<std::string> argv;
+  return argv;
+}
+
+void add_common_flags(CLI::App* cmd, CommonFlags& f, bool with_targets) {
+  cmd->add_option("-o,--output", f.output, "Output directory (written atomically)")->required();
+  cmd->add_flag("--force", f.force, "Replace an existing output directory");
+  if (with_targets) {
+    cmd->add_option("--target", f.target,
+                    "Modules to process: PEFT-style suffixes (q_proj,v_proj) or regexes; "
+                    "default: every 2-D linear weight except embeddings and lm_head")
+        ->delimiter(',');
+    cmd->add_option("--exclude", f.exclude, "Modules to leave alone (suffixes or regexes)")->delimiter(',');
+    cmd->add_flag("--fan-in-fan-out", f.fan_in_fan_out,
+                  "Weights are stored [in, out] (GPT-2 Conv1D); default: from config.json model_type");
+    cmd->add_flag("--no-fan-in-fan-out", f.no_fan_in_fan_out, "Weights are stored [out, in]");
+  }
+  cmd->add_option("--threads", f.threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--memory-budget", f.memory_budget,
+                  "Bytes of working set in flight, e.g. 4G (default: 2 tensors per thread)");
+  cmd->add_option("--seed", f.seed, "Seed for randomized algorithms (default 0)");
+  cmd->add_option("--max-shard-size", f.max_shard_size, "Largest output shard, e.g. 5GB (default), 500MB");
+  cmd->add_flag("--zstd", f.zstd, "Write output weights as .zst (standard zstd frames)");
+  cmd->add_option("--report", f.report, "Also write the JSON report to this file");
+  cmd->add_flag("-q,--quiet", f.quiet, "No progress bar or summary");
+  cmd->add_flag("--json", f.json, "Print the JSON report on stdout");
+}
+
+CommonOptions to_common(const CommonFlags& f, const std::vector<std::string>& argv) {
+  CommonOptions c;
+  c.output = f.output;
+  c.force = f.force;
+  c.targets.target = f.target;
+  c.targets.exclude = f.exclude;
+  if (f.fan_in_fan_out) c.targets.fan_in_fan_out = true;
+  if (f.no_fan_in_fan_out) c.targets.fan_in_fan_out = false;
+  c.exec.threads = f.threads;
+  c.exec.memory_budget = parse_size(f.memory_budget, "--memory-budget");
+  c.exec.progress = !f.quiet && !f.json;
+  c.seed = f.seed;
+  c.max_shard_size = parse_size(f.max_shard_size, "--max-shard-size");
+  if (c.max_shard_size == 0) fail(ErrorKind::Usage, "--max-shard-size must be positive");
+  c.zstd = f.zstd;
+  if (!f.report.empty()) c.report_path = f.report;
+  c.argv = argv;
+  return c;
+}
+
+void print_result(const CommonFlags& f, const Json& report, const std::string& summary) {
+  if (f.json) {
+    std::printf("%s\n", report.dump(2).c_str());
+  } else if (!f.quiet) {
+    std::printf("%s", summary.c_str());
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace ckpt::cli

@@ -1,0 +1,34 @@
+// The registry of subcommands: each setup function adds its CLI11 subcommand to the app and,
+// when that subcommand is chosen, sets `run` to the action. One cmd_<name>.cpp per subcommand.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace ckpt::cli {
+
+using Run = std::function<int()>;
+using Setup = void (*)(CLI::App&, Run&);
+
+void setup_svd_init(CLI::App& app, Run& run);
+void setup_mpo_init(CLI::App& app, Run& run);
+void setup_lq_decompose(CLI::App& app, Run& run);
+void setup_quantize(CLI::App& app, Run& run);
+void setup_merge(CLI::App& app, Run& run);
+void setup_analyze_spectrum(CLI::App& app, Run& run);
+void setup_velora_init(CLI::App& app, Run& run);
+void setup_inspect(CLI::App& app, Run& run);
+void setup_convert(CLI::App& app, Run& run);
+
+/// Every subcommand, in the order `ckptkit --help` lists them.
+inline std::vector<Setup> all_commands() {
+  return {setup_svd_init, setup_mpo_init,         setup_lq_decompose, setup_quantize, setup_merge,
+          setup_analyze_spectrum, setup_velora_init, setup_inspect,    setup_convert};
+}
+
+/// Registers a subcommand this build does not ship yet: listed in --help, exits 2 when run.
+void add_planned(CLI::App& app, Run& run, const std::string& name, const std::string& what);
+
+}  // namespace ckpt::cli

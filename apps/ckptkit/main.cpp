@@ -1,0 +1,53 @@
+// ckptkit: decompose and compress LLM checkpoints. This file only wires subcommands; each
+// cmd_<name>.cpp parses its flags and calls the library.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ckptkit/core/error.hpp"
+#include "ckptkit/core/interrupt.hpp"
+#include "cli_common.hpp"
+#include "commands.hpp"
+
+int main(int argc, char** argv) {
+  ckpt::install_interrupt_handlers();
+  auto& args = ckpt::cli::argv_store();
+  args.assign(argv, argv + argc);
+
+  CLI::App app{"ckptkit " CKPTKIT_VERSION
+               ": decompose and compress LLM checkpoints (safetensors in, safetensors out)"};
+  app.set_version_flag("--version", "ckptkit " CKPTKIT_VERSION);
+  app.require_subcommand(1);
+  app.footer("Run 'ckptkit <subcommand> --help' for its options and an example.\n"
+             "Exit codes: 0 done, 1 runtime failure, 2 usage or invalid input, 130 interrupted.");
+
+  ckpt::cli::Run run;
+  for (const auto& setup : ckpt::cli::all_commands()) setup(app, run);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "ckptkit: %s\n", e.what());
+    return 2;
+  }
+  try {
+    return run ? run() : 2;
+  } catch (const ckpt::Error& e) {
+    std::fprintf(stderr, "ckptkit: error: %s\n", e.what());
+    return ckpt::exit_code(e.kind());
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "ckptkit: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ckptkit: internal error: %s\n", e.what());
+    return 3;
+  }
+}

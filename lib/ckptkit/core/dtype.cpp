@@ -1,0 +1,199 @@
+#include "ckptkit/core/dtype.hpp"
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+#include "ckptkit/core/error.hpp"
+
+namespace ckpt {
+namespace {
+
+struct DTypeEntry {
+  DType type;
+  std::string_view name;
+  std::size_t size;
+};
+
+constexpr DTypeEntry kDTypes[] = {
+    {DType::F64, "F64", 8},         {DType::F32, "F32", 4},         {DType::F16, "F16", 2},
+    {DType::BF16, "BF16", 2},       {DType::F8_E4M3, "F8_E4M3", 1}, {DType::F8_E5M2, "F8_E5M2", 1},
+    {DType::I64, "I64", 8},         {DType::I32, "I32", 4},         {DType::I16, "I16", 2},
+    {DType::I8, "I8", 1},           {DType::U64, "U64", 8},         {DType::U32, "U32", 4},
+    {DType::U16, "U16", 2},         {DType::U8, "U8", 1},           {DType::Bool, "BOOL", 1},
+};
+
+const DTypeEntry& entry(DType t) {
+  for (const auto& e : kDTypes)
+    if (e.type == t) return e;
+  CKPT_ASSERT(false);
+  return kDTypes[0];
+}
+
+template <class T>
+T load(const std::byte* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+template <class T>
+void store(std::byte* p, T v) {
+  std::memcpy(p, &v, sizeof(T));
+}
+
+}  // namespace
+
+std::size_t dtype_size(DType t) { return entry(t).size; }
+std::string_view dtype_name(DType t) { return entry(t).name; }
+
+std::optional<DType> parse_dtype(std::string_view name) {
+  for (const auto& e : kDTypes)
+    if (e.name == name) return e.type;
+  return std::nullopt;
+}
+
+std::optional<DType> parse_float_dtype(std::string_view name) {
+  if (name == "f32" || name == "F32" || name == "float32" || name == "fp32") return DType::F32;
+  if (name == "bf16" || name == "BF16" || name == "bfloat16") return DType::BF16;
+  if (name == "f16" || name == "F16" || name == "float16" || name == "fp16") return DType::F16;
+  if (name == "f64" || name == "F64" || name == "float64" || name == "fp64") return DType::F64;
+  return std::nullopt;
+}
+
+bool is_float(DType t) {
+  return t == DType::F64 || t == DType::F32 || t == DType::F16 || t == DType::BF16;
+}
+
+float bf16_to_f32(std::uint16_t h) { return std::bit_cast<float>(std::uint32_t{h} << 16); }
+
+std::uint16_t f32_to_bf16(float f) {
+  std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x0040u);
+  // Round to nearest even: add 0x7fff plus the lowest kept bit; overflow carries into the exponent.
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
+}
+
+float f16_to_f32(std::uint16_t h) {
+  const std::uint32_t sign = (h & 0x8000u) << 16;
+  const std::uint32_t exp = (h >> 10) & 0x1fu;
+  const std::uint32_t man = h & 0x3ffu;
+  if (exp == 0) {
+    // Zero or subnormal: value = man * 2^-24, exact in f32.
+    float v = static_cast<float>(man) * 0x1p-24f;
+    return std::bit_cast<float>(std::bit_cast<std::uint32_t>(v) | sign);
+  }
+  if (exp == 31) return std::bit_cast<float>(sign | 0x7f800000u | (man << 13));
+  return std::bit_cast<float>(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+std::uint16_t f32_to_f16(float f) {
+  const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+  const std::uint16_t sign = static_cast<std::uint16_t>((u >> 16) & 0x8000u);
+  const std::uint32_t abs = u & 0x7fffffffu;
+  if (abs > 0x7f800000u) return sign | 0x7e00u | static_cast<std::uint16_t>((abs >> 13) & 0x3ffu);
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: infinity
+  if (abs < 0x38800000u) {
+    // Result is subnormal (or zero): scale by 2^24 and round to an integer, ties to even.
+    const float a = std::bit_cast<float>(abs);
+    const float scaled = a * 0x1p24f;  // exact: a < 2^-14 so scaled < 2^10
+    const float r = std::nearbyint(scaled);
+    return sign | static_cast<std::uint16_t>(r);
+  }
+  // Normal: rebias exponent and round mantissa from 23 to 10 bits, ties to even.
+  std::uint32_t v = abs - (112u << 23);
+  v += 0xfffu + ((v >> 13) & 1u);
+  return sign | static_cast<std::uint16_t>(v >> 13);
+}
+
+void decode_to_f32(DType t, std::span<const std::byte> bytes, std::span<float> out) {
+  const std::size_t n = out.size();
+  CKPT_ASSERT(bytes.size() == n * dtype_size(t));
+  const std::byte* p = bytes.data();
+  switch (t) {
+    case DType::F32:
+      std::memcpy(out.data(), p, n * 4);
+      return;
+    case DType::BF16:
+      for (std::size_t i = 0; i < n; ++i) out[i] = bf16_to_f32(load<std::uint16_t>(p + 2 * i));
+      return;
+    case DType::F16:
+      for (std::size_t i = 0; i < n; ++i) out[i] = f16_to_f32(load<std::uint16_t>(p + 2 * i));
+      return;
+    case DType::F64:
+      for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<float>(load<double>(p + 8 * i));
+      return;
+    default:
+      fail(ErrorKind::Unsupported,
+           "dtype " + std::string(dtype_name(t)) + " is not a float type ckptkit computes with");
+  }
+}
+
+void decode_to_f64(DType t, std::span<const std::byte> bytes, std::span<double> out) {
+  const std::size_t n = out.size();
+  CKPT_ASSERT(bytes.size() == n * dtype_size(t));
+  if (t == DType::F64) {
+    std::memcpy(out.data(), bytes.data(), n * 8);
+    return;
+  }
+  std::vector<float> tmp(n);
+  decode_to_f32(t, bytes, tmp);
+  for (std::size_t i = 0; i < n; ++i) out[i] = tmp[i];
+}
+
+void encode_from_f32(DType t, std::span<const float> in, std::span<std::byte> out) {
+  const std::size_t n = in.size();
+  CKPT_ASSERT(out.size() == n * dtype_size(t));
+  std::byte* p = out.data();
+  switch (t) {
+    case DType::F32:
+      std::memcpy(p, in.data(), n * 4);
+      return;
+    case DType::BF16:
+      for (std::size_t i = 0; i < n; ++i) store(p + 2 * i, f32_to_bf16(in[i]));
+      return;
+    case DType::F16:
+      for (std::size_t i = 0; i < n; ++i) store(p + 2 * i, f32_to_f16(in[i]));
+      return;
+    case DType::F64:
+      for (std::size_t i = 0; i < n; ++i) store(p + 8 * i, static_cast<double>(in[i]));
+      return;
+    default:
+      fail(ErrorKind::Unsupported, "cannot encode floats as " + std::string(dtype_name(t)));
+  }
+}
+
+std::vector<std::byte> convert_float_bytes(DType from, DType to, std::span<const std::byte> in) {
+  const std::size_t n = in.size() / dtype_size(from);
+  std::vector<std::byte> out(n * dtype_size(to));
+  if (from == to) {
+    std::memcpy(out.data(), in.data(), in.size());
+    return out;
+  }
+  if (from == DType::F64 && to != DType::F32) {
+    // Round once: F64 -> F16/BF16 through f32 could double-round; go element by element via f64.
+    for (std::size_t i = 0; i < n; ++i) {
+      const double d = load<double>(in.data() + 8 * i);
+      // Round to odd into f32 (truncate, then set the sticky bit when inexact) so that the
+      // second rounding to 16 bits equals a single correct rounding of d.
+      float f = static_cast<float>(d);
+      if (std::isfinite(f) && std::fabs(static_cast<double>(f)) > std::fabs(d))
+        f = std::nextafter(f, 0.0f);
+      if (std::isfinite(f) && static_cast<double>(f) != d)
+        f = std::bit_cast<float>(std::bit_cast<std::uint32_t>(f) | 1u);
+      encode_from_f32(to, std::span<const float>(&f, 1), std::span<std::byte>(out.data() + i * dtype_size(to), dtype_size(to)));
+    }
+    return out;
+  }
+  std::vector<float> tmp(n);
+  decode_to_f32(from, in, tmp);
+  if (to == DType::F64) {
+    for (std::size_t i = 0; i < n; ++i) store(out.data() + 8 * i, static_cast<double>(tmp[i]));
+    return out;
+  }
+  encode_from_f32(to, tmp, out);
+  return out;
+}
+
+}  // namespace ckpt

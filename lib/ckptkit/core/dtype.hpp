@@ -1,0 +1,44 @@
+// Element types of safetensors files and exact conversions between the float ones.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace ckpt {
+
+enum class DType : std::uint8_t {
+  F64, F32, F16, BF16, F8_E4M3, F8_E5M2,
+  I64, I32, I16, I8, U64, U32, U16, U8, Bool
+};
+
+/// Bytes per element.
+std::size_t dtype_size(DType t);
+/// The safetensors spelling: "F32", "BF16", "U8", ...
+std::string_view dtype_name(DType t);
+/// Parses the safetensors spelling; nullopt when unknown.
+std::optional<DType> parse_dtype(std::string_view name);
+/// Also accepts user spellings: f32, float32, bf16, bfloat16, f16, float16, fp16, f64.
+std::optional<DType> parse_float_dtype(std::string_view name);
+/// F64, F32, F16, BF16: the types ckptkit computes with.
+bool is_float(DType t);
+
+// Scalar conversions; to-16-bit conversions round to nearest even and keep NaN a NaN.
+float bf16_to_f32(std::uint16_t h);
+std::uint16_t f32_to_bf16(float f);
+float f16_to_f32(std::uint16_t h);
+std::uint16_t f32_to_f16(float f);
+
+/// Decodes float bytes of type `t` into f32 (F64 is rounded to nearest).
+void decode_to_f32(DType t, std::span<const std::byte> bytes, std::span<float> out);
+/// Decodes float bytes into f64, exactly.
+void decode_to_f64(DType t, std::span<const std::byte> bytes, std::span<double> out);
+/// Encodes f32 values as type `t` (round to nearest even), into `out` of n*dtype_size(t) bytes.
+void encode_from_f32(DType t, std::span<const float> in, std::span<std::byte> out);
+/// Converts float bytes between float types with one rounding (via f64 when widening from F64).
+std::vector<std::byte> convert_float_bytes(DType from, DType to, std::span<const std::byte> in);
+
+}  // namespace ckpt

@@ -1,0 +1,181 @@
+#include "ckptkit/io/checkpoint.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "ckptkit/core/error.hpp"
+
+namespace ckpt {
+namespace fs = std::filesystem;
+namespace {
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string strip_zst(const std::string& s) { return ends_with(s, ".zst") ? s.substr(0, s.size() - 4) : s; }
+
+bool is_index_name(const std::string& file) { return ends_with(strip_zst(file), ".safetensors.index.json"); }
+bool is_weights_name(const std::string& file) { return ends_with(strip_zst(file), ".safetensors"); }
+
+std::string read_text(const fs::path& p) {
+  auto bytes = FileBytes::open(p);
+  auto span = bytes->bytes();
+  return std::string(reinterpret_cast<const char*>(span.data()), span.size());
+}
+
+std::optional<nlohmann::json> read_config(const fs::path& dir) {
+  const fs::path p = dir / "config.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(p, ec)) return std::nullopt;
+  try {
+    return nlohmann::json::parse(read_text(p));
+  } catch (const nlohmann::json::exception& e) {
+    fail(ErrorKind::Format, p.string() + ": not valid JSON (" + e.what() + ")");
+  }
+}
+
+/// The file of a shard named in an index: as written, or with ".zst" added.
+fs::path resolve_shard(const fs::path& dir, const std::string& name, const std::string& index_name) {
+  if (name.empty() || name.find('/') != std::string::npos || name.find('\\') != std::string::npos ||
+      name == "." || name == "..")
+    fail(ErrorKind::Format, index_name + ": shard name '" + name + "' is not a plain file name");
+  std::error_code ec;
+  for (const std::string& candidate : {name, name + ".zst"})
+    if (fs::is_regular_file(dir / candidate, ec)) return dir / candidate;
+  fail(ErrorKind::Format, index_name + ": names shard '" + name + "', which does not exist in " + dir.string());
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> parse_index_json(std::string_view text,
+                                                                  const std::string& file) {
+  nlohmann::ordered_json j;
+  try {
+    j = nlohmann::ordered_json::parse(text.begin(), text.end());
+  } catch (const nlohmann::json::exception& e) {
+    fail(ErrorKind::Format, file + ": not valid JSON (" + std::string(e.what()) + ")");
+  }
+  if (!j.is_object()) fail(ErrorKind::Format, file + ": index is not a JSON object");
+  auto wm = j.find("weight_map");
+  if (wm == j.end() || !wm->is_object()) fail(ErrorKind::Format, file + ": missing \"weight_map\" object");
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [tensor, shard] : wm->items()) {
+    if (!shard.is_string()) fail(ErrorKind::Format, located(file, tensor, "weight_map value is not a file name"));
+    out.emplace_back(tensor, shard.get<std::string>());
+  }
+  if (out.empty()) fail(ErrorKind::Format, file + ": weight_map is empty");
+  return out;
+}
+
+Checkpoint Checkpoint::open(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) fail(ErrorKind::Usage, path.string() + ": no such file or directory");
+  Checkpoint c;
+  c.path_ = path;
+  fs::path index_path;
+  std::vector<fs::path> weight_files;
+  if (fs::is_directory(path, ec)) {
+    c.dir_ = path;
+    std::vector<fs::path> indexes, weights, others;
+    for (const auto& e : fs::directory_iterator(path)) {
+      if (!e.is_regular_file()) continue;
+      const std::string n = e.path().filename().string();
+      if (is_index_name(n)) indexes.push_back(e.path());
+      else if (is_weights_name(n)) weights.push_back(e.path());
+      else others.push_back(e.path());
+    }
+    std::sort(indexes.begin(), indexes.end());
+    std::sort(weights.begin(), weights.end());
+    std::sort(others.begin(), others.end());
+    c.extra_files_ = others;
+    if (!indexes.empty()) {
+      index_path = indexes.front();
+      for (const auto& i : indexes)
+        if (strip_zst(i.filename().string()) == "model.safetensors.index.json") index_path = i;
+    } else if (weights.size() == 1) {
+      weight_files = weights;
+    } else if (weights.empty()) {
+      fail(ErrorKind::Usage, path.string() + ": directory holds no .safetensors weights");
+    } else {
+      for (const auto& w : weights)
+        if (strip_zst(w.filename().string()) == "model.safetensors") weight_files = {w};
+      if (weight_files.empty())
+        fail(ErrorKind::Usage, path.string() + ": several .safetensors files and no index.json; name one file");
+    }
+  } else {
+    c.dir_ = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+    if (is_index_name(path.filename().string())) index_path = path;
+    else weight_files = {path};
+  }
+  c.config_ = read_config(c.dir_);
+
+  std::vector<std::pair<std::string, std::string>> weight_map;
+  if (!index_path.empty()) {
+    c.sharded_ = true;
+    const std::string iname = index_path.string();
+    weight_map = parse_index_json(read_text(index_path), iname);
+    std::set<std::string> names;
+    for (const auto& [t, s] : weight_map) names.insert(s);
+    for (const auto& s : names) weight_files.push_back(resolve_shard(c.dir_, s, iname));
+  }
+  for (const auto& wf : weight_files) {
+    Shard s;
+    s.path = wf;
+    s.file = FileBytes::open(wf);
+    s.header = parse_safetensors(s.file->bytes(), wf.string());
+    c.shards_.push_back(std::move(s));
+  }
+  for (std::size_t i = 0; i < c.shards_.size(); ++i) {
+    for (const auto& t : c.shards_[i].header.tensors) {
+      if (c.by_name_.count(t.name))
+        fail(ErrorKind::Format, located(c.shards_[i].path.string(), t.name,
+                                        "also present in " + c.file_of(c.tensors_[c.by_name_[t.name]])));
+      c.by_name_[t.name] = c.tensors_.size();
+      c.tensors_.push_back({t, i});
+    }
+  }
+  if (!index_path.empty()) {
+    for (const auto& [tensor, shard] : weight_map) {
+      const auto* t = c.find(tensor);
+      const std::string expect = strip_zst(shard);
+      if (!t || strip_zst(c.shards_[t->shard].path.filename().string()) != expect)
+        fail(ErrorKind::Format, located(index_path.string(), tensor, "index places it in '" + shard + "', which does not hold it"));
+    }
+    if (weight_map.size() != c.tensors_.size())
+      fail(ErrorKind::Format, index_path.string() + ": weight_map lists " + std::to_string(weight_map.size()) +
+                                  " tensors but the shards hold " + std::to_string(c.tensors_.size()));
+  }
+  return c;
+}
+
+const CheckpointTensor* Checkpoint::find(std::string_view name) const {
+  auto it = by_name_.find(std::string(name));
+  return it == by_name_.end() ? nullptr : &tensors_[it->second];
+}
+
+TensorView Checkpoint::view(const CheckpointTensor& t) const {
+  const Shard& s = shards_[t.shard];
+  auto bytes = s.file->bytes().subspan(s.header.data_start + t.info.begin, t.info.nbytes());
+  return {t.info.name, t.info.dtype, t.info.shape, bytes};
+}
+
+void Checkpoint::release(const CheckpointTensor& t) const {
+  const Shard& s = shards_[t.shard];
+  s.file->release(s.header.data_start + t.info.begin, t.info.nbytes());
+}
+
+const Metadata& Checkpoint::metadata() const {
+  static const Metadata kEmpty;
+  return shards_.empty() ? kEmpty : shards_.front().header.metadata;
+}
+
+std::uint64_t Checkpoint::total_bytes() const {
+  std::uint64_t n = 0;
+  for (const auto& t : tensors_) n += t.info.nbytes();
+  return n;
+}
+
+}  // namespace ckpt

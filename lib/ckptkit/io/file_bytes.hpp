@@ -1,0 +1,46 @@
+// Read-only bytes of an input file: an mmap for plain files, a decompressed buffer for `.zst`.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace ckpt {
+
+/// The whole content of one input file. Plain files are mapped (zero-copy, paged on demand);
+/// files whose name ends in ".zst" are decompressed into memory once. Non-copyable.
+class FileBytes {
+ public:
+  /// Opens `path`; throws Error(Io) when it cannot be read, Error(Format) for a bad zstd stream.
+  static std::shared_ptr<const FileBytes> open(const std::filesystem::path& path);
+  /// Wraps bytes already in memory (tests, fuzzing).
+  static std::shared_ptr<const FileBytes> from_memory(std::vector<std::byte> bytes, std::string name);
+
+  ~FileBytes();
+  FileBytes(const FileBytes&) = delete;
+  FileBytes& operator=(const FileBytes&) = delete;
+
+  std::span<const std::byte> bytes() const { return {data_, size_}; }
+  /// The name used in error messages (the path as given).
+  const std::string& name() const { return name_; }
+  /// Tells the kernel the given range will not be needed soon (keeps RSS low when streaming).
+  void release(std::size_t offset, std::size_t length) const;
+
+ private:
+  FileBytes() = default;
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+  void* map_ = nullptr;          // mmap base, or nullptr
+  std::vector<std::byte> owned_;  // decompressed content for .zst
+  std::string name_;
+};
+
+/// True when the file name ends in ".zst".
+bool is_zstd_path(const std::filesystem::path& path);
+/// Decompresses a whole zstd file (one or more frames); throws Error(Format) naming the file.
+std::vector<std::byte> zstd_decompress(std::span<const std::byte> input, const std::string& name);
+
+}  // namespace ckpt

@@ -1,0 +1,96 @@
+#include "ckptkit/io/output_dir.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "ckptkit/core/error.hpp"
+
+namespace ckpt {
+namespace fs = std::filesystem;
+namespace {
+
+fs::path absolute_clean(const fs::path& p) {
+  std::error_code ec;
+  auto w = fs::weakly_canonical(fs::absolute(p, ec), ec);
+  return ec ? fs::absolute(p) : w;
+}
+
+bool is_within(const fs::path& child, const fs::path& parent) {
+  auto c = child.begin();
+  for (auto p = parent.begin(); p != parent.end(); ++p, ++c) {
+    if (p->empty()) continue;
+    if (c == child.end() || *c != *p) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+OutputDir::OutputDir(fs::path final_path, bool force, const std::vector<fs::path>& inputs)
+    : final_(absolute_clean(final_path)), force_(force) {
+  std::error_code ec;
+  for (const auto& in : inputs) {
+    const fs::path a = absolute_clean(in);
+    if (a == final_ || is_within(a, final_) || is_within(final_, a))
+      fail(ErrorKind::Usage, final_path.string() + ": output would overwrite or sit inside the input " + in.string());
+  }
+  if (fs::exists(final_, ec) && !force)
+    fail(ErrorKind::Usage, final_path.string() + ": output already exists (use --force to replace it)");
+  const fs::path parent = final_.parent_path();
+  if (!fs::is_directory(parent, ec))
+    fail(ErrorKind::Io, final_path.string() + ": parent directory " + parent.string() + " does not exist");
+  tmp_ = parent / ("." + final_.filename().string() + ".tmp-" + std::to_string(::getpid()));
+  fs::remove_all(tmp_, ec);
+  if (!fs::create_directory(tmp_, ec))
+    fail(ErrorKind::Io, final_path.string() + ": cannot create output (" + ec.message() + ")");
+}
+
+OutputDir::~OutputDir() {
+  if (committed_) return;
+  std::error_code ec;
+  fs::remove_all(tmp_, ec);
+}
+
+void OutputDir::commit() {
+  std::error_code ec;
+  fs::path old;
+  if (fs::exists(final_, ec)) {
+    if (!force_) fail(ErrorKind::Usage, final_.string() + ": output appeared while writing; not replacing it");
+    old = final_.parent_path() / ("." + final_.filename().string() + ".old-" + std::to_string(::getpid()));
+    fs::rename(final_, old, ec);
+    if (ec) fail(ErrorKind::Io, final_.string() + ": cannot move the old output aside (" + ec.message() + ")");
+  }
+  fs::rename(tmp_, final_, ec);
+  if (ec) fail(ErrorKind::Io, final_.string() + ": cannot move the output into place (" + ec.message() + ")");
+  committed_ = true;
+  if (!old.empty()) fs::remove_all(old, ec);
+}
+
+void copy_files(const std::vector<fs::path>& files, const fs::path& dir,
+                const std::vector<std::string>& skip) {
+  for (const auto& f : files) {
+    const std::string name = f.filename().string();
+    if (std::find(skip.begin(), skip.end(), name) != skip.end()) continue;
+    std::error_code ec;
+    fs::copy_file(f, dir / name, fs::copy_options::overwrite_existing, ec);
+    if (ec) fail(ErrorKind::Io, f.string() + ": cannot copy (" + ec.message() + ")");
+    // Outputs belong to the user: a read-only input file must not give a read-only output.
+    fs::permissions(dir / name, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add, ec);
+  }
+}
+
+void write_text_file(const fs::path& path, const std::string& text) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) fail(ErrorKind::Io, path.string() + ": cannot create (" + std::strerror(errno) + ")");
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  const int e = errno;
+  if (std::fclose(f) != 0 || !ok)
+    fail(ErrorKind::Io, path.string() + ": write failed (" + std::strerror(ok ? errno : e) + ")");
+}
+
+}  // namespace ckpt

@@ -1,0 +1,123 @@
+#include "ckptkit/io/targets.hpp"
+
+#include "ckptkit/core/error.hpp"
+
+namespace ckpt {
+namespace {
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool contains_word(const std::string& module, std::string_view word) {
+  // A component of the dotted name contains `word` (embed_tokens, wte, lm_head, ...).
+  std::size_t start = 0;
+  while (start <= module.size()) {
+    std::size_t dot = module.find('.', start);
+    if (dot == std::string::npos) dot = module.size();
+    if (module.substr(start, dot - start).find(word) != std::string::npos) return true;
+    start = dot + 1;
+  }
+  return false;
+}
+
+bool is_embedding_or_head(const std::string& module) {
+  static const char* kWords[] = {"embed", "wte", "wpe", "lm_head", "embed_out", "output_layer"};
+  for (const char* w : kWords)
+    if (contains_word(module, w)) return true;
+  const auto last = module.substr(module.rfind('.') == std::string::npos ? 0 : module.rfind('.') + 1);
+  return last == "shared" || last == "output";
+}
+
+}  // namespace
+
+bool model_type_uses_conv1d(const std::string& model_type) {
+  return model_type == "gpt2" || model_type == "openai-gpt" || model_type == "gpt_bigcode" ||
+         model_type == "decision_transformer";
+}
+
+std::string TargetSelector::module_name(const std::string& tensor_name) {
+  return ends_with(tensor_name, ".weight") ? tensor_name.substr(0, tensor_name.size() - 7) : tensor_name;
+}
+
+std::vector<TargetSelector::Pattern> TargetSelector::compile(const std::vector<std::string>& patterns) {
+  std::vector<Pattern> out;
+  for (const auto& p : patterns) {
+    if (p.empty()) continue;
+    Pattern c;
+    c.text = p;
+    c.is_regex = p.find_first_of("^$*+?()[]{}|\\") != std::string::npos;
+    if (c.is_regex) {
+      try {
+        c.re = std::regex(p, std::regex::ECMAScript);
+      } catch (const std::regex_error& e) {
+        fail(ErrorKind::Usage, "--target/--exclude: '" + p + "' is not a valid regex (" + e.what() + ")");
+      }
+    }
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+bool TargetSelector::matches(const std::vector<Pattern>& patterns, const std::string& module) {
+  for (const auto& p : patterns) {
+    if (p.is_regex) {
+      if (std::regex_match(module, p.re)) return true;
+    } else if (module == p.text || ends_with(module, "." + p.text)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+TargetSelector::TargetSelector(TargetOptions options, const std::optional<nlohmann::json>& config)
+    : target_(compile(options.target)), exclude_(compile(options.exclude)) {
+  if (options.fan_in_fan_out) {
+    fan_in_fan_out_ = *options.fan_in_fan_out;
+  } else if (config && config->is_object() && config->contains("model_type") &&
+             (*config)["model_type"].is_string()) {
+    fan_in_fan_out_ = model_type_uses_conv1d((*config)["model_type"].get<std::string>());
+  }
+}
+
+TargetDecision TargetSelector::decide(const TensorInfo& t) const {
+  TargetDecision d;
+  const std::string module = module_name(t.name);
+  if (!exclude_.empty() && matches(exclude_, module)) {
+    d.reason = "excluded by --exclude";
+    return d;
+  }
+  if (!target_.empty()) {
+    if (!matches(target_, module)) {
+      d.reason = "not matched by --target";
+      return d;
+    }
+    if (t.shape.size() != 2) {
+      d.reason = "matched but " + std::to_string(t.shape.size()) + "-D, not a matrix";
+      return d;
+    }
+  } else {
+    if (t.shape.size() != 2) {
+      d.reason = std::to_string(t.shape.size()) + "-D";
+      return d;
+    }
+    if (!ends_with(t.name, ".weight")) {
+      d.reason = "not a .weight";
+      return d;
+    }
+    if (is_embedding_or_head(module)) {
+      d.reason = "embedding or output head";
+      return d;
+    }
+  }
+  if (!is_float(t.dtype)) {
+    d.reason = std::string(dtype_name(t.dtype)) + " is not a float type";
+    return d;
+  }
+  d.selected = true;
+  d.transposed = fan_in_fan_out_;
+  d.reason = "linear weight";
+  return d;
+}
+
+}  // namespace ckpt

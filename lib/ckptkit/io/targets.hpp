@@ -1,0 +1,57 @@
+// Which tensors a subcommand decomposes. Users name modules the PEFT way: a plain word such as
+// "q_proj" matches every module whose name ends in ".q_proj" (or is exactly it); anything with
+// regex characters is a regex matched against the whole module name (PEFT's re.fullmatch).
+// A module name is the tensor name without its ".weight" suffix.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "ckptkit/io/safetensors.hpp"
+
+namespace ckpt {
+
+struct TargetOptions {
+  std::vector<std::string> target;   // empty: the default selection
+  std::vector<std::string> exclude;
+  std::optional<bool> fan_in_fan_out;  // unset: decided from config.json model_type
+};
+
+/// Why a tensor was or was not picked, for `inspect` and reports.
+struct TargetDecision {
+  bool selected = false;
+  bool transposed = false;  // stored [in, out] (GPT-2 Conv1D): transpose to [out, in] for math
+  std::string reason;
+};
+
+class TargetSelector {
+ public:
+  /// Throws Error(Usage) for a pattern that is not a valid regex.
+  TargetSelector(TargetOptions options, const std::optional<nlohmann::json>& config);
+
+  TargetDecision decide(const TensorInfo& t) const;
+  bool fan_in_fan_out() const { return fan_in_fan_out_; }
+
+  /// The module name of a weight tensor ("a.b.q_proj.weight" -> "a.b.q_proj").
+  static std::string module_name(const std::string& tensor_name);
+
+ private:
+  struct Pattern {
+    std::string text;
+    bool is_regex = false;
+    std::regex re;
+  };
+  static std::vector<Pattern> compile(const std::vector<std::string>& patterns);
+  static bool matches(const std::vector<Pattern>& patterns, const std::string& module);
+
+  std::vector<Pattern> target_, exclude_;
+  bool fan_in_fan_out_ = false;
+};
+
+/// True for model types whose linear layers are transformers Conv1D ([in, out] storage).
+bool model_type_uses_conv1d(const std::string& model_type);
+
+}  // namespace ckpt

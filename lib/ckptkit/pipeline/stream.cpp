@@ -1,0 +1,77 @@
+#include "ckptkit/pipeline/stream.hpp"
+
+#include <algorithm>
+
+#include "ckptkit/core/error.hpp"
+#include "ckptkit/core/sha256.hpp"
+
+namespace ckpt {
+
+std::vector<InputFingerprint> fingerprint(const Checkpoint& c) {
+  std::vector<InputFingerprint> out;
+  for (const auto& s : c.shards()) {
+    const auto bytes = s.file->bytes();
+    out.push_back({s.path.filename().string(), bytes.size(),
+                   sha256_hex(bytes.subspan(0, static_cast<std::size_t>(s.header.data_start)))});
+  }
+  return out;
+}
+
+std::vector<std::string> stream_checkpoint(const StreamJob& job, const std::filesystem::path& out_dir,
+                                           WriterOptions options, const ExecOptions& exec,
+                                           const std::string& progress_label) {
+  const Checkpoint& in = *job.input;
+  const auto& tensors = in.tensors();
+  std::vector<TensorPlan> plans;
+  plans.reserve(tensors.size());
+  std::vector<TensorSpec> out_plan;
+  for (const auto& t : tensors) {
+    TensorPlan p = job.plan(t);
+    if (p.passthrough) {
+      p.outputs = {{t.info.name, t.info.dtype, t.info.shape}};
+      p.working_set = 0;
+    }
+    for (const auto& o : p.outputs) out_plan.push_back(o);
+    plans.push_back(std::move(p));
+  }
+  ShardedWriter writer(out_dir, out_plan, std::move(options));
+  Progress progress(progress_label, in.total_bytes(), exec.progress);
+
+  run_ordered(
+      tensors.size(), [&](std::size_t i) { return plans[i].working_set; },
+      [&](std::size_t i) -> Commit {
+        const CheckpointTensor& t = tensors[i];
+        if (plans[i].passthrough) {
+          return [&, i] {
+            writer.write(t.info.name, in.view(t).bytes);
+            in.release(t);
+            progress.advance(t.info.nbytes(), t.info.name);
+          };
+        }
+        TensorResult r;
+        try {
+          r = job.compute(t, in.view(t));
+        } catch (const Error& e) {
+          const std::string msg = e.what();
+          if (msg.find(t.info.name) != std::string::npos) throw;
+          throw Error(e.kind(), located(in.file_of(t), t.info.name, msg));
+        } catch (const std::bad_alloc&) {
+          throw Error(ErrorKind::Io, located(in.file_of(t), t.info.name, "out of memory"));
+        }
+        if (r.outputs.size() != plans[i].outputs.size())
+          fail(ErrorKind::Internal, located(in.file_of(t), t.info.name, "computed a different number of outputs than planned"));
+        auto shared = std::make_shared<TensorResult>(std::move(r));
+        return [&, i, shared] {
+          for (const auto& o : shared->outputs) writer.write(o.name, o.bytes);
+          if (shared->on_commit) shared->on_commit();
+          in.release(tensors[i]);
+          progress.advance(tensors[i].info.nbytes(), tensors[i].info.name);
+        };
+      },
+      exec);
+  writer.finish();
+  progress.finish();
+  return writer.files();
+}
+
+}  // namespace ckpt

@@ -1,0 +1,51 @@
+// report.json: what every subcommand writes. A Report holds the tool version, the command line,
+// the inputs (name, bytes, sha256 of each safetensors header), per-tensor rows and totals.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace ckpt {
+
+using Json = nlohmann::ordered_json;
+
+struct InputFingerprint {
+  std::string file;
+  std::uint64_t bytes = 0;
+  std::string header_sha256;
+};
+
+class Report {
+ public:
+  Report(std::string command, std::vector<std::string> argv);
+
+  void add_input(const std::string& role, const std::string& path,
+                 const std::vector<InputFingerprint>& files);
+  /// Adds a per-tensor row (rows keep the order they are added: checkpoint order).
+  void add_row(Json row) { rows_.push_back(std::move(row)); }
+  Json& settings() { return settings_; }
+  Json& totals() { return totals_; }
+  Json& extra() { return extra_; }
+  const std::vector<Json>& rows() const { return rows_; }
+
+  /// The whole report. Timings go under "timing" so that they can be ignored when comparing runs.
+  Json to_json() const;
+  /// Writes `path` as pretty JSON.
+  void write(const std::filesystem::path& path) const;
+
+ private:
+  std::string command_;
+  std::vector<std::string> argv_;
+  Json inputs_ = Json::array();
+  Json settings_ = Json::object();
+  std::vector<Json> rows_;
+  Json totals_ = Json::object();
+  Json extra_ = Json::object();
+};
+
+/// Rounds to `digits` significant digits so reports stay readable and stable.
+double round_sig(double v, int digits = 6);
+
+}  // namespace ckpt
