@@ -1,8 +1,101 @@
-// ckptkit quantize: Blockwise NF4/NF3/NF2/INT8 quantization, bitsandbytes-compatible
+// ckptkit quantize CKPT -o OUT --scheme nf4|nf3|nf2|int8|int4|lossless [--block 64]
+//   [--double-quant bnb|lq|none] [--target ...];  ckptkit quantize --dequantize QCKPT -o OUT
+//   [--dtype bf16]
+#include <cstdio>
+
+#include "ckptkit/core/error.hpp"
+#include "ckptkit/pipeline/quantize.hpp"
+#include "cli_common.hpp"
 #include "commands.hpp"
 
 namespace ckpt::cli {
 
-void setup_quantize(CLI::App& app, Run& run) { add_planned(app, run, "quantize", "Blockwise NF4/NF3/NF2/INT8 quantization, bitsandbytes-compatible"); }
+void setup_quantize(CLI::App& app, Run& run) {
+  struct Flags {
+    std::string input, dtype;
+    QuantizeOptions o;
+    CommonFlags common;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd = app.add_subcommand(
+      "quantize", "Blockwise NF4/NF3/NF2/INT8 quantization, bitsandbytes-compatible");
+  cmd->add_option("checkpoint", f->input, "Input checkpoint (a quantized one with --dequantize)")
+      ->required();
+  cmd->add_option("--scheme", f->o.scheme,
+                  "nf4 (default), nf3, nf2 (nf2..nf8), int8, int4 (int2..int8), or lossless (byte "
+                  "planes + zstd)");
+  cmd->add_option("--block", f->o.block,
+                  "Block size, a power of two in 16..4096 (default 64; int8 without --block is "
+                  "bitsandbytes row-wise)");
+  cmd->add_option("--double-quant", f->o.double_quant,
+                  "Quantize the block scales: bnb (QLoRA: mean offset, 8-bit dynamic map, nested "
+                  "blocks of 256; "
+                  "default), lq (LQ-LoRA: min offset, unsigned ints per group), none");
+  cmd->add_option("--lq-scale-bits", f->o.lq_bits,
+                  "LQ double quant: bits per block scale, b0 (default 8)");
+  cmd->add_option("--lq-group", f->o.lq_group,
+                  "LQ double quant: blocks per second-level scale, B1 (default 256)");
+  cmd->add_option("--lq-scale-dtype", f->o.lq_scale_dtype,
+                  "LQ double quant: second-level scale type fp32|bf16|fp16");
+  cmd->add_option("--layout", f->o.layout,
+                  "auto (bitsandbytes layout for nf4 and row-wise int8, ckptkit layout otherwise), "
+                  "bnb, ckptkit");
+  cmd->add_option("--compute-dtype", f->o.compute_dtype,
+                  "bnb_4bit_compute_dtype written to quantization_config");
+  cmd->add_option(
+      "--level", f->o.zstd_level,
+      "lossless: zstd level of each byte-plane frame (default 1, tuned for float planes)");
+  cmd->add_flag(
+      "--dequantize", f->o.dequantize,
+      "Turn a quantized checkpoint (bnb or ckptkit layout) or a lossless archive back into floats");
+  cmd->add_option("--dtype", f->dtype,
+                  "--dequantize: output float type (default: the original dtype)");
+  add_common_flags(cmd, f->common, true);
+  cmd->footer(
+      "Examples:\n"
+      "  ckptkit quantize ./llama -o ./llama-nf4 --scheme nf4 --double-quant bnb   # loads with "
+      "from_pretrained\n"
+      "  ckptkit quantize ./llama -o ./llama-nf3 --scheme nf3 --double-quant lq --lq-scale-dtype "
+      "bf16\n"
+      "  ckptkit quantize ./llama-nf4 --dequantize -o ./llama-deq --dtype bf16\n"
+      "  ckptkit quantize ./llama -o ./llama-zip --scheme lossless && ckptkit inspect ./llama-zip");
+  cmd->callback([f, &run] {
+    run = [f] {
+      QuantizeOptions o = f->o;
+      o.input = f->input;
+      o.common = to_common(f->common, argv_store());
+      if (!f->dtype.empty()) {
+        if (!o.dequantize) fail(ErrorKind::Usage, "--dtype applies to --dequantize only");
+        o.dtype = parse_float_dtype(f->dtype);
+        if (!o.dtype)
+          fail(ErrorKind::Usage,
+               "--dtype: unknown float type '" + f->dtype + "' (f32, bf16, f16, f64)");
+      }
+      const Json j = run_quantize(o);
+      const auto& t = j["totals"];
+      char buf[512];
+      if (o.dequantize) {
+        std::snprintf(buf, sizeof buf, "wrote %s: %llu tensors dequantized, %.2fs\n",
+                      o.common.output.c_str(),
+                      static_cast<unsigned long long>(t["dequantized"].get<std::uint64_t>()),
+                      t["seconds"].get<double>());
+      } else if (o.scheme == "lossless") {
+        std::snprintf(buf, sizeof buf, "wrote %s: %llu tensors, ratio %.4f, %.2fs\n",
+                      o.common.output.c_str(),
+                      static_cast<unsigned long long>(t["tensors"].get<std::uint64_t>()),
+                      t["ratio"].get<double>(), t["seconds"].get<double>());
+      } else {
+        std::snprintf(buf, sizeof buf,
+                      "wrote %s: %llu tensors quantized (%s), %.4f bits/param stored, %.2fs\n",
+                      o.common.output.c_str(),
+                      static_cast<unsigned long long>(t["quantized"].get<std::uint64_t>()),
+                      j["settings"]["scheme"].get<std::string>().c_str(),
+                      t["bits_per_param_stored"].get<double>(), t["seconds"].get<double>());
+      }
+      print_result(f->common, j, buf);
+      return 0;
+    };
+  });
+}
 
 }  // namespace ckpt::cli

@@ -1,8 +1,93 @@
-// ckptkit svd-init: PiSSA / MiLoRA / SORSA adapters and LoRA extraction by SVD
+// ckptkit svd-init CKPT -o OUT --rank R [--method pissa|milora|sorsa] [--base BASE] ...
+#include <cstdio>
+
+#include "ckptkit/core/error.hpp"
+#include "ckptkit/pipeline/svd_init.hpp"
+#include "cli_common.hpp"
 #include "commands.hpp"
 
 namespace ckpt::cli {
 
-void setup_svd_init(CLI::App& app, Run& run) { add_planned(app, run, "svd-init", "PiSSA / MiLoRA / SORSA adapters and LoRA extraction by SVD"); }
+void setup_svd_init(CLI::App& app, Run& run) {
+  struct Flags {
+    std::string input, base, method = "pissa", svd = "auto", adapter_dtype = "f32";
+    int rank = 16, niter = 4, oversample = 10, max_rank = 0;
+    double alpha = 0, energy = 0;
+    bool rslora = false;
+    CommonFlags common;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd =
+      app.add_subcommand("svd-init", "PiSSA / MiLoRA / SORSA adapters and LoRA extraction by SVD");
+  cmd->add_option("checkpoint", f->input, "Input checkpoint (the fine-tuned one with --base)")
+      ->required();
+  cmd->add_option("--rank,-r", f->rank, "Adapter rank for every target (default 16)");
+  cmd->add_option(
+         "--method", f->method,
+         "pissa (top-r, default), milora (bottom-r, exact SVD), sorsa (U, S, Vᵀ kept apart)")
+      ->check(CLI::IsMember({"pissa", "milora", "sorsa"}));
+  cmd->add_option("--alpha", f->alpha, "lora_alpha (default: = rank, as PiSSA recommends)");
+  cmd->add_flag("--rslora", f->rslora, "Scaling alpha/sqrt(r) instead of alpha/r");
+  cmd->add_option("--svd", f->svd,
+                  "exact | randomized | auto (default: randomized, exact for milora and --energy)")
+      ->check(CLI::IsMember({"exact", "randomized", "auto"}));
+  cmd->add_option("--niter", f->niter, "Randomized SVD power iterations (default 4)");
+  cmd->add_option("--oversample", f->oversample,
+                  "Randomized SVD extra sketch columns (default 10)");
+  cmd->add_option("--energy", f->energy,
+                  "Per-layer rank: smallest k with sum sigma^2 (top k) >= F * total, F in (0, 1]");
+  cmd->add_option("--max-rank", f->max_rank,
+                  "Rank cap for --energy with --svd randomized (default 256)");
+  cmd->add_option("--base", f->base,
+                  "Extraction: decompose CKPT - BASE into a LoRA for the untouched BASE");
+  cmd->add_option("--adapter-dtype", f->adapter_dtype,
+                  "Adapter tensor dtype: f32 (default), bf16, f16");
+  add_common_flags(cmd, f->common, true);
+  cmd->footer(
+      "Examples:\n"
+      "  ckptkit svd-init ./llama -o ./llama-pissa --rank 16 --target q_proj,v_proj\n"
+      "  ckptkit svd-init ./llama -o ./llama-sorsa --rank 64 --method sorsa --svd exact\n"
+      "  ckptkit svd-init ./llama-ft --base ./llama -o ./extracted --energy 0.9");
+  cmd->callback([f, cmd, &run] {
+    const bool rank_given = cmd->count("--rank") > 0;
+    const bool alpha_given = cmd->count("--alpha") > 0;
+    const bool energy_given = cmd->count("--energy") > 0;
+    run = [f, rank_given, alpha_given, energy_given] {
+      SvdInitOptions o;
+      o.input = f->input;
+      o.common = to_common(f->common, argv_store());
+      if (!f->base.empty()) o.base = f->base;
+      o.method = f->method == "milora"  ? SvdInitMethod::Milora
+                 : f->method == "sorsa" ? SvdInitMethod::Sorsa
+                                        : SvdInitMethod::Pissa;
+      o.svd = f->svd;
+      o.rank = f->rank;
+      if (alpha_given) o.alpha = f->alpha;
+      o.rslora = f->rslora;
+      o.niter = f->niter;
+      o.oversample = f->oversample;
+      if (energy_given) {
+        if (rank_given) fail(ErrorKind::Usage, "--rank and --energy are exclusive");
+        o.energy = f->energy;
+      }
+      o.max_rank = f->max_rank;
+      const auto dt = parse_float_dtype(f->adapter_dtype);
+      if (!dt)
+        fail(ErrorKind::Usage, "--adapter-dtype: unknown float type '" + f->adapter_dtype + "'");
+      o.adapter_dtype = *dt;
+      const Json j = run_svd_init(o);
+      const auto& t = j["totals"];
+      char buf[512];
+      std::snprintf(buf, sizeof buf,
+                    "wrote %s: %zu adapted tensors, %llu adapter params, max |err| %.3g, %.2fs\n",
+                    o.common.output.c_str(),
+                    static_cast<std::size_t>(t["targets"].get<std::uint64_t>()),
+                    static_cast<unsigned long long>(t["adapter_params"].get<std::uint64_t>()),
+                    t["max_abs_err"].get<double>(), t["seconds"].get<double>());
+      print_result(f->common, j, buf);
+      return 0;
+    };
+  });
+}
 
 }  // namespace ckpt::cli

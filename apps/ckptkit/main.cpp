@@ -20,11 +20,13 @@ int main(int argc, char** argv) {
                ": decompose and compress LLM checkpoints (safetensors in, safetensors out)"};
   app.set_version_flag("--version", "ckptkit " CKPTKIT_VERSION);
   app.require_subcommand(1);
-  app.footer("Run 'ckptkit <subcommand> --help' for its options and an example.\n"
-             "Exit codes: 0 done, 1 runtime failure, 2 usage or invalid input, 130 interrupted.");
+  app.footer(
+      "Run 'ckptkit <subcommand> --help' for its options and an example.\n"
+      "Exit codes: 0 done, 1 runtime failure, 2 usage or invalid input, 130 interrupted.");
 
   ckpt::cli::Run run;
-  for (const auto& setup : ckpt::cli::all_commands()) setup(app, run);
+  for (const auto& setup : ckpt::cli::all_commands())
+    setup(app, run);
 
   try {
     app.parse(argc, argv);
@@ -41,7 +43,11 @@ int main(int argc, char** argv) {
   try {
     return run ? run() : 2;
   } catch (const ckpt::Error& e) {
-    std::fprintf(stderr, "ckptkit: error: %s\n", e.what());
+    // One line, whatever an untrusted file or index put into the message.
+    std::string msg = e.what();
+    for (char& c : msg)
+      if (c == '\n' || c == '\r') c = ' ';
+    std::fprintf(stderr, "ckptkit: error: %s\n", msg.c_str());
     return ckpt::exit_code(e.kind());
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "ckptkit: error: out of memory\n");

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/io/lossless.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;
@@ -126,6 +127,11 @@ Checkpoint Checkpoint::open(const fs::path& path) {
     s.path = wf;
     s.file = FileBytes::open(wf);
     s.header = parse_safetensors(s.file->bytes(), wf.string());
+    if (is_lossless_archive(s.header)) {
+      // A `quantize --scheme lossless` archive: decode it into memory like a .zst file.
+      s.file = FileBytes::from_memory(decode_lossless_file(s.file->bytes(), s.header, wf.string()), wf.string());
+      s.header = parse_safetensors(s.file->bytes(), wf.string());
+    }
     c.shards_.push_back(std::move(s));
   }
   for (std::size_t i = 0; i < c.shards_.size(); ++i) {

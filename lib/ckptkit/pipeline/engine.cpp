@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <vector>
 
 #include "ckptkit/core/interrupt.hpp"
 
@@ -29,34 +30,39 @@ void run_ordered(std::size_t n, const std::function<std::uint64_t(std::size_t)>&
   if (n == 0) return;
   const int threads = resolved_threads(exec);
   std::uint64_t largest = 0;
-  for (std::size_t i = 0; i < n; ++i) largest = std::max(largest, working_set(i));
+  for (std::size_t i = 0; i < n; ++i)
+    largest = std::max(largest, working_set(i));
   const std::size_t tokens = tokens_for_budget(exec.memory_budget, largest, threads);
 
-  struct Item {
-    std::size_t index = 0;
-    Commit commit;
-  };
+  // Commits live in per-item slots rather than in the items TBB passes between filters: when a
+  // stage throws, oneTBB cancels the pipeline without destroying items still in flight, which
+  // leaked their tensors (seen under ASan). The slots are owned here and freed on every path.
+  std::vector<Commit> slots(n);
   tbb::task_arena arena(threads);
   arena.execute([&] {
     std::size_t next = 0;
     tbb::parallel_pipeline(
-        tokens,
-        tbb::make_filter<void, std::size_t>(tbb::filter_mode::serial_in_order,
-                                            [&](tbb::flow_control& fc) -> std::size_t {
-                                              throw_if_interrupted();
-                                              if (next >= n) {
-                                                fc.stop();
-                                                return 0;
-                                              }
-                                              return next++;
-                                            }) &
-            tbb::make_filter<std::size_t, Item>(
-                tbb::filter_mode::parallel,
-                [&](std::size_t i) { return Item{i, work(i)}; }) &
-            tbb::make_filter<Item, void>(tbb::filter_mode::serial_in_order, [&](Item item) {
-              throw_if_interrupted();
-              if (item.commit) item.commit();
-            }));
+        tokens, tbb::make_filter<void, std::size_t>(tbb::filter_mode::serial_in_order,
+                                                    [&](tbb::flow_control& fc) -> std::size_t {
+                                                      throw_if_interrupted();
+                                                      if (next >= n) {
+                                                        fc.stop();
+                                                        return 0;
+                                                      }
+                                                      return next++;
+                                                    }) &
+                    tbb::make_filter<std::size_t, std::size_t>(tbb::filter_mode::parallel,
+                                                               [&](std::size_t i) {
+                                                                 slots[i] = work(i);
+                                                                 return i;
+                                                               }) &
+                    tbb::make_filter<std::size_t, void>(tbb::filter_mode::serial_in_order,
+                                                        [&](std::size_t i) {
+                                                          throw_if_interrupted();
+                                                          const Commit commit = std::move(slots[i]);
+                                                          slots[i] = nullptr;
+                                                          if (commit) commit();
+                                                        }));
   });
 }
 

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Benchmark driver: ckptkit svd-init vs the PyTorch peer (peft_peer.py), same machine, same run.
+
+For each checkpoint and SVD path it runs both tools REPS times, alternating, and reports the
+median wall time and median peak RSS (ru_maxrss of the child, via os.wait4), their ratios, and
+the randomized path's GFLOP/s (ckptkit report, --threads 1) against Eigen's single-thread GEMM
+measured in the same run by gemm_peak.cpp. Prints a markdown table.
+
+usage: run.py --ckptkit BUILD/ckptkit [--gen BUILD/ckptkit-gen-synthetic] [--shared ../shared/data]
+              [--reps 3] [--threads 2] [--rank 16] [--work /tmp/svdbench]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PY = "/usr/bin/python3"
+
+
+def measure(cmd, env):
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    out, err = p.communicate()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{err.decode()[-2000:]}")
+    return wall, ru.ru_maxrss / 1024.0  # MiB
+
+
+def gemm_peak(work):
+    exe = os.path.join(work, "gemm_peak")
+    if not os.path.exists(exe):
+        subprocess.run(["g++", "-O3", "-march=native", "-DNDEBUG", "-DEIGEN_DONT_PARALLELIZE", "-I/usr/include/eigen3",
+                        os.path.join(HERE, "gemm_peak.cpp"), "-o", exe], check=True)
+    out = {}
+    for shape in [(4096, 4096, 26), (11008, 4096, 26), (4096, 4096, 80)]:
+        r = subprocess.run([exe, *map(str, shape)], capture_output=True, text=True, check=True).stdout.split()
+        out[shape] = float(r[-1])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ckptkit", required=True)
+    ap.add_argument("--gen", default="")
+    ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "..", "shared", "data"))
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--work", default="/tmp/ckptkit-svdbench")
+    ap.add_argument("--synthetic-layers", type=int, default=2)
+    ap.add_argument("--skip-exact-synthetic", action="store_true")
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    T = str(a.threads)
+    env_c = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env_p = dict(os.environ, OPENBLAS_NUM_THREADS=T, OMP_NUM_THREADS=T, MKL_NUM_THREADS=T)
+
+    cases = []
+    base = os.path.join(a.shared, "bytegpt-base")
+    if os.path.isdir(base):
+        cases.append(("bytegpt-base (f32, 36 linear, 384-1536)", base, ["randomized", "exact"]))
+    if a.gen:
+        syn = os.path.join(a.work, "llama7b-synthetic")
+        if not os.path.isdir(syn):
+            subprocess.run([a.gen, "--layers", str(a.synthetic_layers), "--out", syn, "--dtype", "bf16"], check=True)
+        cases.append((f"Llama-7B-shaped synthetic, {a.synthetic_layers} layers (bf16, 4096/11008)", syn,
+                       ["randomized"] if a.skip_exact_synthetic else ["randomized", "exact"]))
+
+    rows, gflops = [], []
+    for label, ckpt, paths in cases:
+        for svd in paths:
+            reps = a.reps if svd == "randomized" or "bytegpt" in label else 1
+            res = {"ckptkit": [], "torch": []}
+            cmd_c = None
+            for i in range(reps):
+                oc, op = os.path.join(a.work, "out-c"), os.path.join(a.work, "out-p")
+                shutil.rmtree(oc, ignore_errors=True)
+                shutil.rmtree(op, ignore_errors=True)
+                cmd_c = [a.ckptkit, "svd-init", ckpt, "-o", oc, "--rank", str(a.rank), "--svd", svd,
+                         "--threads", T, "-q"]
+                cmd_p = [PY, os.path.join(HERE, "peft_peer.py"), ckpt, op, "--rank", str(a.rank), "--svd", svd,
+                         "--threads", T]
+                res["ckptkit"].append(measure(cmd_c, env_c))
+                res["torch"].append(measure(cmd_p, env_p))
+            med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in res.items()}
+            rows.append((label, svd, reps, med))
+            print(f"{label} {svd}: {med}", file=sys.stderr, flush=True)
+            if svd == "randomized":
+                oc = os.path.join(a.work, "out-g")
+                shutil.rmtree(oc, ignore_errors=True)
+                subprocess.run([a.ckptkit, "svd-init", ckpt, "-o", oc, "--rank", str(a.rank), "--svd", svd,
+                                "--threads", "1", "-q"], env=env_c, check=True)
+                rep = json.load(open(os.path.join(oc, "report.json")))
+                big = [t for t in rep["tensors"] if t["shape"][0] * t["shape"][1] >= 4096 * 4096]
+                per = {tuple(t["shape"]): t.get("gemm_gflops") for t in big} if big else {}
+                gflops.append((label, rep["totals"]["randomized_gflops"], per))
+    peak = gemm_peak(a.work)
+
+    print(f"\nthreads {a.threads}, rank {a.rank}, medians of the listed repetitions (wall s / peak RSS MiB)\n")
+    print("| checkpoint | SVD | reps | ckptkit wall | torch wall | speed-up | ckptkit RSS | torch RSS | RSS ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, svd, reps, med in rows:
+        (cw, cr), (pw, pr) = med["ckptkit"], med["torch"]
+        print(f"| {label} | {svd} | {reps} | {cw:.2f} | {pw:.2f} | {pw / cw:.2f}x | {cr:.0f} | {pr:.0f} | {cr / pr:.2f} |")
+    print("\nEigen single-thread GEMM (gemm_peak.cpp, same run), GFLOP/s:")
+    for shape, v in peak.items():
+        print(f"- {shape[0]}x{shape[1]} by {shape[1]}x{shape[2]}: {v:.1f}")
+    print("\nckptkit randomized path (--threads 1), GFLOP/s of the products with W:")
+    for label, tot, per in gflops:
+        print(f"- {label}: all layers {tot}; per big layer {per}")
+
+
+if __name__ == "__main__":
+    main()

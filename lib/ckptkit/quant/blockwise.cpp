@@ -1,0 +1,445 @@
+#include "ckptkit/quant/blockwise.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "ckptkit/core/error.hpp"
+
+namespace ckpt::quant {
+namespace {
+
+bool is_pow2(std::int64_t v) {
+  return v > 0 && (v & (v - 1)) == 0;
+}
+
+float block_absmax(const float* x, std::int64_t n) {
+  float m = 0.0f;
+  for (std::int64_t i = 0; i < n; ++i)
+    m = std::max(m, std::fabs(x[i]));
+  return m;
+}
+
+// Codes of one block for a codebook of NM + 1 levels (NM midpoints): the count of midpoints
+// strictly below x * inv. Branch-free so the compiler vectorizes the element loop.
+template <int NM>
+void encode_small(const float* x, std::int64_t n, float inv, const float* mids,
+                  std::uint8_t* codes) {
+  float m[NM];
+  for (int k = 0; k < NM; ++k)
+    m[k] = mids[k];
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float v = x[i] * inv;
+    int c = 0;
+    for (int k = 0; k < NM; ++k)
+      c += v > m[k] ? 1 : 0;
+    codes[i] = static_cast<std::uint8_t>(c);
+  }
+}
+
+void encode_block(const Codebook& cb, const float* x, std::int64_t n, float scale,
+                  std::uint8_t* codes) {
+  if (scale == 0.0f) {
+    std::fill(codes, codes + n, cb.zero_code());
+    return;
+  }
+  const float inv = 1.0f / scale;
+  const float* mids = cb.midpoints().data();
+  switch (cb.size()) {
+    case 16:
+      return encode_small<15>(x, n, inv, mids, codes);
+    case 15:
+      return encode_small<14>(x, n, inv, mids, codes);
+    case 8:
+      return encode_small<7>(x, n, inv, mids, codes);
+    case 7:
+      return encode_small<6>(x, n, inv, mids, codes);
+    case 4:
+      return encode_small<3>(x, n, inv, mids, codes);
+    case 3:
+      return encode_small<2>(x, n, inv, mids, codes);
+    default:
+      for (std::int64_t i = 0; i < n; ++i)
+        codes[i] = cb.encode(x[i] * inv);
+  }
+}
+
+// MSB-first packing of n codes into `out` (which starts on a byte boundary).
+void pack_into(const std::uint8_t* codes, std::int64_t n, int bits, std::uint8_t* out) {
+  if (bits == 8) {
+    std::copy(codes, codes + n, out);
+    return;
+  }
+  if (bits == 4) {
+    std::int64_t i = 0;
+    for (; i + 1 < n; i += 2)
+      out[i / 2] = static_cast<std::uint8_t>((codes[i] << 4) | codes[i + 1]);
+    if (i < n) out[i / 2] = static_cast<std::uint8_t>(codes[i] << 4);
+    return;
+  }
+  std::uint32_t acc = 0;
+  int have = 0;
+  std::int64_t o = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    acc = (acc << bits) | codes[i];
+    have += bits;
+    while (have >= 8) {
+      out[o++] = static_cast<std::uint8_t>(acc >> (have - 8));
+      have -= 8;
+    }
+  }
+  if (have > 0) out[o] = static_cast<std::uint8_t>(acc << (8 - have));
+}
+
+void unpack_from(const std::uint8_t* in, std::int64_t n, int bits, std::uint8_t* codes) {
+  if (bits == 8) {
+    std::copy(in, in + n, codes);
+    return;
+  }
+  if (bits == 4) {
+    for (std::int64_t i = 0; i < n; ++i)
+      codes[i] = static_cast<std::uint8_t>((i & 1) ? (in[i / 2] & 0x0F) : (in[i / 2] >> 4));
+    return;
+  }
+  const std::uint32_t mask = (1u << bits) - 1;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t bit = i * bits;
+    const std::int64_t byte = bit / 8;
+    const int shift = static_cast<int>(bit % 8);
+    // Up to 16 bits span the field (bits <= 8).
+    std::uint32_t w = static_cast<std::uint32_t>(in[byte]) << 8;
+    if (shift + bits > 8) w |= in[byte + 1];
+    codes[i] = static_cast<std::uint8_t>((w >> (16 - shift - bits)) & mask);
+  }
+}
+
+std::int64_t packed_bytes(std::int64_t n, int bits) {
+  return (n * bits + 7) / 8;
+}
+
+float round_to(DType t, float v) {
+  if (t == DType::BF16) return bf16_to_f32(f32_to_bf16(v));
+  if (t == DType::F16) return f16_to_f32(f32_to_f16(v));
+  return v;
+}
+
+}  // namespace
+
+std::string Scheme::name() const {
+  return (family == Family::NF ? "nf" : "int") + std::to_string(bits);
+}
+
+Scheme Scheme::parse(const std::string& text) {
+  Scheme s;
+  std::string digits;
+  if (text.rfind("nf", 0) == 0) {
+    s.family = Family::NF;
+    digits = text.substr(2);
+  } else if (text.rfind("int", 0) == 0) {
+    s.family = Family::INT;
+    digits = text.substr(3);
+  } else {
+    fail(ErrorKind::Usage,
+         "--scheme: unknown scheme '" + text + "' (nf4, nf3, nf2, int8, int4, lossless)");
+  }
+  if (digits.size() != 1 || digits[0] < '2' || digits[0] > '8')
+    fail(ErrorKind::Usage, "--scheme: '" + text + "' needs a width of 2..8 bits (e.g. nf4, int8)");
+  s.bits = digits[0] - '0';
+  return s;
+}
+
+void QuantSpec::validate() const {
+  if (!is_pow2(block) || block < 16 || block > 4096)
+    fail(ErrorKind::Usage,
+         "--block: " + std::to_string(block) + " is not a power of two in 16..4096");
+  if (dq == DoubleQuant::Bnb &&
+      (!is_pow2(nested_block) || nested_block < 16 || nested_block > 4096))
+    fail(ErrorKind::Usage,
+         "nested block " + std::to_string(nested_block) + " is not a power of two in 16..4096");
+  if (dq == DoubleQuant::Lq) {
+    if (lq_bits < 2 || lq_bits > 8)
+      fail(ErrorKind::Usage, "--lq-scale-bits: " + std::to_string(lq_bits) + " is not in 2..8");
+    if (!is_pow2(lq_group) || lq_group > 4096)
+      fail(ErrorKind::Usage,
+           "--lq-group: " + std::to_string(lq_group) + " is not a power of two in 1..4096");
+    if (lq_scale_dtype != DType::F32 && lq_scale_dtype != DType::BF16 &&
+        lq_scale_dtype != DType::F16)
+      fail(ErrorKind::Usage, "--lq-scale-dtype must be fp32, bf16 or fp16");
+  }
+}
+
+std::vector<float> scheme_levels(const Scheme& s) {
+  if (s.family == Family::NF) {
+    if (s.bits == 4) return {nf4_table().begin(), nf4_table().end()};
+    return normal_float_levels(s.bits);
+  }
+  return int_levels(s.bits);
+}
+
+std::vector<float> QuantizedTensor::block_scales() const {
+  const std::int64_t nb = blocks();
+  std::vector<float> s(static_cast<std::size_t>(nb));
+  for (std::int64_t b = 0; b < nb; ++b) {
+    const auto i = static_cast<std::size_t>(b);
+    switch (spec.dq) {
+      case DoubleQuant::None:
+        s[i] = absmax[i];
+        break;
+      case DoubleQuant::Bnb: {
+        const float v = nested_map[scale_codes[i]] *
+                        nested_absmax[static_cast<std::size_t>(b / spec.nested_block)];
+        s[i] = v + offset;
+        break;
+      }
+      case DoubleQuant::Lq: {
+        const float levels = static_cast<float>((1 << spec.lq_bits) - 1);
+        const float v = static_cast<float>(scale_codes[i]) *
+                        nested_absmax[static_cast<std::size_t>(b / spec.lq_group)];
+        s[i] = v / levels + offset;
+        break;
+      }
+    }
+  }
+  return s;
+}
+
+std::int64_t first_non_finite(std::span<const float> x) {
+  for (std::size_t i = 0; i < x.size(); ++i)
+    if (!std::isfinite(x[i])) return static_cast<std::int64_t>(i);
+  return -1;
+}
+
+QuantizedTensor quantize(std::span<const float> x, const QuantSpec& spec, ErrorStats* err) {
+  spec.validate();
+  if (const auto bad = first_non_finite(x); bad >= 0)
+    fail(ErrorKind::Format,
+         "element " + std::to_string(bad) + " is " +
+             (std::isnan(x[static_cast<std::size_t>(bad)]) ? "NaN" : "infinite") +
+             ": cannot quantize non-finite values");
+  QuantizedTensor q;
+  q.spec = spec;
+  q.numel = static_cast<std::int64_t>(x.size());
+  q.codebook = scheme_levels(spec.scheme);
+  const Codebook cb(q.codebook);
+  const int bits = spec.scheme.bits;
+  const std::int64_t B = spec.block, n = q.numel, nb = q.blocks();
+
+  std::vector<float> s0(static_cast<std::size_t>(nb));
+  for (std::int64_t b = 0; b < nb; ++b)
+    s0[static_cast<std::size_t>(b)] = block_absmax(x.data() + b * B, std::min(B, n - b * B));
+
+  std::vector<float> code_scale = s0;  // what the weight codes are chosen against
+  if (spec.dq == DoubleQuant::None) {
+    q.absmax = s0;
+  } else if (spec.dq == DoubleQuant::Bnb) {
+    double sum = 0;
+    for (float v : s0)
+      sum += v;
+    q.offset = nb ? static_cast<float>(sum / static_cast<double>(nb)) : 0.0f;
+    q.nested_map = dynamic_map();
+    const Codebook dyn(q.nested_map);
+    const std::int64_t NB = spec.nested_block, nn = (nb + NB - 1) / NB;
+    q.nested_absmax.resize(static_cast<std::size_t>(nn));
+    q.scale_codes.resize(static_cast<std::size_t>(nb));
+    std::vector<float> d(static_cast<std::size_t>(nb));
+    for (std::int64_t b = 0; b < nb; ++b)
+      d[static_cast<std::size_t>(b)] = s0[static_cast<std::size_t>(b)] - q.offset;
+    for (std::int64_t g = 0; g < nn; ++g) {
+      const std::int64_t lo = g * NB, cnt = std::min(NB, nb - lo);
+      const float m = block_absmax(d.data() + lo, cnt);
+      q.nested_absmax[static_cast<std::size_t>(g)] = m;
+      const float inv = m == 0.0f ? 0.0f : 1.0f / m;
+      for (std::int64_t b = lo; b < lo + cnt; ++b)
+        q.scale_codes[static_cast<std::size_t>(b)] =
+            m == 0.0f ? dyn.zero_code() : dyn.encode(d[static_cast<std::size_t>(b)] * inv);
+    }
+  } else {
+    float mn = nb ? s0[0] : 0.0f;
+    for (float v : s0)
+      mn = std::min(mn, v);
+    q.offset = mn;
+    const std::int64_t G = spec.lq_group, ng = (nb + G - 1) / G;
+    const int levels = (1 << spec.lq_bits) - 1;
+    q.nested_absmax.resize(static_cast<std::size_t>(ng));
+    q.scale_codes.resize(static_cast<std::size_t>(nb));
+    for (std::int64_t g = 0; g < ng; ++g) {
+      const std::int64_t lo = g * G, cnt = std::min(G, nb - lo);
+      float m = 0.0f;
+      for (std::int64_t b = lo; b < lo + cnt; ++b)
+        m = std::max(m, s0[static_cast<std::size_t>(b)] - q.offset);
+      const float s1 = round_to(spec.lq_scale_dtype, m);
+      q.nested_absmax[static_cast<std::size_t>(g)] = s1;
+      for (std::int64_t b = lo; b < lo + cnt; ++b) {
+        const float d = s0[static_cast<std::size_t>(b)] - q.offset;
+        const float r = s1 == 0.0f ? 0.0f : std::nearbyint(d * static_cast<float>(levels) / s1);
+        q.scale_codes[static_cast<std::size_t>(b)] =
+            static_cast<std::uint8_t>(std::clamp(r, 0.0f, static_cast<float>(levels)));
+      }
+    }
+    code_scale = q.block_scales();  // LQ-LoRA: codes against the reconstructed scale
+  }
+
+  q.packed.assign(static_cast<std::size_t>(packed_bytes(n, bits)), 0);
+  std::vector<std::uint8_t> codes(static_cast<std::size_t>(B));
+  std::vector<float> recon;
+  if (err) recon = spec.dq == DoubleQuant::None ? q.absmax : q.block_scales();
+  double se = 0, sx = 0, mx = 0;
+  const float* lv = q.codebook.data();
+  for (std::int64_t b = 0; b < nb; ++b) {
+    const std::int64_t cnt = std::min(B, n - b * B);
+    const float* xb = x.data() + b * B;
+    encode_block(cb, xb, cnt, code_scale[static_cast<std::size_t>(b)], codes.data());
+    pack_into(codes.data(), cnt, bits, q.packed.data() + b * B * bits / 8);
+    if (err) {
+      // Same float32 product as dequantize(); the error itself in double, as error_stats().
+      const float s = recon[static_cast<std::size_t>(b)];
+      for (std::int64_t i = 0; i < cnt; ++i) {
+        const double e = double(xb[i]) - double(lv[codes[static_cast<std::size_t>(i)]] * s);
+        se += e * e;
+        sx += double(xb[i]) * xb[i];
+        mx = std::max(mx, std::fabs(e));
+      }
+    }
+  }
+  if (err) {
+    err->mse = n ? se / static_cast<double>(n) : 0;
+    err->rel_fro = sx > 0 ? std::sqrt(se / sx) : (se > 0 ? INFINITY : 0);
+    err->max_abs = mx;
+    err->sqnr_db = se > 0 ? 10.0 * std::log10(sx / se) : INFINITY;
+  }
+  return q;
+}
+
+void dequantize(const QuantizedTensor& q, std::span<float> out) {
+  CKPT_ASSERT(static_cast<std::int64_t>(out.size()) == q.numel);
+  const auto scales = q.block_scales();
+  const int bits = q.spec.scheme.bits;
+  const std::int64_t B = q.spec.block, n = q.numel;
+  std::vector<std::uint8_t> codes(static_cast<std::size_t>(B));
+  const std::size_t L = q.codebook.size();
+  if (bits == 4 && L == 16) {
+    // Fast path (NF4, any 16-level book): every nibble is a valid code.
+    const float* lv = q.codebook.data();
+    for (std::int64_t b = 0; b < q.blocks(); ++b) {
+      const std::int64_t cnt = std::min(B, n - b * B);
+      const std::uint8_t* p = q.packed.data() + b * B / 2;
+      const float s = scales[static_cast<std::size_t>(b)];
+      float* o = out.data() + b * B;
+      for (std::int64_t i = 0; i + 1 < cnt; i += 2) {
+        o[i] = lv[p[i / 2] >> 4] * s;
+        o[i + 1] = lv[p[i / 2] & 0x0F] * s;
+      }
+      if (cnt & 1) o[cnt - 1] = lv[p[cnt / 2] >> 4] * s;
+    }
+    return;
+  }
+  for (std::int64_t b = 0; b < q.blocks(); ++b) {
+    const std::int64_t cnt = std::min(B, n - b * B);
+    unpack_from(q.packed.data() + b * B * bits / 8, cnt, bits, codes.data());
+    const float s = scales[static_cast<std::size_t>(b)];
+    float* o = out.data() + b * B;
+    for (std::int64_t i = 0; i < cnt; ++i) {
+      const std::size_t c = codes[static_cast<std::size_t>(i)];
+      if (c >= L)
+        fail(ErrorKind::Format, "code " + std::to_string(c) + " is outside the " +
+                                    std::to_string(L) + "-level codebook");
+      o[i] = q.codebook[c] * s;
+    }
+  }
+}
+
+std::vector<std::uint8_t> pack_codes(std::span<const std::uint8_t> codes, int bits) {
+  std::vector<std::uint8_t> out(
+      static_cast<std::size_t>(packed_bytes(static_cast<std::int64_t>(codes.size()), bits)), 0);
+  pack_into(codes.data(), static_cast<std::int64_t>(codes.size()), bits, out.data());
+  return out;
+}
+
+std::vector<std::uint8_t> unpack_codes(std::span<const std::uint8_t> packed, int bits,
+                                       std::int64_t n) {
+  CKPT_ASSERT(static_cast<std::int64_t>(packed.size()) >= packed_bytes(n, bits));
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(n));
+  unpack_from(packed.data(), n, bits, out.data());
+  return out;
+}
+
+double formula_bits_per_param(const QuantSpec& spec) {
+  const double b = spec.scheme.bits, B0 = spec.block;
+  switch (spec.dq) {
+    case DoubleQuant::None:
+      return b + 32.0 / B0;
+    case DoubleQuant::Bnb:
+      return b + 8.0 / B0 + 32.0 / (B0 * spec.nested_block);
+    case DoubleQuant::Lq: {
+      const double b1 = spec.lq_scale_dtype == DType::F32 ? 32.0 : 16.0;
+      return b + spec.lq_bits / B0 + b1 / (B0 * spec.lq_group);
+    }
+  }
+  return 0;
+}
+
+double stored_bits_per_param(const QuantizedTensor& q) {
+  double bytes =
+      static_cast<double>(q.packed.size()) + 4.0 * static_cast<double>(q.codebook.size());
+  const double nb = static_cast<double>(q.blocks());
+  switch (q.spec.dq) {
+    case DoubleQuant::None:
+      bytes += 4.0 * nb;
+      break;
+    case DoubleQuant::Bnb:
+      bytes += nb + 4.0 * static_cast<double>(q.nested_absmax.size()) +
+               4.0 * static_cast<double>(q.nested_map.size()) + 4.0;
+      break;
+    case DoubleQuant::Lq:
+      bytes += static_cast<double>(packed_bytes(q.blocks(), q.spec.lq_bits)) +
+               static_cast<double>(dtype_size(q.spec.lq_scale_dtype)) *
+                   static_cast<double>(q.nested_absmax.size()) +
+               4.0;
+      break;
+  }
+  return q.numel ? 8.0 * bytes / static_cast<double>(q.numel) : 0.0;
+}
+
+RowwiseInt8 quantize_rowwise_int8(std::span<const float> x, std::int64_t rows, std::int64_t cols) {
+  CKPT_ASSERT(static_cast<std::int64_t>(x.size()) == rows * cols);
+  if (const auto bad = first_non_finite(x); bad >= 0)
+    fail(ErrorKind::Format,
+         "element " + std::to_string(bad) + " is not finite: cannot quantize non-finite values");
+  RowwiseInt8 q;
+  q.cb.resize(x.size());
+  q.scb.resize(static_cast<std::size_t>(rows));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* row = x.data() + r * cols;
+    const float m = block_absmax(row, cols);
+    q.scb[static_cast<std::size_t>(r)] = m;
+    const float k = m == 0.0f ? 0.0f : 127.0f / m;
+    for (std::int64_t c = 0; c < cols; ++c)
+      q.cb[static_cast<std::size_t>(r * cols + c)] =
+          static_cast<std::int8_t>(std::clamp(std::nearbyint(row[c] * k), -127.0f, 127.0f));
+  }
+  return q;
+}
+
+void dequantize_rowwise_int8(const RowwiseInt8& q, std::int64_t cols, std::span<float> out) {
+  CKPT_ASSERT(out.size() == q.cb.size());
+  for (std::size_t i = 0; i < out.size(); ++i)
+    out[i] = (static_cast<float>(q.cb[i]) * q.scb[i / static_cast<std::size_t>(cols)]) * kInv127;
+}
+
+ErrorStats error_stats(std::span<const float> ref, std::span<const float> approx) {
+  CKPT_ASSERT(ref.size() == approx.size());
+  double se = 0, sx = 0, mx = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    const double e = static_cast<double>(ref[i]) - static_cast<double>(approx[i]);
+    se += e * e;
+    sx += static_cast<double>(ref[i]) * ref[i];
+    mx = std::max(mx, std::fabs(e));
+  }
+  ErrorStats s;
+  s.mse = ref.empty() ? 0 : se / static_cast<double>(ref.size());
+  s.rel_fro = sx > 0 ? std::sqrt(se / sx) : (se > 0 ? INFINITY : 0);
+  s.max_abs = mx;
+  s.sqnr_db = se > 0 ? 10.0 * std::log10(sx / se) : INFINITY;
+  return s;
+}
+
+}  // namespace ckpt::quant

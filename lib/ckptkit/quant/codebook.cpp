@@ -1,0 +1,196 @@
+#include "ckptkit/quant/codebook.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "ckptkit/core/error.hpp"
+
+namespace ckpt::quant {
+namespace {
+
+// bitsandbytes/functional.py get_4bit_type("nf4"): the floats as written in the source.
+constexpr std::array<float, 16> kNf4 = {-1.0f,
+                                        -0.6961928009986877f,
+                                        -0.5250730514526367f,
+                                        -0.39491748809814453f,
+                                        -0.28444138169288635f,
+                                        -0.18477343022823334f,
+                                        -0.09105003625154495f,
+                                        0.0f,
+                                        0.07958029955625534f,
+                                        0.16093020141124725f,
+                                        0.24611230194568634f,
+                                        0.33791524171829224f,
+                                        0.44070982933044434f,
+                                        0.5626170039176941f,
+                                        0.7229568362236023f,
+                                        1.0f};
+
+// torch.linspace(start, end, steps) for float32 on CPU: step in float, values from the start
+// below halfway and from the end above it. The kernel evaluates pairs of 8-lane vectors as
+// base + lane*step while two whole vectors remain, then the scalar formula for the tail; this
+// reproduces that so the codebooks built from it match the reference bit for bit.
+std::vector<float> torch_linspace_f32(float start, float end, std::int64_t steps) {
+  std::vector<float> out(static_cast<std::size_t>(steps));
+  if (steps == 1) {
+    out[0] = start;
+    return out;
+  }
+  const float step = (end - start) / static_cast<float>(steps - 1);
+  const std::int64_t halfway = steps / 2;
+  auto scalar = [&](std::int64_t i) {
+    if (i < halfway) return start + step * static_cast<float>(i);
+    return end - step * static_cast<float>(steps - i - 1);
+  };
+  constexpr std::int64_t kLanes = 8;
+  std::int64_t idx = 0;
+  while (idx + 2 * kLanes <= steps) {
+    for (int v = 0; v < 2; ++v) {
+      const float base = scalar(idx);
+      for (std::int64_t lane = 0; lane < kLanes; ++lane)
+        out[static_cast<std::size_t>(idx + lane)] = base + static_cast<float>(lane) * step;
+      idx += kLanes;
+    }
+  }
+  for (; idx < steps; ++idx)
+    out[static_cast<std::size_t>(idx)] = scalar(idx);
+  return out;
+}
+
+void check_bits(int bits, int lo, int hi, const char* what) {
+  if (bits < lo || bits > hi)
+    fail(ErrorKind::Usage, std::string(what) + ": " + std::to_string(bits) +
+                               " bits is out of range " + std::to_string(lo) + ".." +
+                               std::to_string(hi));
+}
+
+}  // namespace
+
+std::span<const float, 16> nf4_table() {
+  return std::span<const float, 16>(kNf4);
+}
+
+double normal_cdf(double x) {
+  return 0.5 * std::erfc(-x / std::sqrt(2.0));
+}
+
+double normal_ppf(double p) {
+  if (!(p > 0.0 && p < 1.0)) {
+    if (p == 0.0) return -INFINITY;
+    if (p == 1.0) return INFINITY;
+    return NAN;
+  }
+  // Acklam's coefficients (relative error 1.15e-9), then one Halley step.
+  static const double a[] = {-3.969683028665376e+01, 2.209460984245205e+02,  -2.759285104469687e+02,
+                             1.383577518672690e+02,  -3.066479806614716e+01, 2.506628277459239e+00};
+  static const double b[] = {-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
+                             6.680131188771972e+01, -1.328068155288572e+01};
+  static const double c[] = {-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
+                             -2.549732539343734e+00, 4.374664141464968e+00,  2.938163982698783e+00};
+  static const double d[] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
+                             3.754408661907416e+00};
+  const double plow = 0.02425, phigh = 1 - plow;
+  double x;
+  if (p < plow) {
+    const double q = std::sqrt(-2 * std::log(p));
+    x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+        ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
+  } else if (p <= phigh) {
+    const double q = p - 0.5, r = q * q;
+    x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
+        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+  } else {
+    const double q = std::sqrt(-2 * std::log(1 - p));
+    x = -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+        ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
+  }
+  // Halley refinement: the CDF residual through erfc keeps full precision in both tails.
+  for (int it = 0; it < 2; ++it) {
+    const double e = 0.5 * std::erfc(-x / std::sqrt(2.0)) - p;
+    const double u = e * std::sqrt(2 * M_PI) * std::exp(x * x / 2);
+    x = x - u / (1 + x * u / 2);
+  }
+  return x;
+}
+
+std::vector<float> normal_float_levels(int bits) {
+  check_bits(bits, 2, 8, "NF codebook");
+  const std::int64_t half = std::int64_t{1} << (bits - 1);
+  const float off = static_cast<float>(kNfOffset);
+  std::vector<float> v;
+  const auto pos = torch_linspace_f32(off, 0.5f, half + 1);
+  for (std::int64_t i = 0; i < half; ++i)
+    v.push_back(static_cast<float>(normal_ppf(pos[static_cast<std::size_t>(i)])));
+  const auto neg = torch_linspace_f32(off, 0.5f, half);
+  for (std::int64_t i = 0; i + 1 < half; ++i)
+    v.push_back(static_cast<float>(-normal_ppf(neg[static_cast<std::size_t>(i)])));
+  v.push_back(0.0f);
+  std::sort(v.begin(), v.end());
+  const float mx = v.back();
+  for (float& x : v)
+    x = x / mx;
+  return v;
+}
+
+std::vector<double> normal_float_levels_f64(int bits) {
+  check_bits(bits, 2, 8, "NF codebook");
+  const int half = 1 << (bits - 1);
+  std::vector<double> v;
+  for (int i = 0; i < half; ++i)
+    v.push_back(normal_ppf(kNfOffset + (0.5 - kNfOffset) * i / half));
+  for (int i = 0; i + 1 < half; ++i)
+    v.push_back(-normal_ppf(kNfOffset + (0.5 - kNfOffset) * i / (half - 1)));
+  v.push_back(0.0);
+  std::sort(v.begin(), v.end());
+  const double mx = v.back();
+  for (double& x : v)
+    x /= mx;
+  return v;
+}
+
+std::vector<float> dynamic_map() {
+  // signed, max_exponent_bits = 7, total_bits = 8: non_sign_bits = 7, no additional items.
+  std::vector<float> data;
+  for (int i = 0; i < 7; ++i) {
+    const std::int64_t items = (std::int64_t{1} << i) + 1;
+    const auto bounds = torch_linspace_f32(0.1f, 1.0f, items);
+    const float scale = static_cast<float>(std::pow(10.0, -6 + i));
+    for (std::int64_t j = 0; j + 1 < items; ++j) {
+      const float mean =
+          (bounds[static_cast<std::size_t>(j)] + bounds[static_cast<std::size_t>(j + 1)]) / 2.0f;
+      data.push_back(scale * mean);
+      data.push_back(-scale * mean);
+    }
+  }
+  data.push_back(0.0f);
+  data.push_back(1.0f);
+  CKPT_ASSERT(data.size() == 256);
+  std::sort(data.begin(), data.end());
+  return data;
+}
+
+std::vector<float> int_levels(int bits) {
+  check_bits(bits, 2, 8, "INT codebook");
+  const int m = (1 << (bits - 1)) - 1;
+  std::vector<float> v;
+  for (int k = -m; k <= m; ++k)
+    v.push_back(static_cast<float>(k) / static_cast<float>(m));
+  return v;
+}
+
+Codebook::Codebook(std::vector<float> levels) : levels_(std::move(levels)) {
+  CKPT_ASSERT(!levels_.empty() && levels_.size() <= 256);
+  CKPT_ASSERT(std::is_sorted(levels_.begin(), levels_.end()));
+  for (std::size_t i = 0; i + 1 < levels_.size(); ++i)
+    mids_.push_back((levels_[i] + levels_[i + 1]) * 0.5f);
+  std::size_t z = 0;
+  for (std::size_t i = 0; i < levels_.size(); ++i)
+    if (std::fabs(levels_[i]) < std::fabs(levels_[z])) z = i;
+  zero_code_ = static_cast<std::uint8_t>(z);
+}
+
+std::uint8_t Codebook::encode(float x) const {
+  return static_cast<std::uint8_t>(std::lower_bound(mids_.begin(), mids_.end(), x) - mids_.begin());
+}
+
+}  // namespace ckpt::quant

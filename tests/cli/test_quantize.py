@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""End-to-end check of `ckptkit quantize`, numpy only.
+
+Reads our bitsandbytes-layout (and ckptkit-layout) output independently of ckptkit, dequantizes it
+with the published bitsandbytes rules (NF4 table, high-nibble-first packing, dynamic map, nested
+absmax, offset; LLM.int8 row-wise CB*SCB/127) and requires `--dequantize` to give the very same
+bytes. Also: lossless archives round-trip bit-exactly on data/ and every ../shared/data file, bad
+input exits 2 naming the tensor.
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+BIN = os.environ.get("CKPTKIT_BIN", "build/ckptkit")
+DATA = os.environ.get("CKPTKIT_DATA", "data")
+SHARED = os.environ.get("CKPTKIT_SHARED", "../shared")
+SAMPLE = os.path.join(DATA, "bytegpt-base-bf16")
+
+# bitsandbytes/functional.py get_4bit_type("nf4"), typed from the published source.
+NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+                -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+                0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+                0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0], dtype=np.float32)
+
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+
+def run(*args, expect=0):
+    p = subprocess.run([BIN, *args], capture_output=True, text=True)
+    if p.returncode != expect:
+        print(p.stdout, p.stderr)
+    return p
+
+
+def load(path):
+    """Our own safetensors reader: header dict and a dict name -> numpy array (raw dtype)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    np_types = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "U8": np.uint8, "I8": np.int8,
+                "F64": np.float64, "I64": np.int64, "I32": np.int32}
+    out = {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        b, e = v["data_offsets"]
+        out[k] = np.frombuffer(data[b:e], dtype=np_types[v["dtype"]]).reshape(v["shape"])
+    return header, out
+
+
+def bf16_rne(x):
+    """float32 -> bf16 bits, round to nearest even (finite inputs)."""
+    u = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def to_dtype(x, dtype):
+    if dtype == "BF16":
+        return bf16_rne(x)
+    if dtype == "F16":
+        return x.astype(np.float16)
+    return x.astype(np.float32)
+
+
+def dynamic_map_f64():
+    """create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8) in float64."""
+    data = []
+    for i in range(7):
+        b = np.linspace(0.1, 1, 2 ** i + 1)
+        means = (b[:-1] + b[1:]) / 2.0
+        data += list(10.0 ** (-6 + i) * means) + list(-(10.0 ** (-6 + i)) * means)
+    data += [0.0, 1.0]
+    return np.sort(np.array(data))
+
+
+def unpack_msb(packed, bits, n):
+    bitarr = np.unpackbits(packed.reshape(-1))[: n * bits].reshape(n, bits)
+    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.uint8)
+    return (bitarr * weights).sum(axis=1).astype(np.int64)
+
+
+def bnb_dequant(t, base):
+    state = json.loads(bytes(t[base + ".quant_state.bitsandbytes__nf4"]).decode("utf-8"))
+    shape, block = state["shape"], state["blocksize"]
+    n = int(np.prod(shape))
+    packed = t[base].reshape(-1)
+    codes = np.empty(2 * packed.size, dtype=np.int64)
+    codes[0::2] = packed >> 4      # first element in the high nibble
+    codes[1::2] = packed & 0x0F
+    codes = codes[:n]
+    qmap = t[base + ".quant_map"]
+    if "nested_blocksize" in state:
+        dyn = t[base + ".nested_quant_map"]
+        nested = t[base + ".nested_absmax"]
+        q = t[base + ".absmax"].astype(np.int64)
+        nb = np.arange(q.size) // state["nested_blocksize"]
+        absmax = (dyn[q] * nested[nb]).astype(np.float32) + np.float32(state["nested_offset"])
+    else:
+        absmax = t[base + ".absmax"]
+    vals = (qmap[codes] * absmax[np.arange(n) // block]).astype(np.float32)
+    return vals.reshape(shape), state
+
+
+def ck_dequant(t, base):
+    st = json.loads(bytes(t[base + ".quant_state.ckptkit"]).decode("utf-8"))
+    shape, block, bits = st["shape"], st["block"], st["bits"]
+    n = int(np.prod(shape))
+    nb = (n + block - 1) // block
+    codes = unpack_msb(t[base], bits, n)
+    book = t[base + ".codebook"]
+    if st["double_quant"] == "none":
+        scale = t[base + ".qscales"]
+    elif st["double_quant"] == "lq":
+        q = unpack_msb(t[base + ".qscales"], st["lq_scale_bits"], nb).astype(np.float32)
+        s1 = t[base + ".qscales_nested"]
+        if st["lq_scale_dtype"] == "BF16":
+            s1 = (s1.astype(np.uint32) << 16).view(np.float32)
+        s1 = s1.astype(np.float32)[np.arange(nb) // st["lq_group"]]
+        scale = (q * s1) / np.float32(2 ** st["lq_scale_bits"] - 1) + np.float32(st["offset"])
+    else:
+        q = t[base + ".qscales"].astype(np.int64)
+        scale = (t[base + ".qscales_map"][q] * t[base + ".qscales_nested"][np.arange(nb) // st["nested_block"]]
+                 ).astype(np.float32) + np.float32(st["offset"])
+    vals = (book[codes] * scale.astype(np.float32)[np.arange(n) // block]).astype(np.float32)
+    return vals.reshape(shape), st
+
+
+def compare_dequant(tmp, qdir, label, decoder, suffix):
+    deq = os.path.join(tmp, label.replace("/", "_").replace(" ", "_") + "-deq")
+    run("quantize", qdir, "--dequantize", "-o", deq, "-q")
+    _, q = load(os.path.join(qdir, "model.safetensors"))
+    dh, d = load(os.path.join(deq, "model.safetensors"))
+    _, orig = load(os.path.join(SAMPLE, "model.safetensors"))
+    bases = [k[: -len(suffix)] for k in q if k.endswith(suffix)]
+    exact = 0
+    worst_rel = 0.0
+    for b in bases:
+        vals, st = decoder(q, b)
+        ours = d[b]
+        mine = to_dtype(vals, dh[b]["dtype"])
+        exact += int(np.array_equal(mine.reshape(-1), ours.reshape(-1)))
+        x = (orig[b].astype(np.uint32) << 16).view(np.float32)
+        worst_rel = max(worst_rel, float(np.linalg.norm(vals - x) / np.linalg.norm(x)))
+    check(len(bases) == 36 and exact == len(bases),
+          f"{label}: numpy dequantization equals --dequantize bit for bit on {exact}/{len(bases)} weights")
+    same = all(np.array_equal(d[k], orig[k]) for k in orig if k not in bases)
+    check(same, f"{label}: non-target tensors pass through unchanged")
+    return worst_rel, q, bases
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="ckpt-quant-")
+
+    # --- bnb NF4 + double quantization (QLoRA defaults)
+    qdir = os.path.join(tmp, "nf4")
+    p = run("quantize", SAMPLE, "-o", qdir, "--scheme", "nf4", "--double-quant", "bnb", "-q")
+    check(p.returncode == 0, "quantize nf4 --double-quant bnb exits 0")
+    rel, q, bases = compare_dequant(tmp, qdir, "nf4+bnbDQ", bnb_dequant, ".quant_state.bitsandbytes__nf4")
+    print(f"     nf4+bnbDQ worst relative Frobenius error vs the bf16 input: {rel:.4f}")
+    check(0.05 < rel < 0.15, f"nf4 error is in the expected range (0.05..0.15): {rel:.4f}")
+    b = bases[0]
+    check(np.array_equal(q[b + ".quant_map"], NF4), "quant_map is bitsandbytes' NF4 table bit for bit")
+    dyn = q[b + ".nested_quant_map"]
+    check(np.max(np.abs(dyn.astype(np.float64) - dynamic_map_f64())) < 1e-7,
+          "nested_quant_map follows create_dynamic_map (within float32 rounding)")
+    st = json.loads(bytes(q[b + ".quant_state.bitsandbytes__nf4"]).decode())
+    check(list(st.keys()) == ["quant_type", "blocksize", "dtype", "shape", "nested_blocksize", "nested_dtype",
+                              "nested_offset"] and st["dtype"] == "bfloat16" and st["nested_blocksize"] == 256,
+          f"quant_state JSON has bnb's keys in as_dict order: {st}")
+    n = int(np.prod(st["shape"]))
+    check(q[b].shape == (n // 2, 1) and q[b].dtype == np.uint8, f"packed weight is uint8 [n/2, 1]: {q[b].shape}")
+    cfg = json.load(open(os.path.join(qdir, "config.json")))["quantization_config"]
+    check(cfg["quant_method"] == "bitsandbytes" and cfg["load_in_4bit"] and cfg["bnb_4bit_quant_type"] == "nf4"
+          and cfg["bnb_4bit_use_double_quant"] and "lm_head" in cfg["llm_int8_skip_modules"],
+          "config.json quantization_config is transformers' BitsAndBytesConfig")
+    rep = json.load(open(os.path.join(qdir, "report.json")))
+    check(rep["settings"]["bits_per_param_formula"] == 4 + 8 / 64 + 32 / (64 * 256),
+          f"bits/param formula 4 + 8/64 + 32/16384 = {rep['settings']['bits_per_param_formula']}")
+    row = rep["tensors"][0]
+    check(all(k in row for k in ("rel_fro_error", "max_abs_error", "sqnr_db", "bits_per_param")),
+          "report rows carry rel_fro_error, max_abs_error, sqnr_db, bits_per_param")
+
+    # --- bnb NF4 without double quantization, block 128
+    qdir = os.path.join(tmp, "nf4-128")
+    run("quantize", SAMPLE, "-o", qdir, "--scheme", "nf4", "--double-quant", "none", "--block", "128", "-q")
+    compare_dequant(tmp, qdir, "nf4/128 noDQ", bnb_dequant, ".quant_state.bitsandbytes__nf4")
+
+    # --- ckptkit layout: NF3 with LQ-LoRA double quantization (bf16 second-level scales)
+    qdir = os.path.join(tmp, "nf3")
+    run("quantize", SAMPLE, "-o", qdir, "--scheme", "nf3", "--double-quant", "lq", "--lq-scale-dtype", "bf16", "-q")
+    rel3, _, _ = compare_dequant(tmp, qdir, "nf3+lqDQ", ck_dequant, ".quant_state.ckptkit")
+    check(rel3 > rel, f"nf3 error ({rel3:.4f}) is above nf4's ({rel:.4f})")
+    qdir = os.path.join(tmp, "int4")
+    run("quantize", SAMPLE, "-o", qdir, "--scheme", "int4", "--block", "32", "--double-quant", "bnb", "-q")
+    compare_dequant(tmp, qdir, "int4/32+bnbDQ", ck_dequant, ".quant_state.ckptkit")
+
+    # --- bnb LLM.int8 (row-wise)
+    qdir = os.path.join(tmp, "int8")
+    run("quantize", SAMPLE, "-o", qdir, "--scheme", "int8", "-q")
+    _, q8 = load(os.path.join(qdir, "model.safetensors"))
+    deq = os.path.join(tmp, "int8-deq")
+    run("quantize", qdir, "--dequantize", "-o", deq, "--dtype", "bf16", "-q")
+    _, d8 = load(os.path.join(deq, "model.safetensors"))
+    ws = [k for k in q8 if k.endswith("weight") and q8[k].dtype == np.int8]
+    ok = 0
+    for w in ws:
+        scb = q8[w[: -len("weight")] + "SCB"]
+        vals = (q8[w].astype(np.float32) * scb[:, None]).astype(np.float32) * np.float32(7.874015718698502e-3)
+        ok += int(np.array_equal(bf16_rne(vals), d8[w]))
+    check(len(ws) == 36 and ok == len(ws), f"int8 row-wise: numpy CB*SCB/127 equals --dequantize on {ok}/{len(ws)}")
+
+    # --- bad input
+    p = run("quantize", SAMPLE, "-o", os.path.join(tmp, "bad1"), "--block", "48", expect=2)
+    check(p.returncode == 2 and "power of two" in p.stderr, f"--block 48 exits 2: {p.stderr.strip()}")
+    p = run("quantize", os.path.join(tmp, "nf4"), "-o", os.path.join(tmp, "bad2"), expect=2)
+    check(p.returncode == 2 and "already quantized" in p.stderr, f"re-quantizing exits 2: {p.stderr.strip()}")
+    nan_dir = os.path.join(tmp, "nan")
+    os.makedirs(nan_dir)
+    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    w[3, 5] = np.nan
+    hdr = json.dumps({"layer.q_proj.weight": {"dtype": "F32", "shape": [64, 64], "data_offsets": [0, w.nbytes]}}).encode()
+    with open(os.path.join(nan_dir, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(hdr)) + hdr + w.tobytes())
+    p = run("quantize", nan_dir, "-o", os.path.join(tmp, "bad3"), expect=2)
+    check(p.returncode == 2 and "layer.q_proj.weight" in p.stderr and "NaN" in p.stderr,
+          f"NaN input exits 2 naming the tensor: {p.stderr.strip()}")
+
+    # --- lossless archives: bit-exact on data/ and every ../shared/data file
+    inputs = [os.path.join(SAMPLE, "model.safetensors")]
+    shared = os.path.join(SHARED, "data")
+    if os.path.isdir(shared):
+        for root, _, files in sorted(os.walk(shared)):
+            inputs += [os.path.join(root, f) for f in sorted(files) if f.endswith(".safetensors")]
+    else:
+        print("skip ../shared/data: absent")
+    for i, src in enumerate(inputs):
+        arc, back = os.path.join(tmp, f"ll{i}"), os.path.join(tmp, f"ll{i}-back")
+        p = run("quantize", src, "-o", arc, "--scheme", "lossless", "--json")
+        ratio = json.loads(p.stdout)["totals"]["ratio"] if p.returncode == 0 else 0
+        run("quantize", arc, "--dequantize", "-o", back, "-q")
+        h0, t0 = load(src)
+        h1, t1 = load(os.path.join(back, "model.safetensors"))
+        same = set(t0) == set(t1) and all(t0[k].tobytes() == t1[k].tobytes() and h0[k]["dtype"] == h1[k]["dtype"]
+                                          for k in t0) and h0.get("__metadata__") == h1.get("__metadata__")
+        check(same, f"lossless round trip bit-exact: {src} (ratio {ratio})")
+        p = run("inspect", arc)
+        check(p.returncode == 0, f"inspect reads the archive directly: {arc}")
+    shutil_rm(tmp)
+    if failures:
+        print(f"{len(failures)} check(s) failed")
+        sys.exit(1)
+    print("all quantize checks passed")
+
+
+def shutil_rm(path):
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

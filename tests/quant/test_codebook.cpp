@@ -1,0 +1,148 @@
+// Codebooks against published values: bitsandbytes' NF4 table, the NF3/NF2 values of
+// ../shared/research/quant-anchors.md §2.2, the normal quantile function, the dynamic map rule.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "ckptkit/quant/codebook.hpp"
+
+using namespace ckpt::quant;
+
+namespace {
+std::uint32_t bits_of(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+}  // namespace
+
+TEST_CASE("NF4 table equals bitsandbytes' floats bit for bit", "[quant][codebook]") {
+  // Decimal strings as printed in bitsandbytes/functional.py get_4bit_type("nf4"), parsed
+  // independently here (strtof rounds to nearest, as torch.tensor does from Python floats).
+  const char* published[16] = {"-1.0",
+                               "-0.6961928009986877",
+                               "-0.5250730514526367",
+                               "-0.39491748809814453",
+                               "-0.28444138169288635",
+                               "-0.18477343022823334",
+                               "-0.09105003625154495",
+                               "0.0",
+                               "0.07958029955625534",
+                               "0.16093020141124725",
+                               "0.24611230194568634",
+                               "0.33791524171829224",
+                               "0.44070982933044434",
+                               "0.5626170039176941",
+                               "0.7229568362236023",
+                               "1.0"};
+  const auto t = nf4_table();
+  for (int i = 0; i < 16; ++i) {
+    INFO("code " << i << ": ours " << t[static_cast<std::size_t>(i)] << " published "
+                 << published[i]);
+    CHECK(bits_of(t[static_cast<std::size_t>(i)]) == bits_of(std::strtof(published[i], nullptr)));
+  }
+}
+
+TEST_CASE("normal quantile function is accurate", "[quant][codebook]") {
+  // Reference values of the standard normal quantile (Abramowitz & Stegun tables / R qnorm).
+  CHECK(std::fabs(normal_ppf(0.975) - 1.959963984540054) < 1e-13);
+  CHECK(std::fabs(normal_ppf(0.5)) < 1e-15);
+  CHECK(std::fabs(normal_ppf(0.999) - 3.090232306167814) < 1e-12);
+  CHECK(std::fabs(normal_ppf(1e-10) + 6.361340902404056) < 1e-10);
+  double worst = 0;
+  // Above x = 5, p = Phi(x) is within 3e-7 of 1 and its double rounding alone moves x by >1e-9.
+  for (double x = -8; x <= 5; x += 0.01) {
+    const double p = normal_cdf(x);
+    if (p <= 0 || p >= 1) continue;
+    // Relative error in p space is what matters for quantiles; compare x where p is well resolved.
+    if (p > 1e-300 && p < 1 - 1e-15)
+      worst = std::max(worst, std::fabs(normal_ppf(p) - x) / std::max(1.0, std::fabs(x)));
+  }
+  INFO("worst relative round-trip error " << worst);
+  CHECK(worst < 1e-9);
+  CHECK(std::fabs(normal_ppf(kNfOffset) - 1.848) < 1e-3);  // anchors §2.2: ~1.848
+}
+
+TEST_CASE("NF4 built by the quantile rule reproduces the table", "[quant][codebook]") {
+  const auto built = normal_float_levels(4);
+  const auto f64 = normal_float_levels_f64(4);
+  REQUIRE(built.size() == 16);
+  const auto t = nf4_table();
+  double worst32 = 0, worst64 = 0;
+  int exact = 0;
+  for (std::size_t i = 0; i < 16; ++i) {
+    worst32 = std::max(worst32, std::fabs(double(built[i]) - t[i]));
+    worst64 = std::max(worst64, std::fabs(f64[i] - t[i]));
+    exact += bits_of(built[i]) == bits_of(t[i]);
+  }
+  INFO("float32-emulated construction: max diff " << worst32 << ", " << exact
+                                                  << "/16 bit-exact; f64: " << worst64);
+  CHECK(exact == 16);  // the float32 emulation of torch.linspace reproduces the table exactly
+  CHECK(worst64 <= 2e-7);
+}
+
+TEST_CASE("NF3 and NF2 match the values of the notes", "[quant][codebook]") {
+  // ../shared/research/quant-anchors.md §2.2 (7 significant digits).
+  const double nf3[] = {-1, -0.4786292, -0.2171418, 0, 0.1609302, 0.3379152, 0.562617, 1};
+  const double nf2[] = {-1, 0, 0.3379152, 1};
+  const auto b3 = normal_float_levels(3);
+  const auto b2 = normal_float_levels(2);
+  REQUIRE(b3.size() == 8);
+  REQUIRE(b2.size() == 4);
+  for (std::size_t i = 0; i < 8; ++i) {
+    INFO("nf3[" << i << "] = " << b3[i]);
+    CHECK(std::fabs(b3[i] - nf3[i]) < 1e-6);
+  }
+  for (std::size_t i = 0; i < 4; ++i) {
+    INFO("nf2[" << i << "] = " << b2[i]);
+    CHECK(std::fabs(b2[i] - nf2[i]) < 1e-6);
+  }
+  // Positive NF3 levels are a subset of the NF4 ones (notes §2.2).
+  const auto t = nf4_table();
+  CHECK(std::fabs(b3[4] - t[9]) < 1e-6);
+  CHECK(std::fabs(b3[5] - t[11]) < 1e-6);
+  CHECK(std::fabs(b3[6] - t[13]) < 1e-6);
+}
+
+TEST_CASE("dynamic map follows create_dynamic_map's rule", "[quant][codebook]") {
+  const auto m = dynamic_map();
+  REQUIRE(m.size() == 256);
+  for (std::size_t i = 0; i + 1 < m.size(); ++i)
+    CHECK(m[i] <= m[i + 1]);
+  CHECK(m.back() == 1.0f);
+  // 127 negative values mirroring the 127 positive ones below 1.0, one zero.
+  int neg = 0, zero = 0;
+  for (float v : m)
+    neg += v < 0, zero += v == 0;
+  CHECK(neg == 127);
+  CHECK(zero == 1);
+  for (int i = 0; i < 127; ++i)
+    CHECK(m[static_cast<std::size_t>(i)] == -m[static_cast<std::size_t>(254 - i)]);
+  // Extremes by hand: exponent 10^-6 with one fraction bin -> 0.55e-6; exponent 10^0 with 64
+  // bins -> the last bin mean 1 - 0.9/128 = 0.99296875.
+  CHECK(std::fabs(m[128] - 0.55e-6f) < 1e-12);
+  CHECK(std::fabs(m[0] + 0.99296875f) < 1e-6);
+  // Decade i holds 2^i values: count the positives in [0.1, 1).
+  int top = 0;
+  for (float v : m)
+    top += v >= 0.1f && v < 1.0f;
+  CHECK(top == 64);
+}
+
+TEST_CASE("codebook encoding is the nearest level by midpoints", "[quant][codebook]") {
+  const Codebook cb(std::vector<float>(nf4_table().begin(), nf4_table().end()));
+  CHECK(cb.zero_code() == 7);
+  for (std::size_t i = 0; i < 16; ++i)
+    CHECK(cb.encode(nf4_table()[i]) == i);
+  CHECK(cb.encode(0.0397f) == 7);  // midpoint 0 / 0.0795803 is 0.0397901
+  CHECK(cb.encode(0.0399f) == 8);
+  CHECK(cb.encode(-5.0f) == 0);  // clipping
+  CHECK(cb.encode(5.0f) == 15);
+  const auto il = int_levels(4);
+  REQUIRE(il.size() == 15);
+  CHECK(il.front() == -1.0f);
+  CHECK(il[7] == 0.0f);
+  CHECK(std::fabs(il[8] - 1.0f / 7) < 1e-7);
+}
