@@ -19,16 +19,20 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f, bool with_targets) {
                     "Modules to process: PEFT-style suffixes (q_proj,v_proj) or regexes; "
                     "default: every 2-D linear weight except embeddings and lm_head")
         ->delimiter(',');
-    cmd->add_option("--exclude", f.exclude, "Modules to leave alone (suffixes or regexes)")->delimiter(',');
-    cmd->add_flag("--fan-in-fan-out", f.fan_in_fan_out,
-                  "Weights are stored [in, out] (GPT-2 Conv1D); default: from config.json model_type");
+    cmd->add_option("--exclude", f.exclude, "Modules to leave alone (suffixes or regexes)")
+        ->delimiter(',');
+    cmd->add_flag(
+        "--fan-in-fan-out", f.fan_in_fan_out,
+        "Weights are stored [in, out] (GPT-2 Conv1D); default: from config.json model_type");
     cmd->add_flag("--no-fan-in-fan-out", f.no_fan_in_fan_out, "Weights are stored [out, in]");
   }
-  cmd->add_option("--threads", f.threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads", f.threads, "Worker threads (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--memory-budget", f.memory_budget,
                   "Bytes of working set in flight, e.g. 4G (default: 2 tensors per thread)");
   cmd->add_option("--seed", f.seed, "Seed for randomized algorithms (default 0)");
-  cmd->add_option("--max-shard-size", f.max_shard_size, "Largest output shard, e.g. 5GB (default), 500MB");
+  cmd->add_option("--max-shard-size", f.max_shard_size,
+                  "Largest output shard, e.g. 5GB (default), 500MB");
   cmd->add_flag("--zstd", f.zstd, "Write output weights as .zst (standard zstd frames)");
   cmd->add_option("--report", f.report, "Also write the JSON report to this file");
   cmd->add_flag("-q,--quiet", f.quiet, "No progress bar or summary");
@@ -62,6 +66,12 @@ void print_result(const CommonFlags& f, const Json& report, const std::string& s
     std::printf("%s", summary.c_str());
   }
   std::fflush(stdout);
+}
+
+DType parse_float_flag(const std::string& flag, const std::string& value) {
+  const auto dt = parse_float_dtype(value);
+  if (!dt) fail(ErrorKind::Usage, flag + ": unknown float type '" + value + "'");
+  return *dt;
 }
 
 }  // namespace ckpt::cli

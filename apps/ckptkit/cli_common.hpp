@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "ckptkit/core/dtype.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/pipeline/common.hpp"
 #include "ckptkit/report/report.hpp"
@@ -35,6 +36,10 @@ CommonOptions to_common(const CommonFlags& f, const std::vector<std::string>& ar
 
 /// Prints the report JSON to stdout when --json, else `summary` unless --quiet.
 void print_result(const CommonFlags& f, const Json& report, const std::string& summary);
+
+/// The float dtype a flag names ("f32", "bf16", ...); Error(Usage) "<flag>: unknown float type
+/// '<value>'" otherwise.
+DType parse_float_flag(const std::string& flag, const std::string& value);
 
 /// The command line as given, for reports.
 std::vector<std::string>& argv_store();

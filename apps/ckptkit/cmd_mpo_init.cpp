@@ -79,10 +79,7 @@ void setup_mpo_init(CLI::App& app, Run& run) {
       o.trainable = f->trainable;
       o.quantize_residual = f->quantize;
       o.quant_block = f->quant_block;
-      const auto dt = parse_float_dtype(f->adapter_dtype);
-      if (!dt)
-        fail(ErrorKind::Usage, "--adapter-dtype: unknown float type '" + f->adapter_dtype + "'");
-      o.adapter_dtype = *dt;
+      o.adapter_dtype = parse_float_flag("--adapter-dtype", f->adapter_dtype);
       const Json j = run_mpo_init(o);
       const auto& t = j["totals"];
       char buf[512];

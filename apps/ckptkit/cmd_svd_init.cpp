@@ -71,10 +71,7 @@ void setup_svd_init(CLI::App& app, Run& run) {
         o.energy = f->energy;
       }
       o.max_rank = f->max_rank;
-      const auto dt = parse_float_dtype(f->adapter_dtype);
-      if (!dt)
-        fail(ErrorKind::Usage, "--adapter-dtype: unknown float type '" + f->adapter_dtype + "'");
-      o.adapter_dtype = *dt;
+      o.adapter_dtype = parse_float_flag("--adapter-dtype", f->adapter_dtype);
       const Json j = run_svd_init(o);
       const auto& t = j["totals"];
       char buf[512];

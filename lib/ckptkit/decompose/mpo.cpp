@@ -7,21 +7,13 @@
 #include <numeric>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/strings.hpp"
 
 namespace ckpt {
 
 namespace {
 
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-std::string join(const std::vector<std::int64_t>& v) {
-  std::string s;
-  for (std::size_t k = 0; k < v.size(); ++k) {
-    if (k) s += ',';
-    s += std::to_string(v[k]);
-  }
-  return s;
-}
 
 std::int64_t product(const std::vector<std::int64_t>& v) {
   return std::accumulate(v.begin(), v.end(), std::int64_t{1}, std::multiplies<>());

@@ -7,6 +7,7 @@
 
 #include "ckptkit/adapters/lora_read.hpp"
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/pipeline/stream.hpp"
@@ -53,13 +54,7 @@ std::pair<int, std::string> layer_and_module(const std::string& name) {
 std::vector<float> load_matrix(const Checkpoint& c, const CheckpointTensor& t, bool transposed) {
   std::vector<float> v = to_f32(c.view(t));
   c.release(t);
-  if (!transposed) return v;
-  const std::int64_t r = t.info.shape[0], k = t.info.shape[1];
-  std::vector<float> out(v.size());
-  for (std::int64_t i = 0; i < r; ++i)
-    for (std::int64_t j = 0; j < k; ++j)
-      out[static_cast<std::size_t>(j * r + i)] = v[static_cast<std::size_t>(i * k + j)];
-  return out;
+  return transposed ? transpose(v, t.info.shape[0], t.info.shape[1]) : v;
 }
 
 double r6(double v) {
@@ -228,15 +223,8 @@ Json run_analyze_spectrum(const AnalyzeSpectrumOptions& options) {
         } else {
           wt = lora_delta(*adapter, *it.lora);
           std::vector<float> delta = std::move(wt);
-          if (it.transposed) {
-            // The delta is in storage layout [in, out]; analyse it as [out, in].
-            std::vector<float> t(delta.size());
-            for (std::int64_t a = 0; a < it.cols; ++a)
-              for (std::int64_t b = 0; b < it.rows; ++b)
-                t[static_cast<std::size_t>(b * it.cols + a)] =
-                    delta[static_cast<std::size_t>(a * it.rows + b)];
-            delta.swap(t);
-          }
+          // The delta is in storage layout [in, out]; analyse it as [out, in].
+          if (it.transposed) delta = transpose(delta, it.cols, it.rows);
           wt.resize(w.size());
           for (std::size_t e = 0; e < w.size(); ++e)
             wt[e] = w[e] + delta[e];

@@ -8,31 +8,20 @@
 
 #include "ckptkit/adapters/mpo_adapter.hpp"
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/strings.hpp"
+#include "ckptkit/core/tensor_math.hpp"
+#include "ckptkit/core/timing.hpp"
 #include "ckptkit/decompose/mpo.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/targets.hpp"
-#include "ckptkit/pipeline/quantize.hpp"
+#include "ckptkit/pipeline/bnb_layout.hpp"
+#include "ckptkit/pipeline/report_out.hpp"
 #include "ckptkit/pipeline/stream.hpp"
 #include "ckptkit/quant/blockwise.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-std::string join(const std::vector<std::int64_t>& v) {
-  std::string s;
-  for (std::size_t k = 0; k < v.size(); ++k) {
-    if (k) s += ',';
-    s += std::to_string(v[k]);
-  }
-  return s;
-}
 
 /// One weight to decompose, validated before any output exists.
 struct Target {
@@ -50,36 +39,6 @@ struct Done {
   Json row;
   double err_sq = 0, norm_sq = 0, q_err_sq = 0;
 };
-
-std::vector<float> transpose(const std::vector<float>& a, std::int64_t rows, std::int64_t cols) {
-  std::vector<float> t(a.size());
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < cols; ++c)
-      t[static_cast<std::size_t>(c * rows + r)] = a[static_cast<std::size_t>(r * cols + c)];
-  return t;
-}
-
-void check_finite(const std::vector<float>& w, const std::string& file, const std::string& name) {
-  for (std::size_t i = 0; i < w.size(); ++i)
-    if (!std::isfinite(w[i]))
-      fail(ErrorKind::Format, located(file, name,
-                                      std::string(std::isnan(w[i]) ? "NaN" : "Inf") +
-                                          " at element " + std::to_string(i)));
-}
-
-void round_to(DType dtype, std::vector<float>& v) {
-  if (dtype == DType::F32 || v.empty()) return;
-  std::vector<std::byte> bytes(v.size() * dtype_size(dtype));
-  encode_from_f32(dtype, v, bytes);
-  decode_to_f32(dtype, bytes, v);
-}
-
-double sum_sq(const std::vector<float>& v) {
-  double s = 0;
-  for (float x : v)
-    s += static_cast<double>(x) * x;
-  return s;
-}
 
 /// The factorization of one side, or a usage error naming the tensor with what to do instead.
 std::vector<std::int64_t> auto_factors(std::int64_t n, int cores, const std::string& side,
@@ -145,117 +104,20 @@ void validate_options(const MpoInitOptions& o) {
 // safetensors layout (the six keys of Linear4bit's state dict, research quant-anchors §2.7), the
 // same layout `ckptkit quantize` writes, so `ckptkit quantize --dequantize` and bitsandbytes read
 // it.
-constexpr const char* kBnbState = ".quant_state.bitsandbytes__nf4";
-constexpr std::size_t kFloatReprMax = 24;  // longest Python repr of a double
-
 struct QuantizedResidual {
-  std::vector<OwnedTensor> tensors;  // in residual_quant_specs order
+  std::vector<OwnedTensor> tensors;  // in bnb::nf4_specs order
   std::vector<float> dequantized;    // stored orientation
 };
 
-quant::QuantSpec nf4_spec(int block) {
-  quant::QuantSpec s;
-  s.scheme = {quant::Family::NF, 4};
-  s.block = block;
-  s.dq = quant::DoubleQuant::Bnb;
-  s.nested_block = 256;
-  s.validate();
-  return s;
-}
-
-std::string torch_name(DType t) {
-  switch (t) {
-    case DType::F32:
-      return "float32";
-    case DType::F16:
-      return "float16";
-    case DType::BF16:
-      return "bfloat16";
-    case DType::F64:
-      return "float64";
-    default:
-      return std::string(dtype_name(t));
-  }
-}
-
-/// json.dumps of bnb's QuantState.as_dict non-tensor entries; the offset is only known after
-/// quantizing, so the planned length uses the longest float and the text is padded with spaces.
-std::string bnb_state_json(int block, DType dtype, const Shape& shape,
-                           std::optional<double> offset) {
-  std::string sh = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i) sh += ", ";
-    sh += std::to_string(shape[i]);
-  }
-  return "{\"quant_type\": \"nf4\", \"blocksize\": " + std::to_string(block) + ", \"dtype\": \"" +
-         torch_name(dtype) + "\", \"shape\": " + sh +
-         "], \"nested_blocksize\": 256, \"nested_dtype\": \"float32\", \"nested_offset\": " +
-         (offset ? python_float_repr(*offset) : std::string(kFloatReprMax, '0')) + "}";
-}
-
-std::vector<TensorSpec> residual_quant_specs(const std::string& p, DType dtype, const Shape& shape,
-                                             int block) {
-  const std::int64_t n = numel(shape), nb = (n + block - 1) / block;
-  return {{p, DType::U8, {(n + 1) / 2, 1}},
-          {p + ".absmax", DType::U8, {nb}},
-          {p + ".quant_map", DType::F32, {16}},
-          {p + ".nested_absmax", DType::F32, {(nb + 255) / 256}},
-          {p + ".nested_quant_map", DType::F32, {256}},
-          {p + kBnbState,
-           DType::U8,
-           {static_cast<std::int64_t>(bnb_state_json(block, dtype, shape, std::nullopt).size())}}};
-}
-
-template <typename T>
-std::vector<std::byte> as_bytes(const std::vector<T>& v) {
-  std::vector<std::byte> b(v.size() * sizeof(T));
-  if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
-
 QuantizedResidual quantize_residual(const std::string& p, DType dtype, const Shape& shape,
                                     const std::vector<float>& x, int block) {
-  const quant::QuantizedTensor q = quant::quantize(x, nf4_spec(block));
+  const quant::QuantSpec spec = bnb::nf4_spec(block);
+  const quant::QuantizedTensor q = quant::quantize(x, spec);
   QuantizedResidual r;
   r.dequantized.resize(x.size());
   quant::dequantize(q, r.dequantized);
-  const auto plan = residual_quant_specs(p, dtype, shape, block);
-  std::vector<std::vector<std::byte>> data = {as_bytes(q.packed), as_bytes(q.scale_codes),
-                                              as_bytes(q.codebook), as_bytes(q.nested_absmax),
-                                              as_bytes(q.nested_map)};
-  const std::string state = bnb_state_json(block, dtype, shape, static_cast<double>(q.offset));
-  std::vector<std::byte> padded(static_cast<std::size_t>(plan.back().nbytes()), std::byte{' '});
-  CKPT_ASSERT(state.size() <= padded.size());
-  std::memcpy(padded.data(), state.data(), state.size());
-  data.push_back(std::move(padded));
-  for (std::size_t i = 0; i < plan.size(); ++i) {
-    if (data[i].size() != plan[i].nbytes())
-      fail(ErrorKind::Internal, located("", plan[i].name,
-                                        "computed " + std::to_string(data[i].size()) +
-                                            " bytes, planned " + std::to_string(plan[i].nbytes())));
-    r.tensors.push_back({plan[i].name, plan[i].dtype, plan[i].shape, std::move(data[i])});
-  }
+  r.tensors = bnb::nf4_tensors(p, spec, dtype, shape, q);
   return r;
-}
-
-/// transformers' quantization_config for a bnb 4-bit checkpoint; `skip` are the linear modules
-/// left in float (everything mpo-init did not decompose).
-nlohmann::json bnb_config(const std::vector<std::string>& skip) {
-  nlohmann::json c;
-  c["_load_in_4bit"] = true;
-  c["_load_in_8bit"] = false;
-  c["bnb_4bit_compute_dtype"] = "bfloat16";
-  c["bnb_4bit_quant_storage"] = "uint8";
-  c["bnb_4bit_quant_type"] = "nf4";
-  c["bnb_4bit_use_double_quant"] = true;
-  c["llm_int8_enable_fp32_cpu_offload"] = false;
-  c["llm_int8_has_fp16_weight"] = false;
-  c["llm_int8_skip_modules"] = skip.empty() ? nlohmann::json(nullptr) : nlohmann::json(skip);
-  c["llm_int8_threshold"] = 6.0;
-  c["load_in_4bit"] = true;
-  c["load_in_8bit"] = false;
-  c["quant_method"] = "bitsandbytes";
-  return c;
 }
 
 Json discarded_json(const Mpo& m) {
@@ -276,7 +138,7 @@ Json run_mpo_init(const MpoInitOptions& o) {
       fail(ErrorKind::Usage,
            "--quant-block: bitsandbytes' NF4 blocks are 32..4096 (a power of two), not " +
                std::to_string(o.quant_block));
-    nf4_spec(o.quant_block);  // validates the block size
+    bnb::nf4_spec(o.quant_block);  // validates the block size
   }
 
   const Checkpoint in = Checkpoint::open(o.input);
@@ -448,9 +310,9 @@ Json run_mpo_init(const MpoInitOptions& o) {
     if (it != target_of.end()) {
       const Target& tg = targets[it->second];
       p.passthrough = false;
-      p.outputs = quantized
-                      ? residual_quant_specs(t.info.name, t.info.dtype, t.info.shape, o.quant_block)
-                      : std::vector<TensorSpec>{{t.info.name, t.info.dtype, t.info.shape}};
+      p.outputs = quantized ? bnb::nf4_specs(t.info.name, bnb::nf4_spec(o.quant_block),
+                                             t.info.dtype, t.info.shape)
+                            : std::vector<TensorSpec>{{t.info.name, t.info.dtype, t.info.shape}};
       p.working_set = static_cast<std::uint64_t>(tg.rows * tg.cols) * sizeof(float) * 7;
     }
     return p;
@@ -473,7 +335,7 @@ Json run_mpo_init(const MpoInitOptions& o) {
         skip.push_back(TargetSelector::module_name(t.info.name));
     copy_files(in.extra_files(), residual_dir, {"config.json"});
     nlohmann::json c = *in.config();
-    c["quantization_config"] = bnb_config(skip);
+    c["quantization_config"] = bnb::quantization_config(true, "bfloat16", true, skip);
     write_text_file(residual_dir / "config.json", c.dump(2) + "\n");
   } else {
     copy_files(in.extra_files(), residual_dir);
@@ -524,11 +386,7 @@ Json run_mpo_init(const MpoInitOptions& o) {
                       round_sig(norm_sq > 0 ? std::sqrt(q_err_sq / norm_sq) : 0.0)},
                      {"residual_files", residual_files},
                      {"seconds", round_sig(seconds_since(start), 4)}};
-  const Json j = report.to_json();
-  report.write(out.path() / "report.json");
-  out.commit();
-  if (o.common.report_path) report.write(*o.common.report_path);
-  return j;
+  return commit_with_report(report, out, o.common);
 }
 
 }  // namespace ckpt

@@ -7,8 +7,11 @@
 #include <set>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/tensor_math.hpp"
+#include "ckptkit/core/timing.hpp"
 #include "ckptkit/io/lossless.hpp"
 #include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/pipeline/bnb_layout.hpp"
 #include "ckptkit/pipeline/stream.hpp"
 #include "ckptkit/quant/blockwise.hpp"
 
@@ -20,7 +23,7 @@ using quant::QuantSpec;
 
 namespace {
 
-constexpr const char* kBnbState = ".quant_state.bitsandbytes__nf4";
+constexpr std::string_view kBnbState = bnb::kNf4StateSuffix;
 constexpr const char* kBnbFp4State = ".quant_state.bitsandbytes__fp4";
 constexpr const char* kCkState = ".quant_state.ckptkit";
 constexpr std::size_t kFloatReprMax = 24;  // longest Python repr of a double
@@ -28,32 +31,6 @@ constexpr std::size_t kFloatReprMax = 24;  // longest Python repr of a double
 bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
-/// torch's spelling of a dtype without "torch." (bnb's quant_state "dtype").
-std::string torch_name(DType t) {
-  switch (t) {
-    case DType::F32:
-      return "float32";
-    case DType::F16:
-      return "float16";
-    case DType::BF16:
-      return "bfloat16";
-    case DType::F64:
-      return "float64";
-    default:
-      return std::string(dtype_name(t));
-  }
-}
-std::optional<DType> from_torch_name(const std::string& s) {
-  if (s == "float32") return DType::F32;
-  if (s == "float16") return DType::F16;
-  if (s == "bfloat16") return DType::BF16;
-  if (s == "float64") return DType::F64;
-  return std::nullopt;
 }
 
 enum class Layout { BnbNf4, BnbInt8, Ckptkit };
@@ -117,21 +94,6 @@ std::string shape_json(const Shape& s) {
   return out + "]";
 }
 
-/// bnb's packed quant_state JSON (json.dumps of as_dict's non-tensor entries, in its order).
-/// The offset is only known after computing, so the text is padded with trailing spaces (valid
-/// JSON whitespace) to the length planned from the longest possible float.
-std::string bnb_state_json(const QuantSpec& spec, DType dtype, const Shape& shape,
-                           std::optional<double> offset) {
-  std::string j = "{\"quant_type\": \"nf4\", \"blocksize\": " + std::to_string(spec.block) +
-                  ", \"dtype\": \"" + torch_name(dtype) + "\", \"shape\": " + shape_json(shape);
-  if (spec.dq == DoubleQuant::Bnb) {
-    j += ", \"nested_blocksize\": " + std::to_string(spec.nested_block) +
-         ", \"nested_dtype\": \"float32\", \"nested_offset\": ";
-    j += offset ? python_float_repr(*offset) : std::string(kFloatReprMax, '0');
-  }
-  return j + "}";
-}
-
 std::string ck_state_json(const QuantSpec& spec, DType dtype, const Shape& shape,
                           std::optional<double> offset) {
   std::string j = "{\"format\": \"ckptkit-quant\", \"version\": 1, \"scheme\": \"" +
@@ -149,20 +111,6 @@ std::string ck_state_json(const QuantSpec& spec, DType dtype, const Shape& shape
          "\", \"shape\": " + shape_json(shape) + "}";
 }
 
-std::vector<std::byte> padded_bytes(const std::string& text, std::size_t len) {
-  CKPT_ASSERT(text.size() <= len);
-  std::vector<std::byte> b(len, std::byte{' '});
-  std::memcpy(b.data(), text.data(), text.size());
-  return b;
-}
-
-template <typename T>
-std::vector<std::byte> as_bytes(const std::vector<T>& v) {
-  std::vector<std::byte> b(v.size() * sizeof(T));
-  if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
-
 /// The tensors written in place of one quantized weight (plan order = write order).
 std::vector<TensorSpec> plan_outputs(const Resolved& r, const TensorInfo& t) {
   const std::int64_t n = numel(t.shape);
@@ -176,21 +124,7 @@ std::vector<TensorSpec> plan_outputs(const Resolved& r, const TensorInfo& t) {
   }
   const std::int64_t nb = (n + s.block - 1) / s.block;
   const std::int64_t levels = static_cast<std::int64_t>(quant::scheme_levels(s.scheme).size());
-  if (r.layout == Layout::BnbNf4) {
-    std::vector<TensorSpec> o = {
-        {P, DType::U8, {(n + 1) / 2, 1}},
-        {P + ".absmax", s.dq == DoubleQuant::Bnb ? DType::U8 : DType::F32, {nb}},
-        {P + ".quant_map", DType::F32, {16}}};
-    if (s.dq == DoubleQuant::Bnb) {
-      o.push_back({P + ".nested_absmax", DType::F32, {(nb + s.nested_block - 1) / s.nested_block}});
-      o.push_back({P + ".nested_quant_map", DType::F32, {256}});
-    }
-    o.push_back(
-        {P + kBnbState,
-         DType::U8,
-         {static_cast<std::int64_t>(bnb_state_json(s, t.dtype, t.shape, std::nullopt).size())}});
-    return o;
-  }
+  if (r.layout == Layout::BnbNf4) return bnb::nf4_specs(P, s, t.dtype, t.shape);
   std::vector<TensorSpec> o = {{P, DType::U8, {(n * s.scheme.bits + 7) / 8}}};
   if (s.dq == DoubleQuant::None) o.push_back({P + ".qscales", DType::F32, {nb}});
   if (s.dq == DoubleQuant::Bnb) {
@@ -217,16 +151,7 @@ std::vector<OwnedTensor> make_outputs(const Resolved& r, const TensorInfo& t,
   if (r.layout == Layout::BnbInt8) {
     data = {as_bytes(q8->cb), as_bytes(q8->scb), {std::byte{0}}};
   } else if (r.layout == Layout::BnbNf4) {
-    data.push_back(as_bytes(q->packed));
-    data.push_back(r.spec.dq == DoubleQuant::Bnb ? as_bytes(q->scale_codes) : as_bytes(q->absmax));
-    data.push_back(as_bytes(q->codebook));
-    if (r.spec.dq == DoubleQuant::Bnb) {
-      data.push_back(as_bytes(q->nested_absmax));
-      data.push_back(as_bytes(q->nested_map));
-    }
-    data.push_back(
-        padded_bytes(bnb_state_json(r.spec, t.dtype, t.shape, static_cast<double>(q->offset)),
-                     plan.back().nbytes()));
+    return bnb::nf4_tensors(t.name, r.spec, t.dtype, t.shape, *q);
   } else {
     data.push_back(as_bytes(q->packed));
     if (r.spec.dq == DoubleQuant::None) data.push_back(as_bytes(q->absmax));
@@ -243,39 +168,16 @@ std::vector<OwnedTensor> make_outputs(const Resolved& r, const TensorInfo& t,
     }
     data.push_back(as_bytes(q->codebook));
     data.push_back(
-        padded_bytes(ck_state_json(r.spec, t.dtype, t.shape, static_cast<double>(q->offset)),
-                     plan.back().nbytes()));
+        bnb::padded_bytes(ck_state_json(r.spec, t.dtype, t.shape, static_cast<double>(q->offset)),
+                          plan.back().nbytes()));
   }
-  CKPT_ASSERT(data.size() == plan.size());
-  std::vector<OwnedTensor> out;
-  for (std::size_t i = 0; i < plan.size(); ++i) {
-    if (data[i].size() != plan[i].nbytes())
-      fail(ErrorKind::Internal, located("", plan[i].name,
-                                        "computed " + std::to_string(data[i].size()) +
-                                            " bytes, planned " + std::to_string(plan[i].nbytes())));
-    out.push_back({plan[i].name, plan[i].dtype, plan[i].shape, std::move(data[i])});
-  }
-  return out;
+  return bnb::planned_tensors(plan, std::move(data));
 }
 
 nlohmann::json bnb_quantization_config(const Resolved& r, const QuantizeOptions& o,
                                        const std::vector<std::string>& skip) {
-  const bool four = r.layout == Layout::BnbNf4;
-  nlohmann::json c;
-  c["_load_in_4bit"] = four;
-  c["_load_in_8bit"] = !four;
-  c["bnb_4bit_compute_dtype"] = four ? o.compute_dtype : "float32";
-  c["bnb_4bit_quant_storage"] = "uint8";
-  c["bnb_4bit_quant_type"] = four ? "nf4" : "fp4";
-  c["bnb_4bit_use_double_quant"] = four && r.spec.dq == DoubleQuant::Bnb;
-  c["llm_int8_enable_fp32_cpu_offload"] = false;
-  c["llm_int8_has_fp16_weight"] = false;
-  c["llm_int8_skip_modules"] = skip.empty() ? nlohmann::json(nullptr) : nlohmann::json(skip);
-  c["llm_int8_threshold"] = 6.0;
-  c["load_in_4bit"] = four;
-  c["load_in_8bit"] = !four;
-  c["quant_method"] = "bitsandbytes";
-  return c;
+  return bnb::quantization_config(r.layout == Layout::BnbNf4, o.compute_dtype,
+                                  r.spec.dq == DoubleQuant::Bnb, skip);
 }
 
 void reject_quantized_input(const Checkpoint& in) {
@@ -590,7 +492,7 @@ std::tuple<std::vector<float>, DType, Shape> dequantize_group(const Checkpoint& 
     if (g.kind == Group::Bnb4) {
       if (st.value("quant_type", "") != "nf4")
         fail(ErrorKind::Unsupported, where + "quant_type is not nf4");
-      const auto od = from_torch_name(st.value("dtype", ""));
+      const auto od = bnb::dtype_from_torch_name(st.value("dtype", ""));
       if (!od) fail(ErrorKind::Format, where + "unknown dtype in quant_state");
       orig = *od;
       shape = st.at("shape").get<Shape>();
@@ -684,7 +586,7 @@ Json run_dequant(const QuantizeOptions& o) {
       fail(ErrorKind::Unsupported,
            located(in.file_of(t), n, "bitsandbytes fp4 is not supported (nf4 and int8 are)"));
     if (ends_with(n, kBnbState)) {
-      const std::string base = n.substr(0, n.size() - std::strlen(kBnbState));
+      const std::string base = n.substr(0, n.size() - kBnbState.size());
       groups[base] = {Group::Bnb4,
                       base,
                       {base + ".absmax", base + ".quant_map", base + ".nested_absmax",
@@ -723,7 +625,7 @@ Json run_dequant(const QuantizeOptions& o) {
                                   located(in.file_of(*t), b, ""));
       try {
         shape = st.at("shape").get<Shape>();
-        const auto od = g.kind == Group::Bnb4 ? from_torch_name(st.value("dtype", ""))
+        const auto od = g.kind == Group::Bnb4 ? bnb::dtype_from_torch_name(st.value("dtype", ""))
                                               : parse_dtype(st.value("dtype", ""));
         if (!od)
           fail(ErrorKind::Format, located(in.file_of(*t), b, "unknown dtype in quant_state"));

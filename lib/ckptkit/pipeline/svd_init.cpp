@@ -8,19 +8,16 @@
 
 #include "ckptkit/adapters/lora_write.hpp"
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/tensor_math.hpp"
+#include "ckptkit/core/timing.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/targets.hpp"
+#include "ckptkit/pipeline/report_out.hpp"
 #include "ckptkit/pipeline/stream.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 /// One weight to decompose.
 struct Target {
@@ -44,30 +41,6 @@ bool is_embedding_module(const std::string& module) {
   const auto dot = module.rfind('.');
   const std::string leaf = dot == std::string::npos ? module : module.substr(dot + 1);
   return leaf.find("embed") != std::string::npos || leaf == "wte" || leaf == "wpe";
-}
-
-std::vector<float> transpose(const std::vector<float>& a, std::int64_t rows, std::int64_t cols) {
-  std::vector<float> t(a.size());
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < cols; ++c)
-      t[static_cast<std::size_t>(c * rows + r)] = a[static_cast<std::size_t>(r * cols + c)];
-  return t;
-}
-
-void check_finite(const std::vector<float>& w, const std::string& file, const std::string& name) {
-  for (std::size_t i = 0; i < w.size(); ++i)
-    if (!std::isfinite(w[i]))
-      fail(ErrorKind::Format, located(file, name,
-                                      std::string(std::isnan(w[i]) ? "NaN" : "Inf") +
-                                          " at element " + std::to_string(i)));
-}
-
-/// Rounds values to what `dtype` stores (identity for f32).
-void round_to(DType dtype, std::vector<float>& v) {
-  if (dtype == DType::F32 || v.empty()) return;
-  std::vector<std::byte> bytes(v.size() * dtype_size(dtype));
-  encode_from_f32(dtype, v, bytes);
-  decode_to_f32(dtype, bytes, v);
 }
 
 /// One unit in the last place of x as stored in `dtype` (subnormals: the smallest normal's ulp).
@@ -510,11 +483,7 @@ Json run_svd_init(const SvdInitOptions& o) {
     warn(
         "svd-init: the --energy target was not reached within the rank cap on some layers (see "
         "report.json)");
-  const Json j = report.to_json();
-  report.write(out.path() / "report.json");
-  out.commit();
-  if (o.common.report_path) report.write(*o.common.report_path);
-  return j;
+  return commit_with_report(report, out, o.common);
 }
 
 }  // namespace ckpt

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/report/html.hpp"
 
 namespace ckpt {
 
@@ -18,17 +19,9 @@ std::string csv_quote(std::string_view field) {
   return out;
 }
 
+// Same text as the HTML/markdown tables, with 9 significant digits (round-trips a float).
 std::string csv_field_text(const nlohmann::ordered_json& v) {
-  if (v.is_null()) return "";
-  if (v.is_string()) return v.get<std::string>();
-  if (v.is_number_float()) {
-    const double d = v.get<double>();
-    if (!std::isfinite(d)) return std::isnan(d) ? "nan" : (d > 0 ? "inf" : "-inf");
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%.9g", d);
-    return buf;
-  }
-  return v.dump();
+  return json_cell_text(v, 9);
 }
 
 CsvWriter::CsvWriter(std::vector<std::string> header) : header_(std::move(header)) {

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <limits>
 
+#include "ckptkit/report/html.hpp"
+
 namespace ckpt::svg {
 
 namespace {
@@ -145,30 +147,7 @@ std::string legend_block(const std::vector<std::pair<std::string, std::string>>&
 }  // namespace
 
 std::string escape_xml(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
+  return html_escape(text);
 }
 
 std::string palette_color(std::size_t i) {
