@@ -162,7 +162,7 @@ TEST_CASE("velora: padding when D % M != 0 follows PEFT's zero-padded grouping",
 }
 
 TEST_CASE(
-    "velora: top-singular keeps at least the batch-average energy; formulas match brute force",
+    "velora: top-singular keeps at least the batch-average energy, formulas match brute force",
     "[velora][property]") {
   int checked = 0;
   double worst_gap = 1.0;

@@ -30,7 +30,7 @@ TEST_CASE("Rng: same (seed, name) gives the same stream, others differ", "[rng]"
     REQUIRE(n1.normal() == n2.normal());
 }
 
-TEST_CASE("Rng: uniform in [0,1) and normal has mean 0, variance 1", "[rng]") {
+TEST_CASE("Rng: uniform in 0..1 and normal has mean 0, variance 1", "[rng]") {
   Rng r(123, "moments");
   const int n = 200000;
   double umin = 1, umax = 0, sum = 0, sum2 = 0, sum4 = 0;

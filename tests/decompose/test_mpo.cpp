@@ -116,7 +116,7 @@ TEST_CASE("two cores with bond r equal the rank-r SVD of the reshaped matrix", "
   }
 }
 
-TEST_CASE("core layout: T_k[r_{k-1}, i_k, j_k, r_k] contracted by explicit sums", "[mpo]") {
+TEST_CASE("core layout: T_k(r_{k-1}, i_k, j_k, r_k) contracted by explicit sums", "[mpo]") {
   const std::int64_t rows = 6, cols = 12;
   const auto w = structured(rows, cols, 3);
   const MpoShape shape{{2, 3}, {4, 3}};

@@ -88,7 +88,7 @@ TEST_CASE("an invalid regex is a usage error", "[targets]") {
   }
 }
 
-TEST_CASE("Conv1D ([in, out]) detection from model_type or the flag", "[targets]") {
+TEST_CASE("Conv1D (in, out storage) detection from model_type or the flag", "[targets]") {
   const nlohmann::json gpt2 = {{"model_type", "gpt2"}};
   const nlohmann::json llama = {{"model_type", "llama"}};
   CHECK(TargetSelector({}, gpt2).fan_in_fan_out());

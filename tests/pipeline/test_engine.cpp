@@ -121,7 +121,7 @@ TEST_CASE("tokens_for_budget: clamp(budget / largest, 1, 2 * threads)", "[engine
   CHECK(resolved_threads(e) >= 1);
 }
 
-TEST_CASE("parallel_chunks covers [0, n) exactly once", "[engine]") {
+TEST_CASE("parallel_chunks covers 0..n exactly once", "[engine]") {
   for (std::size_t n : {0u, 1u, 10u, 1000u}) {
     std::vector<std::atomic<int>> hits(n);
     std::atomic<std::size_t> calls{0};
