@@ -1,12 +1,21 @@
 #!/usr/bin/python3
 """Writes seed corpora for the fuzz targets, derived from the bundled sample in data/.
 
-usage: fuzz/make_corpus.py OUTDIR   -> OUTDIR/safetensors/*, OUTDIR/index/*
+usage: fuzz/make_corpus.py OUTDIR [CKPTKIT_BIN]
+  -> OUTDIR/{safetensors,index,adapter_config,activations,lossless,mpo_adapter,quant_state}/*
 
 Seeds are small: the sample's real header (names, dtypes, __metadata__) with every tensor shrunk
 so a whole file fits in a few KB, plus its original header alone, and index files built from its
-real tensor names.
+real tensor names; PEFT-style adapter configs; activation dumps as velora-init reads them. With the
+ckptkit binary (argument or $CKPTKIT_BIN) the formats only ckptkit writes are seeded from its own
+output on a small Llama-shaped checkpoint: lossless archives and their blobs, MPO adapters, and
+quantized checkpoints in every layout (bnb nf4, bnb row-wise int8, ckptkit int4 and nf3 + lq
+double quant).
 """
+import random
+import shutil
+import subprocess
+import tempfile
 import json
 import os
 import struct
@@ -78,6 +87,148 @@ def main():
         with open(os.path.join(ix_dir, k), "w") as f:
             f.write(v)
     print(f"wrote {len(seeds)} safetensors seeds to {st_dir}, {len(ix_seeds)} index seeds to {ix_dir}")
+    counts = {
+        "adapter_config": write_seeds(out, "adapter_config", adapter_config_seeds()),
+        "activations": write_seeds(out, "activations", activation_seeds()),
+    }
+    binary = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("CKPTKIT_BIN")
+    if binary and os.path.exists(binary):
+        for k, v in ckptkit_seeds(binary).items():
+            counts[k] = write_seeds(out, k, v)
+    else:
+        print("no ckptkit binary given: lossless, mpo_adapter and quant_state seeds skipped")
+    print("wrote " + ", ".join(f"{n} {k}" for k, n in counts.items()) + " seeds")
+
+
+def write_seeds(out, kind, seeds):
+    d = os.path.join(out, kind)
+    os.makedirs(d, exist_ok=True)
+    for k, v in seeds.items():
+        with open(os.path.join(d, k), "wb") as f:
+            f.write(v if isinstance(v, bytes) else v.encode())
+    return len(seeds)
+
+
+def adapter_config_seeds():
+    """adapter_config.json as PEFT writes it (LoRA, PiSSA-style, rsLoRA, patterns, GPT-2)."""
+    base = {"alpha_pattern": {}, "auto_mapping": None, "base_model_name_or_path": "meta-llama/Llama-2-7b-hf",
+            "bias": "none", "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
+            "layers_pattern": None, "layers_to_transform": None, "lora_alpha": 16, "lora_dropout": 0.0,
+            "modules_to_save": None, "peft_type": "LORA", "r": 16, "rank_pattern": {}, "revision": None,
+            "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM", "use_dora": False,
+            "use_rslora": False}
+    seeds = {"peft_llama": json.dumps(base, indent=2)}
+    seeds["patterns"] = json.dumps(dict(base, rank_pattern={"q_proj": 8, "layers\\.0\\..*": 4},
+                                        alpha_pattern={"v_proj": 32.5}, use_rslora=True))
+    seeds["gpt2"] = json.dumps(dict(base, fan_in_fan_out=True, target_modules="c_attn", r=4, lora_alpha=8))
+    seeds["minimal"] = json.dumps({"peft_type": "LORA"})
+    seeds["not_lora"] = json.dumps({"peft_type": "IA3", "r": 8})
+    seeds["dora"] = json.dumps(dict(base, use_dora=True))
+    return seeds
+
+
+def activation_seeds():
+    """Activation dumps ([tokens, D] per module, f32/bf16/f16); the first byte is the fuzz target's
+    control byte (--groups, --init)."""
+    rng = random.Random(0)
+
+    def dump(mods, dtype="F32"):
+        header, offset, blobs = {}, 0, []
+        for name, (t, d) in mods.items():
+            n = t * d * ITEM[dtype]
+            header[name] = {"dtype": dtype, "shape": [t, d], "data_offsets": [offset, offset + n]}
+            if dtype == "F32":
+                b = struct.pack("<%df" % (t * d), *[rng.gauss(0, 1) for _ in range(t * d)])
+            else:  # BF16/F16 bit patterns of small normal-ish numbers
+                b = bytes(rng.choice([0x3F, 0xBF, 0x3E, 0xBE]) if i % 2 else rng.randrange(256) for i in range(n))
+            blobs.append(b)
+            offset += n
+        text = json.dumps(header).encode()
+        text += b" " * (-(8 + len(text)) % 8)
+        return struct.pack("<Q", len(text)) + text + b"".join(blobs)
+
+    return {
+        "two_modules_m2": bytes([2]) + dump({"model.layers.0.mlp.down_proj": (8, 16),
+                                             "model.layers.0.self_attn.q_proj": (8, 8)}),
+        "bf16_top_singular": bytes([0x83]) + dump({"h.0.attn.c_attn": (4, 12)}, "BF16"),
+        "f16_m1": bytes([0]) + dump({"fc1": (3, 5)}, "F16"),
+    }
+
+
+def ckptkit_seeds(binary):
+    """Seeds from ckptkit's own outputs on a small Llama-shaped checkpoint."""
+    tmp = tempfile.mkdtemp(prefix="ckptkit-corpus-")
+    try:
+        rng = random.Random(1)
+        src = os.path.join(tmp, "in")
+        os.makedirs(src)
+        mods = {"model.layers.0.self_attn.q_proj.weight": [16, 16], "model.layers.0.mlp.up_proj.weight": [32, 16],
+                "model.layers.0.mlp.down_proj.weight": [16, 32], "model.norm.weight": [16]}
+        header, offset, blobs = {}, 0, []
+        for name, shape in mods.items():
+            n = 1
+            for d in shape:
+                n *= d
+            header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + 4 * n]}
+            blobs.append(struct.pack("<%df" % n, *[rng.gauss(0, 0.02) for _ in range(n)]))
+            offset += 4 * n
+        text = json.dumps(header).encode()
+        text += b" " * (-(8 + len(text)) % 8)
+        with open(os.path.join(src, "model.safetensors"), "wb") as f:
+            f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+        with open(os.path.join(src, "config.json"), "w") as f:
+            json.dump({"model_type": "llama", "hidden_size": 16}, f)
+
+        def ck(*args):
+            subprocess.run([binary, *args, "-q"], check=True, capture_output=True)
+
+        def read(*parts):
+            with open(os.path.join(tmp, *parts), "rb") as f:
+                return f.read()
+
+        out = {"lossless": {}, "mpo_adapter": {}, "quant_state": {}}
+        # Lossless archive: the whole shard (control byte 0) and each blob (control byte 1).
+        ck("quantize", src, "-o", os.path.join(tmp, "zip"), "--scheme", "lossless")
+        shard = read("zip", "model.safetensors")
+        out["lossless"]["archive"] = bytes([0]) + shard
+        n = struct.unpack("<Q", shard[:8])[0]
+        hdr = json.loads(shard[8:8 + n])
+        marker = json.loads(hdr["__metadata__"]["ckptkit.lossless"])
+        for name, e in hdr.items():
+            if name == "__metadata__":
+                continue
+            b, en = e["data_offsets"]
+            info = marker["tensors"][name]
+            size = ITEM[info["dtype"]]
+            for d in info["shape"]:
+                size *= d
+            # dtype byte: the target's table is BF16, F32, F16, F64, U8.
+            code = ["BF16", "F32", "F16", "F64", "U8"].index(info["dtype"])
+            out["lossless"]["blob_" + name] = bytes([1, code]) + struct.pack("<I", size) + shard[8 + n + b:8 + n + en]
+        out["lossless"]["round_trip_bf16"] = bytes([2, 0]) + bytes(rng.randrange(256) for _ in range(256))
+        out["lossless"]["round_trip_f32"] = bytes([2, 1]) + shard[8 + n:8 + n + 512]
+        # MPO adapter: adapter_config.json, 0xFF, adapter_model.safetensors.
+        ck("mpo-init", src, "-o", os.path.join(tmp, "mpo"), "--cores", "3")
+        mpo = [d for d in os.listdir(os.path.join(tmp, "mpo")) if os.path.isdir(os.path.join(tmp, "mpo", d))]
+        for sub in [""] + mpo:
+            p = os.path.join(tmp, "mpo", sub)
+            if os.path.exists(os.path.join(p, "adapter_config.json")):
+                out["mpo_adapter"]["mpo_" + (sub or "root")] = (
+                    read("mpo", sub, "adapter_config.json") + b"\xff" + read("mpo", sub, "adapter_model.safetensors"))
+        # Quantized checkpoints in every layout.
+        for tag, args in {"bnb_nf4": ["--scheme", "nf4", "--double-quant", "bnb"],
+                          "bnb_int8": ["--scheme", "int8"],
+                          "ckptkit_int4": ["--scheme", "int4", "--block", "32"],
+                          "ckptkit_nf3_lq": ["--scheme", "nf3", "--double-quant", "lq"]}.items():
+            try:
+                ck("quantize", src, "-o", os.path.join(tmp, tag), *args)
+            except subprocess.CalledProcessError as e:
+                print(f"quant_state seed {tag} skipped: {e.stderr.decode().strip()}")
+                continue
+            out["quant_state"][tag] = read(tag, "model.safetensors")
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "ckptkit/core/units.hpp"
+#include "ckptkit/pipeline/shard.hpp"
 
 namespace ckpt::cli {
 
@@ -25,6 +26,9 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f, bool with_targets) {
         "--fan-in-fan-out", f.fan_in_fan_out,
         "Weights are stored [in, out] (GPT-2 Conv1D); default: from config.json model_type");
     cmd->add_flag("--no-fan-in-fan-out", f.no_fan_in_fan_out, "Weights are stored [out, in]");
+    cmd->add_option("--shard", f.shard,
+                    "K/N (0-based): compute a deterministic 1/N of the targets (balanced by bytes) "
+                    "into a partial output; join the N parts with `ckptkit stitch`");
   }
   cmd->add_option("--threads", f.threads, "Worker threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
@@ -56,6 +60,8 @@ CommonOptions to_common(const CommonFlags& f, const std::vector<std::string>& ar
   c.zstd = f.zstd;
   if (!f.report.empty()) c.report_path = f.report;
   c.argv = argv;
+  if (!f.shard.empty())
+    c.exec.shard = std::make_shared<ShardRun>(parse_shard_spec(f.shard), c.output, argv);
   return c;
 }
 

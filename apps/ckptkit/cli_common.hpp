@@ -26,10 +26,12 @@ struct CommonFlags {
   std::string report;
   bool quiet = false;
   bool json = false;
+  std::string shard;  // "K/N" or empty
 };
 
 /// Adds -o, --force, --target, --exclude, --threads, --memory-budget, --seed, --max-shard-size,
-/// --zstd, --report, --quiet, --json to `cmd`.
+/// --zstd, --report, --quiet, --json to `cmd`; with targets also --shard K/N (per-layer
+/// subcommands: docs/distributed.md).
 void add_common_flags(CLI::App* cmd, CommonFlags& f, bool with_targets = true);
 /// Validates and converts (Error(Usage) on a bad size).
 CommonOptions to_common(const CommonFlags& f, const std::vector<std::string>& argv);

@@ -1,8 +1,103 @@
-// ckptkit lq-decompose: LQ-LoRA: W = Q + L1 L2 with NF quantization and bit budgets
+// ckptkit lq-decompose CKPT -o OUT [--scheme nf3] [--rank 64] [--budget-bits 2.75] ...
+#include <cstdio>
+
+#include "ckptkit/core/error.hpp"
+#include "ckptkit/pipeline/lq_decompose.hpp"
+#include "cli_common.hpp"
 #include "commands.hpp"
 
 namespace ckpt::cli {
 
-void setup_lq_decompose(CLI::App& app, Run& run) { add_planned(app, run, "lq-decompose", "LQ-LoRA: W = Q + L1 L2 with NF quantization and bit budgets"); }
+void setup_lq_decompose(CLI::App& app, Run& run) {
+  struct Flags {
+    LqDecomposeOptions o;
+    std::string fisher, imatrix, adapter_dtype = "f32";
+    double alpha = 16, budget = 0;
+    bool no_compare = false;
+    CommonFlags common;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd = app.add_subcommand("lq-decompose",
+                                 "LQ-LoRA: W = Q + L1 L2 with NF quantization and bit budgets");
+  cmd->add_option("checkpoint", f->o.input, "Input checkpoint")->required();
+  cmd->add_option("--rank,-r", f->o.rank, "Rank of L1 L2 (default 64; 0: plain quantization)");
+  cmd->add_option("--alpha", f->alpha, "lora_alpha of the adapter (default 16; s = alpha/r)");
+  cmd->add_option("--scheme", f->o.scheme, "Quantizer of Q: nf2..nf8, int2..int8 (default nf4)");
+  cmd->add_option("--block", f->o.block, "Block size B0 (default 64)");
+  cmd->add_option("--double-quant", f->o.double_quant,
+                  "Block scales: lq (LQ-LoRA b0-bit codes, default), bnb (QLoRA), none")
+      ->check(CLI::IsMember({"lq", "bnb", "none"}));
+  cmd->add_option("--lq-scale-bits", f->o.lq_bits, "LQ b0: bits per scale code (default 8)");
+  cmd->add_option("--lq-group", f->o.lq_group,
+                  "LQ B1: blocks per second-level scale (default 256)");
+  cmd->add_option("--lq-scale-dtype", f->o.lq_scale_dtype,
+                  "LQ b1: second-level scale type fp32 (default), bf16, fp16");
+  cmd->add_option("--layout", f->o.layout,
+                  "auto (bitsandbytes nf4 where it can store the config, default), bnb, ckptkit")
+      ->check(CLI::IsMember({"auto", "bnb", "ckptkit"}));
+  cmd->add_option("--compute-dtype", f->o.compute_dtype,
+                  "bnb_4bit_compute_dtype written to quantization_config (default bfloat16)");
+  cmd->add_option(
+      "--max-iter", f->o.max_iter,
+      "Iteration cap; the loop stops earlier when the error stops falling (default 10)");
+  cmd->add_option("--order", f->o.order, "svd-first (LQ-LoRA, default) or quantize-first (LoftQ)")
+      ->check(CLI::IsMember({"svd-first", "quantize-first"}));
+  cmd->add_option("--svd", f->o.svd, "randomized (default) or exact")
+      ->check(CLI::IsMember({"randomized", "exact"}));
+  cmd->add_option("--niter", f->o.niter, "Randomized SVD power iterations (default 4)");
+  cmd->add_option("--oversample", f->o.oversample,
+                  "Randomized SVD extra sketch columns (default 10)");
+  cmd->add_flag("--no-compare", f->no_compare,
+                "Skip measuring plain quantization and the other order per matrix");
+  cmd->add_option("--fisher", f->fisher,
+                  "Per-element squared gradients (safetensors, same names and shapes as the "
+                  "weights): weighted SVD and error");
+  cmd->add_option("--imatrix", f->imatrix,
+                  "Per-input-column mean of x^2 (safetensors of vectors named like the weights "
+                  "or their modules): column-weighted SVD and error");
+  cmd->add_option("--budget-bits", f->budget,
+                  "Choose one config per matrix to minimise the total error within this many "
+                  "stored bits per parameter (e.g. 2.75, 3.25)");
+  cmd->add_option("--candidates", f->o.candidates,
+                  "Budget candidate set: default (48 configs) or lq-lora (432)")
+      ->check(CLI::IsMember({"default", "lq-lora"}));
+  cmd->add_option("--candidate-iters", f->o.candidate_iters,
+                  "LQ iterations per candidate in the budget cost table (default 1)");
+  cmd->add_option("--adapter-dtype", f->adapter_dtype,
+                  "Adapter tensor dtype: f32 (default), bf16, f16");
+  add_common_flags(cmd, f->common, true);
+  cmd->footer(
+      "Examples:\n"
+      "  ckptkit lq-decompose ./llama -o ./llama-lq --scheme nf3 --rank 64\n"
+      "  ckptkit lq-decompose ./llama -o ./llama-lq --budget-bits 2.75 --fisher "
+      "fisher.safetensors\n"
+      "  ckptkit lq-decompose ./llama -o ./llama-loftq --scheme nf4 --double-quant bnb "
+      "--order quantize-first");
+  cmd->callback([f, cmd, &run] {
+    const bool alpha_given = cmd->count("--alpha") > 0;
+    const bool budget_given = cmd->count("--budget-bits") > 0;
+    run = [f, alpha_given, budget_given] {
+      LqDecomposeOptions o = f->o;
+      o.common = to_common(f->common, argv_store());
+      if (alpha_given) o.alpha = f->alpha;
+      if (budget_given) o.budget_bits = f->budget;
+      if (!f->fisher.empty()) o.fisher = f->fisher;
+      if (!f->imatrix.empty()) o.imatrix = f->imatrix;
+      if (o.fisher && o.imatrix) fail(ErrorKind::Usage, "--fisher and --imatrix are exclusive");
+      o.compare = !f->no_compare;
+      o.adapter_dtype = parse_float_flag("--adapter-dtype", f->adapter_dtype);
+      const Json j = run_lq_decompose(o);
+      const auto& t = j["totals"];
+      char buf[512];
+      std::snprintf(
+          buf, sizeof buf, "wrote %s: %zu matrices, %.4f bits/param, rel error %.4g, %.2fs\n",
+          o.common.output.c_str(), static_cast<std::size_t>(t["targets"].get<std::uint64_t>()),
+          t["bits_per_param"].get<double>(), t["rel_error"].get<double>(),
+          t["seconds"].get<double>());
+      print_result(f->common, j, buf);
+      return 0;
+    };
+  });
+}
 
 }  // namespace ckpt::cli

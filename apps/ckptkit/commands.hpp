@@ -21,11 +21,13 @@ void setup_analyze_spectrum(CLI::App& app, Run& run);
 void setup_velora_init(CLI::App& app, Run& run);
 void setup_inspect(CLI::App& app, Run& run);
 void setup_convert(CLI::App& app, Run& run);
+void setup_stitch(CLI::App& app, Run& run);
 
 /// Every subcommand, in the order `ckptkit --help` lists them.
 inline std::vector<Setup> all_commands() {
-  return {setup_svd_init, setup_mpo_init,         setup_lq_decompose, setup_quantize, setup_merge,
-          setup_analyze_spectrum, setup_velora_init, setup_inspect,    setup_convert};
+  return {
+      setup_svd_init,         setup_mpo_init,    setup_lq_decompose, setup_quantize, setup_merge,
+      setup_analyze_spectrum, setup_velora_init, setup_inspect,      setup_convert,  setup_stitch};
 }
 
 /// Registers a subcommand this build does not ship yet: listed in --help, exits 2 when run.

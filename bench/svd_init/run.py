@@ -7,7 +7,9 @@ the randomized path's GFLOP/s (ckptkit report, --threads 1) against Eigen's sing
 measured in the same run by gemm_peak.cpp. Prints a markdown table.
 
 usage: run.py --ckptkit BUILD/ckptkit [--gen BUILD/ckptkit-gen-synthetic] [--shared ../shared/data]
-              [--reps 3] [--threads 2] [--rank 16] [--work /tmp/svdbench]
+              [--reps 3] [--threads 2] [--rank 16] [--work /tmp/svdbench] [--build BUILD]
+Also prints CPU seconds (user + sys) of both tools and the load average: on a shared machine the
+CPU-time ratio is the steadier number.
 """
 import argparse
 import json
@@ -30,7 +32,8 @@ def measure(cmd, env):
     out, err = p.communicate()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{err.decode()[-2000:]}")
-    return wall, ru.ru_maxrss / 1024.0  # MiB
+    # wall s, peak RSS MiB, CPU s (user + sys of the child and its threads)
+    return wall, ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime
 
 
 def gemm_peak(work):
@@ -39,9 +42,26 @@ def gemm_peak(work):
         subprocess.run(["g++", "-O3", "-march=native", "-DNDEBUG", "-DEIGEN_DONT_PARALLELIZE", "-I/usr/include/eigen3",
                         os.path.join(HERE, "gemm_peak.cpp"), "-o", exe], check=True)
     out = {}
-    for shape in [(4096, 4096, 26), (11008, 4096, 26), (4096, 4096, 80)]:
+    for shape in [(4096, 4096, 26), (11008, 4096, 26), (4096, 11008, 26), (4096, 4096, 80), (4096, 4096, 4096)]:
         r = subprocess.run([exe, *map(str, shape)], capture_output=True, text=True, check=True).stdout.split()
         out[shape] = float(r[-1])
+    return out
+
+
+def phases(build, work, ckpt):
+    """Per-phase thread CPU seconds (phases.cpp, --threads 1 equivalent) on one 11008x4096 and one
+    4096x4096 tensor, linked against BUILD's static libraries."""
+    exe = os.path.join(work, "phases")
+    libs = [os.path.join(build, f"libckpt_{n}.a") for n in ["decompose", "quant", "linalg", "io", "core"]]
+    root = os.path.join(HERE, "..", "..")
+    subprocess.run(["g++", "-std=c++20", "-O3", "-march=native", "-DNDEBUG", "-I" + os.path.join(root, "lib"),
+                    os.path.join(HERE, "phases.cpp"), *libs, "-llapacke", "-llapack", "-lopenblas", "-lzstd",
+                    "-o", exe], check=True)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    out = []
+    for name in ["model.layers.0.mlp.gate_proj.weight", "model.layers.0.self_attn.q_proj.weight"]:
+        r = subprocess.run([exe, ckpt, name, "16", "3"], capture_output=True, text=True, check=True, env=env)
+        out += r.stdout.strip().splitlines()
     return out
 
 
@@ -56,6 +76,7 @@ def main():
     ap.add_argument("--work", default="/tmp/ckptkit-svdbench")
     ap.add_argument("--synthetic-layers", type=int, default=2)
     ap.add_argument("--skip-exact-synthetic", action="store_true")
+    ap.add_argument("--build", default="", help="build dir: also report per-phase CPU time (phases.cpp)")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     T = str(a.threads)
@@ -89,8 +110,8 @@ def main():
                          "--threads", T]
                 res["ckptkit"].append(measure(cmd_c, env_c))
                 res["torch"].append(measure(cmd_p, env_p))
-            med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in res.items()}
-            rows.append((label, svd, reps, med))
+            med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in res.items()}
+            rows.append((label, svd, reps, med, os.getloadavg()[0]))
             print(f"{label} {svd}: {med}", file=sys.stderr, flush=True)
             if svd == "randomized":
                 oc = os.path.join(a.work, "out-g")
@@ -102,19 +123,27 @@ def main():
                 per = {tuple(t["shape"]): t.get("gemm_gflops") for t in big} if big else {}
                 gflops.append((label, rep["totals"]["randomized_gflops"], per))
     peak = gemm_peak(a.work)
+    phase_lines = phases(a.build, a.work, syn) if a.build and a.gen else []
 
-    print(f"\nthreads {a.threads}, rank {a.rank}, medians of the listed repetitions (wall s / peak RSS MiB)\n")
-    print("| checkpoint | SVD | reps | ckptkit wall | torch wall | speed-up | ckptkit RSS | torch RSS | RSS ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for label, svd, reps, med in rows:
-        (cw, cr), (pw, pr) = med["ckptkit"], med["torch"]
-        print(f"| {label} | {svd} | {reps} | {cw:.2f} | {pw:.2f} | {pw / cw:.2f}x | {cr:.0f} | {pr:.0f} | {cr / pr:.2f} |")
-    print("\nEigen single-thread GEMM (gemm_peak.cpp, same run), GFLOP/s:")
+    print(f"\nthreads {a.threads}, rank {a.rank}, medians of the listed repetitions (wall s / peak RSS MiB /"
+          " CPU s = user + sys); load = 1-min load average when the case finished\n")
+    print("| checkpoint | SVD | reps | ckptkit wall | torch wall | speed-up | ckptkit RSS | torch RSS | RSS ratio"
+          " | ckptkit CPU | torch CPU | CPU ratio | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, svd, reps, med, load in rows:
+        (cw, cr, cc), (pw, pr, pc) = med["ckptkit"], med["torch"]
+        print(f"| {label} | {svd} | {reps} | {cw:.2f} | {pw:.2f} | {pw / cw:.2f}x | {cr:.0f} | {pr:.0f} | {cr / pr:.2f}"
+              f" | {cc:.2f} | {pc:.2f} | {pc / cc:.2f}x | {load:.1f} |")
+    print("\nEigen single-thread GEMM (gemm_peak.cpp, same run, thread CPU time), GFLOP/s:")
     for shape, v in peak.items():
         print(f"- {shape[0]}x{shape[1]} by {shape[1]}x{shape[2]}: {v:.1f}")
     print("\nckptkit randomized path (--threads 1), GFLOP/s of the products with W:")
     for label, tot, per in gflops:
         print(f"- {label}: all layers {tot}; per big layer {per}")
+    if phase_lines:
+        print("\nPer-phase thread CPU seconds of one tensor (phases.cpp, rank 16, 3 reps):")
+        for line in phase_lines:
+            print(f"- {line}")
 
 
 if __name__ == "__main__":

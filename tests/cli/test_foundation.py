@@ -18,35 +18,13 @@ import time
 
 import numpy as np
 
-BIN = os.environ.get("CKPTKIT_BIN", "build/ckptkit")
-DATA = os.environ.get("CKPTKIT_DATA", "data")
-SHARED = os.environ.get("CKPTKIT_SHARED", "../shared")
-SAMPLE = os.path.join(DATA, "bytegpt-base-bf16")
-failures = []
+from cktest import BIN, SHARED, SAMPLE, Checks, read_raw, write_safetensors
 
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
+check = Checks()
 
 
 def run(*args, **kw):
     return subprocess.run([BIN, *args], capture_output=True, text=True, **kw)
-
-
-# --- a reader independent of ckptkit --------------------------------------------------------------
-def read_safetensors(path):
-    """(header dict without __metadata__, metadata or None, data bytes) of a .safetensors[.zst]."""
-    if path.endswith(".zst"):
-        raw = subprocess.run(["zstd", "-dc", path], capture_output=True, check=True).stdout
-    else:
-        with open(path, "rb") as f:
-            raw = f.read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    meta = header.pop("__metadata__", None)
-    return header, meta, raw[8 + n:]
 
 
 def read_checkpoint(d):
@@ -55,30 +33,13 @@ def read_checkpoint(d):
     for f in sorted(os.listdir(d)):
         if ".safetensors" not in f or f.endswith(".index.json"):
             continue
-        header, meta, data = read_safetensors(os.path.join(d, f))
+        header, meta, data = read_raw(os.path.join(d, f))
         metas.append(meta)
         for name, e in header.items():
             b, en = e["data_offsets"]
             assert name not in tensors, name
             tensors[name] = (e["dtype"], e["shape"], data[b:en])
     return tensors, metas
-
-
-def write_safetensors(path, arrays, metadata=None):
-    header, offset, blobs = {}, 0, []
-    if metadata is not None:
-        header["__metadata__"] = metadata
-    for name, a in arrays.items():
-        b = a.tobytes()
-        header[name] = {"dtype": {"float32": "F32", "float16": "F16", "uint8": "U8"}[a.dtype.name],
-                        "shape": list(a.shape), "data_offsets": [offset, offset + len(b)]}
-        offset += len(b)
-        blobs.append(b)
-    text = json.dumps(header).encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text)
-        for b in blobs:
-            f.write(b)
 
 
 def raw_file(path, header_text, data_len, header_len=None):
@@ -109,7 +70,7 @@ def test_inspect():
     # 6 layers x (q, k, v, out_proj, fc1, fc2); embeddings and lm_head left out by default.
     check(j["targets"]["tensors"] == 36, f"36 default targets (got {j['targets']['tensors']})")
     check(j["valid"] is True and len(j["shards"]) == 1, "valid, one shard")
-    header, _, _ = read_safetensors(os.path.join(SAMPLE, "model.safetensors"))
+    header, _, _ = read_raw(os.path.join(SAMPLE, "model.safetensors"))
     check(sorted(t["name"] for t in j["tensors"]) == sorted(header), "same names as the file's header")
 
 
@@ -300,8 +261,7 @@ def main():
             d = os.path.join(tmp, name.replace(" ", "_"))
             os.makedirs(d)
             f(d) if f is not test_inspect else f()
-    print(f"{len(failures)} failure(s)")
-    sys.exit(1 if failures else 0)
+    check.exit()
 
 
 if __name__ == "__main__":

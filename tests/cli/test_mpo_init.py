@@ -5,7 +5,6 @@ the adapter config, and bad input (exit 2 naming the tensor)."""
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -15,55 +14,20 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "bench", "mpo"))
 import tt_matrix  # noqa: E402
+import cktest  # noqa: E402
+from cktest import Checks, write_safetensors  # noqa: E402
 
 BIN = os.environ.get("CKPTKIT_BIN", "ckptkit")
 EXACT_TOL = 1e-5      # relative error of an untruncated MPO in f32
 RESIDUAL_TOL = 1e-6   # residual + MPO vs W (f32 residual: only the subtraction's rounding)
 MATCH_TOL = 1e-4      # ckptkit's truncated MPO vs numpy's (same truncation, different SVD code)
 
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
-
-
-def write_safetensors(path, tensors, metadata=None):
-    header, blobs, off = {}, [], 0
-    for name, arr in tensors.items():
-        b = np.ascontiguousarray(arr, dtype=np.float32).tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    if metadata:
-        header["__metadata__"] = metadata
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+check = Checks()
 
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    out = {}
-    dt = {"F32": np.float32, "BF16": None, "U8": np.uint8}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        raw = data[8 + n + a:8 + n + b]
-        if info["dtype"] == "BF16":
-            u = np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16
-            arr = u.view(np.float32)
-        else:
-            arr = np.frombuffer(raw, dtype=dt[info["dtype"]])
-        out[name] = arr.reshape(info["shape"])
-    return out, header.get("__metadata__", {})
+    tensors, meta = cktest.read_safetensors(path)
+    return tensors, meta or {}
 
 
 def structured(rows, cols, seed):
@@ -223,10 +187,7 @@ def main():
         check(qc.get("bnb_4bit_quant_type") == "nf4", "residual config.json has a bnb quantization_config")
 
     shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print("%d check(s) failed" % len(failures))
-        sys.exit(1)
-    print("all mpo-init checks passed")
+    check.exit()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ import tempfile
 
 import numpy as np
 
+import cktest
+from cktest import Checks, write_safetensors
+
 BIN = os.environ.get("CKPTKIT_BIN", "ckptkit")
 SHARED = os.environ.get("CKPTKIT_SHARED", "")
 VEC_TOL = 1e-6      # vectors are stored as f32
@@ -21,44 +24,14 @@ FID_TOL = 1e-5      # fidelity numbers are rounded to 6 significant digits in re
 SUFFIX = ".lora_velora_embed"
 PREFIX = "base_model.model."
 
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
-
-
-DT = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64"}
-
-
-def write_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        b = arr.tobytes()
-        header[name] = {"dtype": DT[arr.dtype], "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+check = Checks()
 
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    meta = header.pop("__metadata__", {})
-    out = {}
-    for name, info in header.items():
-        a, b = info["data_offsets"]
-        check(info["dtype"] == "F32", "%s stored as F32 (got %s)" % (name, info["dtype"]))
-        out[name] = np.frombuffer(data[8 + n + a:8 + n + b], dtype=np.float32).reshape(info["shape"])
-    return out, meta
+    tensors, meta = cktest.read_safetensors(path, raw=True)
+    for name, (dtype, _, _) in tensors.items():
+        check(dtype == "F32", "%s stored as F32 (got %s)" % (name, dtype))
+    return {k: cktest.decode(*v) for k, v in tensors.items()}, meta or {}
 
 
 def run(args):
@@ -256,10 +229,7 @@ def main():
         print("skip bytegpt-activations: ../shared not present")
 
     shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print("%d check(s) failed" % len(failures))
-        sys.exit(1)
-    print("all checks passed")
+    check.exit()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 // PiSSA / MiLoRA / SORSA / extraction factors of one matrix: PEFT's formulas, the residual
 // identity, and the randomized path on the sample's real weights.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
+#include <functional>
+#include <thread>
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/decompose/svd_init.hpp"
@@ -183,4 +187,112 @@ TEST_CASE("randomized pissa is within 1% of the optimum on the sample's real wei
     ++checked;
   }
   CHECK(checked == 4);
+}
+
+namespace {
+
+/// The cast error statistics computed the plain way, entry by entry, from the scalar conversions.
+struct RefStats {
+  std::vector<std::byte> out;
+  double err_sq = 0, max_abs = 0, max_ulps = 0, max_res_ulps = 0;
+  std::uint64_t within = 0;
+};
+
+double ulp_bf16(float x) {
+  int e = 0;
+  std::frexp(x, &e);  // x = f·2^e, f in [0.5, 1): exponent of x is e − 1
+  return std::ldexp(1.0, std::max(e - 1, -126) - 7);
+}
+
+RefStats reference_residual(const std::vector<float>& res_math, const std::vector<float>& w_stored,
+                            std::int64_t out, std::int64_t in, bool transposed) {
+  RefStats r;
+  r.out.resize(res_math.size() * 2);
+  const std::int64_t rows = transposed ? in : out, cols = transposed ? out : in;
+  for (std::int64_t i = 0; i < rows; ++i)
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const std::size_t j = static_cast<std::size_t>(i * cols + c);
+      const float x = res_math[transposed ? static_cast<std::size_t>(c * in + i) : j];
+      const std::uint16_t h = f32_to_bf16(x);
+      std::memcpy(r.out.data() + 2 * j, &h, 2);
+      const float stored = bf16_to_f32(h);
+      const double e = std::fabs(static_cast<double>(stored) - x);
+      r.err_sq += static_cast<double>(x) * x;
+      r.max_abs = std::max(r.max_abs, e);
+      const double u = e / ulp_bf16(w_stored[j]);
+      r.max_ulps = std::max(r.max_ulps, u);
+      r.within += u <= 1.0 ? 1 : 0;
+      r.max_res_ulps = std::max(r.max_res_ulps, e / ulp_bf16(stored));
+    }
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("residual_in_place: fused cast and statistics equal the per-entry reference",
+          "[decompose][residual]") {
+  // 1100 rows: three fixed 512-row blocks, the last one partial; bf16 input and output.
+  for (bool transposed : {false, true}) {
+    const std::int64_t out = transposed ? 70 : 1100, in = transposed ? 1100 : 70;
+    auto w = spiky(out, in, 11);
+    std::vector<std::byte> stored_bytes(w.size() * 2);
+    std::vector<float> w_stored(w.size());  // W as the checkpoint stores it (storage orientation)
+    const std::int64_t rows = transposed ? in : out, cols = transposed ? out : in;
+    for (std::int64_t i = 0; i < rows; ++i)
+      for (std::int64_t c = 0; c < cols; ++c) {
+        const std::size_t j = static_cast<std::size_t>(i * cols + c);
+        float& x = w[transposed ? static_cast<std::size_t>(c * in + i) : j];
+        const std::uint16_t h = f32_to_bf16(x);
+        x = bf16_to_f32(h);
+        w_stored[j] = x;
+        std::memcpy(stored_bytes.data() + 2 * j, &h, 2);
+      }
+    SvdInitParams p;
+    p.rank = 6;
+    p.algorithm = SvdAlgorithm::Randomized;
+    const auto r = svd_init_matrix(w, out, in, p, "w");
+    auto expected_res = w;
+    subtract_adapter_delta(expected_res, r, out, in);
+    const RefStats ref = reference_residual(expected_res, w_stored, out, in, transposed);
+
+    auto serial = w;
+    std::vector<std::byte> bytes1(w.size() * 2), bytes2(w.size() * 2);
+    const auto s1 = residual_in_place(serial, r, out, in, transposed,
+                                      {DType::BF16, stored_bytes, DType::BF16, bytes1});
+    auto threaded = w;
+    const auto s2 = residual_in_place(
+        threaded, r, out, in, transposed, {DType::BF16, stored_bytes, DType::BF16, bytes2},
+        [](std::size_t count, std::size_t, const std::function<void(std::size_t, std::size_t)>& b) {
+          std::vector<std::thread> ts;
+          for (std::size_t i = count; i-- > 0;)  // reverse order, one thread per block
+            ts.emplace_back([&b, i] { b(i, i + 1); });
+          for (auto& t : ts)
+            t.join();
+        });
+    INFO((transposed ? "transposed" : "plain")
+         << ": max_abs " << s1.max_abs << " vs " << ref.max_abs << ", max_ulps " << s1.max_ulps
+         << " vs " << ref.max_ulps << ", within " << s1.within_one_ulp << " vs " << ref.within);
+    CHECK(bytes1 == ref.out);
+    CHECK(std::memcmp(serial.data(), expected_res.data(), w.size() * 4) == 0);
+    CHECK(s1.err_sq == Approx(ref.err_sq).epsilon(1e-12));
+    CHECK(s1.max_abs == ref.max_abs);
+    CHECK(s1.max_ulps == ref.max_ulps);
+    CHECK(s1.max_res_ulps == ref.max_res_ulps);
+    CHECK(s1.within_one_ulp == ref.within);
+    CHECK(s1.max_res_ulps <= 0.5);  // round to nearest: at most half an ulp of the stored value
+    // Any split: the same bytes and the same statistics, bit for bit.
+    CHECK(bytes2 == bytes1);
+    CHECK(std::memcmp(&s1.err_sq, &s2.err_sq, sizeof(double)) == 0);
+    CHECK(s2.max_ulps == s1.max_ulps);
+    CHECK(s2.within_one_ulp == s1.within_one_ulp);
+
+    // Without an output (extraction): Σ W_res² and max |W_res|.
+    auto plain = w;
+    const auto s3 = residual_in_place(plain, r, out, in, transposed, {});
+    double mx = 0;
+    for (float x : expected_res)
+      mx = std::max(mx, static_cast<double>(std::fabs(x)));
+    CHECK(s3.max_abs == mx);
+    CHECK(s3.err_sq == Approx(ref.err_sq).epsilon(1e-12));
+  }
 }

@@ -1,6 +1,7 @@
 #include "ckptkit/adapters/lora_read.hpp"
 
 #include <Eigen/Core>
+#include <climits>
 #include <map>
 
 #include "ckptkit/core/error.hpp"
@@ -75,7 +76,8 @@ LoraConfig parse_lora_config(const std::string& text, const std::string& file) {
   LoraConfig c;
   for (const auto& [key, v] : j.items()) {
     if (key == "r") {
-      if (!v.is_number_integer() || v.get<long long>() <= 0)
+      // Bounded by int: a larger r would wrap in get<int>() (to 0 for 2^32: alpha / r = inf).
+      if (!v.is_number_integer() || v.get<long long>() <= 0 || v.get<long long>() > INT_MAX)
         bad_field(file, key, "a positive integer");
       c.r = v.get<int>();
     } else if (key == "lora_alpha") {
@@ -99,7 +101,7 @@ LoraConfig parse_lora_config(const std::string& text, const std::string& file) {
       if (v.is_null()) continue;
       if (!v.is_object()) bad_field(file, key, "an object");
       for (const auto& [pk, pv] : v.items()) {
-        if (!pv.is_number_integer() || pv.get<long long>() <= 0)
+        if (!pv.is_number_integer() || pv.get<long long>() <= 0 || pv.get<long long>() > INT_MAX)
           bad_field(file, key + "." + pk, "a positive integer");
         c.rank_pattern.emplace_back(pk, pv.get<int>());
       }

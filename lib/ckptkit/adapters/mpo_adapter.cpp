@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <type_traits>
 
 #include "ckptkit/adapters/lora.hpp"
 #include "ckptkit/core/error.hpp"
@@ -43,6 +44,34 @@ std::vector<std::int64_t> ints(const nlohmann::ordered_json& j, const std::strin
     v.push_back(x.get<std::int64_t>());
   }
   return v;
+}
+
+/// j[key] as T, or `fallback` when absent or null; Error(Format) naming the file when it has the
+/// wrong type (nlohmann's own type_error would surface as an internal error; found while adding
+/// fuzz_mpo_adapter).
+template <class T>
+T field_or(const nlohmann::ordered_json& j, const char* key, T fallback, const std::string& file) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  // Integers must be JSON integers: casting a huge float to int64 is undefined.
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
+    if (!it->is_number_integer())
+      fail(ErrorKind::Format,
+           located(file, "", std::string("field '") + key + "' must be an integer"));
+  try {
+    return it->template get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail(ErrorKind::Format,
+         located(file, "", std::string("field '") + key + "' has the wrong type"));
+  }
+}
+
+/// True when the factors multiply to a value that fits int64 (mpo_shape_problem multiplies them).
+bool product_fits(const std::vector<std::int64_t>& v) {
+  std::int64_t p = 1;
+  for (auto x : v)
+    if (__builtin_mul_overflow(p, x, &p)) return false;
+  return true;
 }
 
 }  // namespace
@@ -122,7 +151,7 @@ bool is_mpo_adapter(const fs::path& dir) {
   const fs::path p = dir / "adapter_config.json";
   if (!fs::exists(p)) return false;
   const auto j = nlohmann::json::parse(read_text(p), nullptr, false);
-  return j.is_object() && j.value("ckptkit_format", "") == "mpo";
+  return j.is_object() && j.contains("ckptkit_format") && j["ckptkit_format"] == "mpo";
 }
 
 MpoAdapter read_mpo_adapter(const fs::path& dir) {
@@ -130,10 +159,10 @@ MpoAdapter read_mpo_adapter(const fs::path& dir) {
   const std::string cfg_file = cfg_path.string();
   const auto j = nlohmann::ordered_json::parse(read_text(cfg_path), nullptr, false);
   if (!j.is_object()) fail(ErrorKind::Format, located(cfg_file, "", "not a JSON object"));
-  if (j.value("ckptkit_format", "") != "mpo")
+  if (field_or<std::string>(j, "ckptkit_format", "", cfg_file) != "mpo")
     fail(ErrorKind::Format,
          located(cfg_file, "", "not an MPO adapter (ckptkit_format is not \"mpo\")"));
-  const int version = j.value("format_version", 0);
+  const auto version = field_or<std::int64_t>(j, "format_version", 0, cfg_file);
   if (version < 1)
     fail(ErrorKind::Format, located(cfg_file, "", "missing or invalid format_version"));
   if (version > kMpoFormatVersion)
@@ -142,9 +171,9 @@ MpoAdapter read_mpo_adapter(const fs::path& dir) {
                                              " is newer than this ckptkit reads (" +
                                              std::to_string(kMpoFormatVersion) + ")"));
   MpoAdapter a;
-  a.base_model_name_or_path = j.value("base_model_name_or_path", "");
-  a.trainable = j.value("trainable", "all");
-  a.fan_in_fan_out = j.value("fan_in_fan_out", false);
+  a.base_model_name_or_path = field_or<std::string>(j, "base_model_name_or_path", "", cfg_file);
+  a.trainable = field_or<std::string>(j, "trainable", "all", cfg_file);
+  a.fan_in_fan_out = field_or<bool>(j, "fan_in_fan_out", false, cfg_file);
   if (j.contains("residual_quantization") && j["residual_quantization"].is_string())
     a.residual_quantization = j["residual_quantization"].get<std::string>();
   if (!j.contains("modules") || !j["modules"].is_object())
@@ -155,6 +184,8 @@ MpoAdapter read_mpo_adapter(const fs::path& dir) {
     MpoModule m;
     m.module = name;
     const std::string what = "module '" + name + "'";
+    if (!mj.is_object())
+      fail(ErrorKind::Format, located(cfg_file, "", what + " must be an object"));
     m.shape.row =
         ints(mj.value("row_shape", nlohmann::ordered_json()), cfg_file, what + " row_shape");
     m.shape.col =
@@ -165,6 +196,8 @@ MpoAdapter read_mpo_adapter(const fs::path& dir) {
       fail(ErrorKind::Format, located(cfg_file, "", what + ": shape must be [out, in]"));
     m.rows = shape[0];
     m.cols = shape[1];
+    if (!product_fits(m.shape.row) || !product_fits(m.shape.col) || !product_fits(shape))
+      fail(ErrorKind::Format, located(cfg_file, "", what + ": shape factors overflow"));
     if (const auto p = mpo_shape_problem(m.shape, m.rows, m.cols); !p.empty())
       fail(ErrorKind::Format, located(cfg_file, "", what + ": " + p));
     const std::size_t n = m.shape.cores();

@@ -2,11 +2,15 @@
 
 #include <Eigen/Dense>
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <numeric>
+#include <span>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/linalg/symeig.hpp"
 
 namespace ckpt {
 
@@ -17,6 +21,14 @@ using RowMatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowM
 
 MatD to_f64(const MatrixRef& w) {
   return Eigen::Map<const RowMatF>(w.data, w.rows, w.cols).cast<double>();
+}
+
+/// True when no value is NaN or ±inf (an integer OR reduction, which vectorises).
+bool all_finite(std::span<const float> v) {
+  int bad = 0;
+  for (float x : v)
+    bad |= !(std::fabs(x) <= std::numeric_limits<float>::max());
+  return bad == 0;
 }
 
 /// Singular values and (optionally) vectors by BDCSVD on W itself (no squaring).
@@ -53,34 +65,31 @@ MatD derive_vectors(const MatD& WY, const std::vector<double>& sigma) {
 
 Spectrum compute_spectrum(const MatrixRef& w, const SpectrumOptions& options) {
   if (w.rows <= 0 || w.cols <= 0 || !w.data) fail(ErrorKind::Usage, "spectrum of an empty matrix");
-  const MatD W = to_f64(w);
-  if (!W.allFinite()) fail(ErrorKind::Numeric, "matrix has non-finite values");
+  const std::span<const float> values(w.data, static_cast<std::size_t>(w.rows * w.cols));
+  if (!all_finite(values)) fail(ErrorKind::Numeric, "matrix has non-finite values");
   const bool tall = w.rows >= w.cols;  // Gram on the smaller side: WᵀW (cols²) when tall
   const Eigen::Index k = std::min(w.rows, w.cols);
-  MatD G = MatD::Zero(k, k);
-  // SYRK: only the lower triangle is formed and read by the eigensolver.
-  if (tall)
-    G.selfadjointView<Eigen::Lower>().rankUpdate(W.transpose());
-  else
-    G.selfadjointView<Eigen::Lower>().rankUpdate(W);
-  Eigen::SelfAdjointEigenSolver<MatD> eig(
-      G, options.vectors ? Eigen::ComputeEigenvectors : Eigen::EigenvaluesOnly);
-  if (eig.info() != Eigen::Success) fail(ErrorKind::Numeric, "Gram eigensolver did not converge");
+  // LAPACK dsyevd on the lower triangle formed by dsyrk (linalg/symeig.hpp).
+  SymMatrix g = gram_f64(values, w.rows, w.cols);
+  std::vector<double> lambda =
+      options.vectors ? symmetric_eigen(g) : symmetric_eigenvalues(std::move(g));
   Spectrum s;
   s.rows = w.rows, s.cols = w.cols;
   s.method = "gram-f64";
   s.sigma.resize(static_cast<std::size_t>(k));
   // Eigenvalues come ascending; tiny negative ones are rounding of zero.
   for (Eigen::Index i = 0; i < k; ++i)
-    s.sigma[static_cast<std::size_t>(i)] = std::sqrt(std::max(0.0, eig.eigenvalues()[k - 1 - i]));
+    s.sigma[static_cast<std::size_t>(i)] =
+        std::sqrt(std::max(0.0, lambda[static_cast<std::size_t>(k - 1 - i)]));
   const double smin = s.sigma.back(), smax = s.sigma.front();
   if (options.exact_below > 0 && smax > 0 && smin < options.exact_below * smax) {
-    Spectrum e = exact_route(W, options.vectors);
+    Spectrum e = exact_route(to_f64(w), options.vectors);
     e.rows = w.rows, e.cols = w.cols;
     return e;
   }
   if (options.vectors) {
-    const MatD Y = eig.eigenvectors().rowwise().reverse();  // descending order
+    const MatD Y = Eigen::Map<const MatD>(g.a.data(), k, k).rowwise().reverse();  // descending
+    const MatD W = to_f64(w);
     const MatD X = derive_vectors(tall ? MatD(W * Y) : MatD(W.transpose() * Y), s.sigma);
     const MatD& U = tall ? X : Y;
     const MatD& V = tall ? Y : X;
@@ -90,6 +99,73 @@ Spectrum compute_spectrum(const MatrixRef& w, const SpectrumOptions& options) {
   if (smax == 0) s.sigma.assign(s.sigma.size(), 0.0);
   return s;
 }
+
+namespace {
+
+/// exp(x) for x ≤ 0 in plain arithmetic that the compiler vectorises (glibc's exp is a scalar
+/// call): x = k·ln2 + r with |r| ≤ ln2/2 (Cody–Waite split of ln2), e^r by its Taylor series to
+/// degree 13 (truncation < 5e-18 relative), times 2^k built in the exponent bits. Relative error a
+/// few ulp; x < −708 returns e^−708 ≈ 3e-308 (0 to the KS statistic's precision).
+inline double exp_nonpositive(double x) {
+  x = x < -708.0 ? -708.0 : x;
+  constexpr double kLog2e = 1.4426950408889634074;
+  constexpr double kLn2Hi = 6.93147180369123816490e-01, kLn2Lo = 1.90821492927058770002e-10;
+  constexpr double kShift = 0x1.8p52;  // adding it rounds to an integer in the low mantissa bits
+  const double t = x * kLog2e + kShift;
+  const double kd = t - kShift;
+  const double r = (x - kd * kLn2Hi) - kd * kLn2Lo;
+  double p = 1.0 / 6227020800.0;  // 1/13!
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  // k + 1023 ∈ [1, 1023] sits in the low 11 mantissa bits of t + 1023: the biased exponent of 2^k.
+  const std::uint64_t biased = std::bit_cast<std::uint64_t>(t + 1023.0) & 0x7FFu;
+  return p * std::bit_cast<double>(biased << 52);
+}
+
+/// KS distance of the tail logs[i..N) (ascending ln λ) against the power law with exponent α
+/// from xmin = λ_i: max_j |1 − (λ_j/λ_i)^(1−α) − (j−i)/n|, n = N − i. Scans blocks of 64 and
+/// stops once the running maximum exceeds `bound` (the value is then only known to be > bound).
+double ks_distance(const std::vector<double>& logs, std::int64_t i, double alpha, double bound) {
+  const std::int64_t N = static_cast<std::int64_t>(logs.size());
+  const double n = static_cast<double>(N - i), c = 1 - alpha,
+               li = logs[static_cast<std::size_t>(i)];
+  const double* L = logs.data();
+  constexpr int kLanes = 8;
+  constexpr std::int64_t kBlock = 64;
+  double lane[kLanes] = {};
+  double d = 0;
+  for (std::int64_t b = i; b < N; b += kBlock) {
+    const std::int64_t e = std::min(N, b + kBlock);
+    std::int64_t j = b;
+    for (; j + kLanes <= e; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        const double theory = 1 - exp_nonpositive(c * (L[j + l] - li));
+        const double v = std::abs(theory - static_cast<double>(j + l - i) / n);
+        lane[l] = lane[l] > v ? lane[l] : v;
+      }
+    for (; j < e; ++j) {
+      const double theory = 1 - exp_nonpositive(c * (L[j] - li));
+      d = std::max(d, std::abs(theory - static_cast<double>(j - i) / n));
+    }
+    for (double x : lane)
+      d = std::max(d, x);
+    if (d > bound) break;
+  }
+  return d;
+}
+
+}  // namespace
 
 PowerLawFit fit_power_law(std::vector<double> ev, std::int64_t min_evals) {
   PowerLawFit f;
@@ -102,43 +178,30 @@ PowerLawFit fit_power_law(std::vector<double> ev, std::int64_t min_evals) {
     logs[i] = std::log(ev[i]);
   for (std::int64_t i = N - 1; i >= 0; --i)
     suffix[i] = suffix[i + 1] + logs[i];
-  // Candidate xmin = ev[i]: α by Hill's MLE, then D by a scan that stops as soon as it exceeds
-  // `bound` (the result is then only known to be > bound, which is all the caller needs).
+  // Candidate xmin = ev[i]: α by Hill's MLE (O(1) with the suffix sums), D by a vectorised scan.
   auto alpha_at = [&](std::int64_t i) {
     const double n = static_cast<double>(N - i);
     const double denom = suffix[i] - n * logs[i];
     return denom > 0 ? 1 + n / denom : 0.0;  // 0: no valid fit (all tail values equal)
   };
-  auto ks = [&](std::int64_t i, double alpha, double bound, std::int64_t stride) {
-    const double n = static_cast<double>(N - i);
-    double d = 0;
-    for (std::int64_t j = i; j < N && d <= bound; j += stride) {
-      const double theory = 1 - std::exp((1 - alpha) * (logs[j] - logs[i]));
-      d = std::max(d, std::abs(theory - static_cast<double>(j - i) / n));
-    }
-    return d;
-  };
-  // WeightWatcher takes the first xmin with the smallest D (np.argmin). To skip most full scans
-  // without changing that choice: pass 1 evaluates a coarse grid of candidates exactly, giving a
-  // good bound early; pass 2 visits every candidate, rejecting it when D over every stride-th tail
-  // point (a lower bound of D) already exceeds the best, else scanning in full. Ties keep the
-  // smaller index, so the winner is exactly the sequential argmin.
+  // WeightWatcher takes the first xmin with the smallest D (np.argmin). A coarse grid of
+  // candidates first gives a good bound early; then every candidate's scan stops as soon as its D
+  // exceeds the best so far (it cannot win). Ties keep the smaller index, so the winner is exactly
+  // the sequential argmin.
   double best_d = std::numeric_limits<double>::infinity();
   std::int64_t best_i = -1;
   double best_alpha = 0;
-  auto consider = [&](std::int64_t i, bool prefilter) {
+  auto consider = [&](std::int64_t i) {
     const double alpha = alpha_at(i);
     if (!(alpha > 1)) return;
-    const std::int64_t stride = std::max<std::int64_t>(1, (N - i) / 32);
-    if (prefilter && stride > 1 && ks(i, alpha, best_d, stride) > best_d) return;
-    const double d = ks(i, alpha, best_d, 1);
+    const double d = ks_distance(logs, i, alpha, best_d);
     if (d < best_d || (d == best_d && i < best_i)) best_d = d, best_i = i, best_alpha = alpha;
   };
   const std::int64_t grid = std::max<std::int64_t>(1, (N - 1) / 64);
   for (std::int64_t i = 0; i + 1 < N; i += grid)
-    consider(i, false);
+    consider(i);
   for (std::int64_t i = 0; i + 1 < N; ++i)
-    if (grid > 1 && i % grid != 0) consider(i, true);
+    if (grid > 1 && i % grid != 0) consider(i);
   if (best_i >= 0) {
     f.ok = true;
     f.alpha = best_alpha;

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,11 @@ std::vector<float> transpose(const std::vector<float>& a, std::int64_t rows, std
 /// Throws a Format error "<file>: tensor '<name>': NaN|Inf at element i" at the first non-finite
 /// value of `w`.
 void check_finite(const std::vector<float>& w, const std::string& file, const std::string& name);
+/// The same for any contiguous range of floats.
+void check_finite(std::span<const float> w, const std::string& file, const std::string& name);
+
+/// True when every value of `w` is finite (a branch-free, vectorizable scan).
+bool all_finite(std::span<const float> w);
 
 /// Rounds values in place to what `dtype` stores (round to nearest even; identity for f32).
 void round_to(DType dtype, std::vector<float>& v);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "ckptkit/core/dtype.hpp"
 #include "ckptkit/linalg/svd.hpp"
 
 namespace ckpt {
@@ -35,6 +36,9 @@ struct SvdInitParams {
   int niter = 4;
   std::uint64_t seed = 0;
   ParallelFor parallel;  // for one big matrix's products (randomized path)
+  /// ‖W‖²_F when the caller already summed it while decoding W (saves a pass over W); unset:
+  /// svd_init_matrix computes it with frobenius_sq.
+  std::optional<double> norm_sq;
 };
 
 /// The adapter factors and the numbers a report needs.
@@ -66,6 +70,34 @@ std::vector<float> adapter_delta(const SvdInitResult& r, std::int64_t out, std::
 /// out × in buffer. `parallel` splits the product over fixed row blocks.
 void subtract_adapter_delta(std::span<float> w, const SvdInitResult& r, std::int64_t out,
                             std::int64_t in, const ParallelFor& parallel = {});
+
+/// What residual_in_place measured over the whole matrix.
+struct ResidualStats {
+  double err_sq = 0;  // Σ W_res² of the f32 residual (‖W − s·B·A‖²_F), f64
+  // With an output: max |cast(W_res) − W_res|, the error the cast adds; without: max |W_res|.
+  double max_abs = 0;
+  double max_ulps = 0;      // the cast's error in ulps of W as stored in the input (output only)
+  double max_res_ulps = 0;  // ... in ulps of the stored residual entry (output only)
+  std::uint64_t within_one_ulp = 0;  // entries whose cast error is ≤ 1 ulp of W (output only)
+};
+
+/// Where residual_in_place writes the cast residual: the input weight's bytes (storage
+/// orientation, `in_dtype`) to measure against, and the output buffer (`out_dtype`, same
+/// orientation and element count). Empty `out`: extraction, nothing is written.
+struct ResidualOutput {
+  DType in_dtype = DType::F32;
+  std::span<const std::byte> in;
+  DType out_dtype = DType::F32;
+  std::span<std::byte> out;
+};
+
+/// Turns `w` (out × in, f32, math orientation) into W_res = W − s·B·A in place and, in the same
+/// pass over each cache-sized row panel, casts it into `dst.out` (storage orientation: the
+/// transpose when `transposed`) and gathers ResidualStats. Bit-identical for any `parallel` split
+/// (fixed row blocks; per-block f64 partial sums added in block order).
+ResidualStats residual_in_place(std::span<float> w, const SvdInitResult& r, std::int64_t out,
+                                std::int64_t in, bool transposed, const ResidualOutput& dst,
+                                const ParallelFor& parallel = {});
 
 /// The scaling PEFT applies for (alpha, rank).
 double lora_scaling(double alpha, int rank, bool rslora);

@@ -103,6 +103,8 @@ struct DctxDeleter {
 };
 
 std::string where_prefix(const std::string& where) {
+  // located(file, tensor, "") already ends in ": ".
+  if (where.size() >= 2 && where.compare(where.size() - 2, 2, ": ") == 0) return where;
   return where.empty() ? "" : where + ": ";
 }
 
@@ -217,6 +219,17 @@ std::vector<std::byte> lossless_decode(std::span<const std::byte> blob, DType dt
     if (offset[f + 1] > blob.size()) bad("frame " + std::to_string(f) + " runs past the end");
   }
   if (offset[nframes] != blob.size()) bad("trailing bytes after the last frame");
+  // Check every frame can hold its plane before allocating: a raw frame is the plane itself, and a
+  // zstd frame expands at most 32768x (a 4-byte RLE block per 128 KiB), so a few bytes of blob can
+  // never make us allocate gigabytes (found while adding fuzz_lossless).
+  for (std::size_t f = 0; f < nframes; ++f) {
+    const std::size_t c = f / planes, count = chunk == 0 ? 0 : std::min(chunk, n - c * chunk);
+    const std::size_t len = offset[f + 1] - offset[f];
+    const bool raw = get_le(blob, kFixedHeader + 4 * f, 4) & kRawFlag;
+    if (raw ? len != count : count > len * 32768)
+      bad("frame " + std::to_string(f) + " (" + std::to_string(len) + " bytes) cannot hold " +
+          std::to_string(count) + " bytes");
+  }
   std::vector<std::byte> out(nbytes);
   auto* o = reinterpret_cast<std::uint8_t*>(out.data());
   std::vector<std::string> errors(nchunks);
@@ -270,8 +283,11 @@ std::vector<std::byte> decode_lossless_file(std::span<const std::byte> file,
         fail(ErrorKind::Format, file_name + ": " + kLosslessMarker + " metadata is not valid JSON");
       }
     }
-  if (!marker.is_object() || marker.value("version", 0) != kLosslessVersion ||
-      !marker.contains("tensors") || !marker["tensors"].is_object())
+  // Field types are checked before reading them: nlohmann's own errors are not ckpt::Error.
+  if (!marker.is_object() || !marker.contains("version") ||
+      !marker["version"].is_number_integer() ||
+      marker["version"].get<std::int64_t>() != kLosslessVersion || !marker.contains("tensors") ||
+      !marker["tensors"].is_object())
     fail(ErrorKind::Format,
          file_name + ": unsupported " + std::string(kLosslessMarker) + " metadata");
   Metadata meta;
@@ -298,12 +314,22 @@ std::vector<std::byte> decode_lossless_file(std::span<const std::byte> file,
       if (!dt)
         fail(ErrorKind::Format, located(file_name, t.name, "unknown dtype in lossless metadata"));
       info.dtype = *dt;
+      for (const auto& d : it->at("shape"))
+        if (!d.is_number_integer())  // a float would be cast to int64 (undefined when huge)
+          fail(ErrorKind::Format,
+               located(file_name, t.name, "bad dtype/shape in lossless metadata"));
       info.shape = it->at("shape").get<Shape>();
     } catch (const nlohmann::json::exception&) {
       fail(ErrorKind::Format, located(file_name, t.name, "bad dtype/shape in lossless metadata"));
     }
-    for (auto d : info.shape)
+    std::uint64_t count = 1;
+    for (auto d : info.shape) {
       if (d < 0) fail(ErrorKind::Format, located(file_name, t.name, "negative dimension"));
+      const auto limit = static_cast<std::uint64_t>(INT64_MAX) / dtype_size(info.dtype);
+      if (d != 0 && count > limit / static_cast<std::uint64_t>(d))
+        fail(ErrorKind::Format, located(file_name, t.name, "shape in lossless metadata overflows"));
+      count *= static_cast<std::uint64_t>(d);
+    }
     const std::uint64_t nbytes =
         static_cast<std::uint64_t>(numel(info.shape)) * dtype_size(info.dtype);
     const auto blob = file.subspan(header.data_start + t.begin, t.nbytes());

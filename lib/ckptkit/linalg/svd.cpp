@@ -76,6 +76,60 @@ void product_t(const ConstRowMap& a, const MatF& x, MatF& z, const ParallelFor& 
   });
 }
 
+// Rows (columns) per panel inside a fixed block of a fused Gram pass: the panel is read twice, by
+// the product with the small basis and by the transposed product, and should still be in cache
+// the second time; larger panels amortize the read-modify-write of the block's n × l partial sum
+// (its traffic over the panel's is 2l / rows).
+std::int64_t gram_panel(std::int64_t other_dim) {
+  constexpr std::int64_t kPanelBytes = 2 * 1024 * 1024;
+  return std::clamp<std::int64_t>(kPanelBytes / (std::max<std::int64_t>(other_dim, 1) * 4), 16,
+                                  kRowBlock);
+}
+
+// Adds the per-block partial sums in block order (the same bits for any split).
+void sum_partials(std::vector<MatF>& partial, MatF& out) {
+  out = std::move(partial[0]);
+  for (std::size_t b = 1; b < partial.size(); ++b)
+    out += partial[b];
+}
+
+// Tall A (m ≥ n): G = Aᵀ·(A·Z) (n×l) in ONE pass over A: for each row panel A_p, Y_p = A_p·Z, then
+// G_b += A_pᵀ·Y_p. A is streamed from memory once for two products (products with a skinny Z are
+// memory-bound, so this halves their cost). Each fixed row block b accumulates its own G_b.
+void gram_rows(const ConstRowMap& a, const MatF& z, MatF& g, const ParallelFor& parallel) {
+  const std::int64_t n = a.cols(), l = z.cols(), panel = gram_panel(n);
+  std::vector<MatF> partial(static_cast<std::size_t>((a.rows() + kRowBlock - 1) / kRowBlock));
+  for_blocks(a.rows(), parallel, [&](std::int64_t r0, std::int64_t len) {
+    MatF& gb = partial[static_cast<std::size_t>(r0 / kRowBlock)];
+    gb.setZero(n, l);
+    MatF yp;
+    for (std::int64_t p0 = r0; p0 < r0 + len; p0 += panel) {
+      const std::int64_t rows = std::min(panel, r0 + len - p0);
+      yp.noalias() = a.middleRows(p0, rows) * z;
+      gb.noalias() += a.middleRows(p0, rows).transpose() * yp;
+    }
+  });
+  sum_partials(partial, g);
+}
+
+// Wide A (m < n): Y = A·(Aᵀ·Q) (m×l) in one pass over A by column panels A_c (strided rows of the
+// row-major buffer): T_c = A_cᵀ·Q, Y_b += A_c·T_c, per fixed block of 512 columns.
+void gram_cols(const ConstRowMap& a, const MatF& q, MatF& y, const ParallelFor& parallel) {
+  const std::int64_t m = a.rows(), l = q.cols(), panel = gram_panel(m);
+  std::vector<MatF> partial(static_cast<std::size_t>((a.cols() + kRowBlock - 1) / kRowBlock));
+  for_blocks(a.cols(), parallel, [&](std::int64_t c0, std::int64_t len) {
+    MatF& yb = partial[static_cast<std::size_t>(c0 / kRowBlock)];
+    yb.setZero(m, l);
+    MatF tp;
+    for (std::int64_t p0 = c0; p0 < c0 + len; p0 += panel) {
+      const std::int64_t cols = std::min(panel, c0 + len - p0);
+      tp.noalias() = a.middleCols(p0, cols).transpose() * q;
+      yb.noalias() += a.middleCols(p0, cols) * tp;
+    }
+  });
+  sum_partials(partial, y);
+}
+
 // Orthonormal basis of the columns of y (thin Q of a Householder QR), in place.
 void orthonormalize(MatF& y) {
   Eigen::HouseholderQR<MatF> qr(y);
@@ -188,14 +242,36 @@ RsvdResult randomized_svd(std::span<const float> w, std::int64_t m, std::int64_t
     for (std::int64_t i = 0; i < n; ++i)
       omega(i, j) = static_cast<float>(rng.normal());
 
-  MatF q, z;
-  timed([&] { product(a, omega, q, o.parallel); });
-  orthonormalize(q);
-  for (int it = 0; it < o.niter; ++it) {  // Alg. 4.4: QR after every product
-    timed([&] { product_t(a, q, z, o.parallel); });
-    orthonormalize(z);
+  // Subspace iteration on the Gram matrix of the smaller side (Halko et al. Alg. 4.4 with the QR
+  // after every Gram product, i.e. after every second product with A), each Gram product one
+  // fused pass over A, so the 2N+2 products cost N+2 passes:
+  //   tall: Z_0 = Ω, Z_j = orth(AᵀA·Z_{j−1}), Q = orth(A·Z_N)
+  //   wide: Q_0 = orth(A·Ω), Q_j = orth(AAᵀ·Q_{j−1})
+  // Either way span Q = span (AAᵀ)^N·A·Ω, the subspace of Alg. 4.4 after N iterations.
+  auto timed_gram = [&](auto&& f) {
+    const auto t0 = Clock::now();
+    f();
+    gemm_s += std::chrono::duration<double>(Clock::now() - t0).count();
+    products += 2;
+  };
+  MatF q, g;
+  if (m >= n) {
+    MatF z = std::move(omega);
+    for (int it = 0; it < o.niter; ++it) {
+      timed_gram([&] { gram_rows(a, z, g, o.parallel); });
+      orthonormalize(g);
+      z = std::move(g);
+    }
     timed([&] { product(a, z, q, o.parallel); });
     orthonormalize(q);
+  } else {
+    timed([&] { product(a, omega, q, o.parallel); });
+    orthonormalize(q);
+    for (int it = 0; it < o.niter; ++it) {
+      timed_gram([&] { gram_cols(a, q, g, o.parallel); });
+      orthonormalize(g);
+      q = std::move(g);
+    }
   }
   MatF bt;  // Bᵀ = Aᵀ·Q (n×l)
   timed([&] { product_t(a, q, bt, o.parallel); });
@@ -237,23 +313,53 @@ std::vector<float> matmul(std::span<const float> a, std::span<const float> b, st
   return c;
 }
 
-void subtract_product(std::span<float> c, std::span<const float> a, std::span<const float> b,
-                      std::int64_t m, std::int64_t k, std::int64_t n, float scale,
-                      const ParallelFor& parallel) {
+std::size_t row_block_count(std::int64_t m) {
+  return static_cast<std::size_t>((m + kRowBlock - 1) / kRowBlock);
+}
+
+void subtract_product_visit(std::span<float> c, std::span<const float> a, std::span<const float> b,
+                            std::int64_t m, std::int64_t k, std::int64_t n, float scale,
+                            const ParallelFor& parallel, const RowPanelVisitor& visit) {
   CKPT_ASSERT(static_cast<std::int64_t>(c.size()) == m * n &&
               static_cast<std::int64_t>(a.size()) == m * k &&
               static_cast<std::int64_t>(b.size()) == k * n);
   Eigen::Map<RowMatF> cm(c.data(), m, n);
   const ConstRowMap am(a.data(), m, k), bm(b.data(), k, n);
+  // Panel rows: ~kPanelBytes of C per panel, so a visit after the product finds it in L2. Fixed
+  // positions inside the fixed blocks (a function of n only): the same roundings for any split.
+  constexpr std::int64_t kPanelBytes = 256 * 1024;
+  const std::int64_t panel =
+      std::clamp<std::int64_t>(kPanelBytes / (std::max<std::int64_t>(n, 1) * 4), 8, kRowBlock);
   for_blocks(m, parallel, [&](std::int64_t r0, std::int64_t len) {
-    cm.middleRows(r0, len).noalias() -= scale * (am.middleRows(r0, len) * bm);
+    const std::size_t block = static_cast<std::size_t>(r0 / kRowBlock);
+    for (std::int64_t p0 = r0; p0 < r0 + len; p0 += panel) {
+      const std::int64_t rows = std::min(panel, r0 + len - p0);
+      if (k > 0) cm.middleRows(p0, rows).noalias() -= scale * (am.middleRows(p0, rows) * bm);
+      if (visit) visit(block, p0, rows);
+    }
   });
 }
 
+void subtract_product(std::span<float> c, std::span<const float> a, std::span<const float> b,
+                      std::int64_t m, std::int64_t k, std::int64_t n, float scale,
+                      const ParallelFor& parallel) {
+  subtract_product_visit(c, a, b, m, k, n, scale, parallel, {});
+}
+
 double frobenius_sq(std::span<const float> w) {
+  // Eight f64 lanes (vectorizable without -ffast-math; the summation order is fixed, so the result
+  // does not depend on threads), added up at the end.
+  double lane[8] = {};
+  const std::size_t n = w.size(), n8 = n / 8 * 8;
+  const float* p = w.data();
+  for (std::size_t i = 0; i < n8; i += 8)
+    for (std::size_t l = 0; l < 8; ++l)
+      lane[l] += static_cast<double>(p[i + l]) * p[i + l];
+  for (std::size_t i = n8; i < n; ++i)
+    lane[i - n8] += static_cast<double>(p[i]) * p[i];
   double s = 0;
-  for (float x : w)
-    s += static_cast<double>(x) * x;
+  for (double x : lane)
+    s += x;
   return s;
 }
 

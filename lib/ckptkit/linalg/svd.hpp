@@ -1,11 +1,14 @@
 // Thin SVDs of f32 matrices held as row-major buffers (the safetensors layout of a [out, in]
 // weight), with no Eigen types in the interface so that callers stay cheap to compile.
 //   exact_svd       LAPACKE sgesdd (jobz 'S') when built with CKPTKIT_HAVE_LAPACKE, else Eigen
-//   BDCSVD randomized_svd  Halko-Martinsson-Tropp Alg. 4.4 + 5.1: Gaussian test matrix with r+P
-//   columns
-//                   (ckpt::Rng, so the result depends only on seed and stream name), N power
-//                   iterations with a Householder QR after every product, then QR(Bᵀ) and the SVD
-//                   of the small R.
+//                   BDCSVD
+//   randomized_svd  Halko-Martinsson-Tropp Alg. 4.4 + 5.1: Gaussian test matrix Ω with r+P
+//                   columns (ckpt::Rng, so the result depends only on seed and stream name), N
+//                   subspace iterations on the smaller side's Gram matrix (m ≥ n: Z ← orth(AᵀA·Z)
+//                   from Z = Ω, then Q = orth(A·Z); m < n: Q = orth(A·Ω), Q ← orth(AAᵀ·Q)), a
+//                   Householder QR after every Gram product, each Gram product one fused pass over
+//                   A by panels; then QR(AᵀQ) and the SVD of the small R. span Q = span
+//                   (AAᵀ)^N·A·Ω as in Alg. 4.4; the 2N+2 products with A cost N+2 passes.
 //   jacobi_singular_values_f64  independent f64 reference for tests.
 // Every routine is single-threaded inside; the only parallelism is the optional ParallelFor hook,
 // which the pipeline layer fills with its TBB-based parallel_chunks.
@@ -77,6 +80,23 @@ std::vector<float> matmul(std::span<const float> a, std::span<const float> b, st
 void subtract_product(std::span<float> c, std::span<const float> a, std::span<const float> b,
                       std::int64_t m, std::int64_t k, std::int64_t n, float scale,
                       const ParallelFor& parallel = {});
+
+/// Number of the fixed row blocks (kRowBlock = 512 rows) that subtract_product and the randomized
+/// SVD split an m-row matrix into: the unit of parallel work and of deterministic reductions.
+std::size_t row_block_count(std::int64_t m);
+
+/// Visitor of subtract_product_visit: `block` is the fixed row block's index, rows [r0, r0+rows)
+/// of C are final (C −= s·A·B applied) and still hot in cache.
+using RowPanelVisitor = std::function<void(std::size_t block, std::int64_t r0, std::int64_t rows)>;
+
+/// subtract_product, done in small row panels inside each fixed row block, calling
+/// `visit(block, r0, rows)` on each panel right after its product so that a following pass over
+/// the panel (cast, statistics) reads it from cache instead of memory. Panels of one block are
+/// visited in increasing r0 order by one thread; blocks may run in parallel. Bit-identical for
+/// any split.
+void subtract_product_visit(std::span<float> c, std::span<const float> a, std::span<const float> b,
+                            std::int64_t m, std::int64_t k, std::int64_t n, float scale,
+                            const ParallelFor& parallel, const RowPanelVisitor& visit);
 
 /// Squared Frobenius norm accumulated in f64.
 double frobenius_sq(std::span<const float> w);

@@ -10,6 +10,7 @@
 #include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/pipeline/shard.hpp"
 #include "ckptkit/pipeline/stream.hpp"
 #include "ckptkit/report/csv.hpp"
 #include "ckptkit/report/html.hpp"
@@ -183,6 +184,9 @@ Json run_analyze_spectrum(const AnalyzeSpectrumOptions& options) {
     }
     items.push_back(it);
   }
+  // --shard K/N: analyse this part's share only (docs/distributed.md).
+  keep_my_shard(options.common.exec.shard, out.path(), base, items,
+                [](const Item& i) { return i.base; });
 
   struct Result {
     Json row;

@@ -68,8 +68,13 @@ void run_ordered(std::size_t n, const std::function<std::uint64_t(std::size_t)>&
 
 void parallel_chunks(std::size_t n, std::size_t grain,
                      const std::function<void(std::size_t, std::size_t)>& body) {
-  tbb::parallel_for(tbb::blocked_range<std::size_t>(0, n, std::max<std::size_t>(grain, 1)),
-                    [&](const tbb::blocked_range<std::size_t>& r) { body(r.begin(), r.end()); });
+  // An isolated context: when the enclosing pipeline is cancelled (another tensor failed, e.g. a
+  // full disk), TBB would otherwise skip chunks silently and the caller would go on with
+  // half-computed partial results. Every chunk runs; the pipeline stops after this task.
+  tbb::task_group_context isolated(tbb::task_group_context::isolated);
+  tbb::parallel_for(
+      tbb::blocked_range<std::size_t>(0, n, std::max<std::size_t>(grain, 1)),
+      [&](const tbb::blocked_range<std::size_t>& r) { body(r.begin(), r.end()); }, isolated);
 }
 
 }  // namespace ckpt

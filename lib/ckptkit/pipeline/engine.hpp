@@ -7,15 +7,20 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 
 #include "ckptkit/core/progress.hpp"
 
 namespace ckpt {
 
+class ShardRun;  // pipeline/shard.hpp
+
 struct ExecOptions {
   int threads = 0;                  // 0: all cores
   std::uint64_t memory_budget = 0;  // bytes of working set in flight; 0: 2 tasks per thread
   bool progress = true;             // progress bar on stderr when it is a terminal
+  /// --shard K/N: this run computes 1/N of the targets into a partial output (null: all).
+  std::shared_ptr<ShardRun> shard;
 };
 
 /// What the parallel stage hands to the sink: run serially, in item order.

@@ -294,7 +294,13 @@ Json run_mpo_init(const MpoInitOptions& o) {
   std::vector<MpoModule> modules;
   std::vector<Json> rows;
   double err_sq = 0, norm_sq = 0, q_err_sq = 0;
+  Json part_sums = Json::array();  // --shard only: raw per-target sums for `ckptkit stitch`
   auto collect = [&](Done& d) {
+    if (o.common.exec.shard)
+      part_sums.push_back({{"name", d.row["name"]},
+                           {"err_sq", d.err_sq},
+                           {"norm_sq", d.norm_sq},
+                           {"q_err_sq", d.q_err_sq}});
     modules.push_back(std::move(d.module));
     rows.push_back(std::move(d.row));
     err_sq += d.err_sq;
@@ -376,6 +382,7 @@ Json run_mpo_init(const MpoInitOptions& o) {
     dense_params += r["dense_params"].get<std::int64_t>();
     report.add_row(r);
   }
+  if (o.common.exec.shard) report.extra()["part_sums"] = part_sums;
   report.totals() = {{"targets", rows.size()},
                      {"adapter_params", adapter_params},
                      {"dense_params", dense_params},

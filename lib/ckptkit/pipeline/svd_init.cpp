@@ -1,10 +1,13 @@
 #include "ckptkit/pipeline/svd_init.hpp"
 
+#include <time.h>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 
 #include "ckptkit/adapters/lora_write.hpp"
 #include "ckptkit/core/error.hpp"
@@ -43,66 +46,43 @@ bool is_embedding_module(const std::string& module) {
   return leaf.find("embed") != std::string::npos || leaf == "wte" || leaf == "wpe";
 }
 
-/// One unit in the last place of x as stored in `dtype` (subnormals: the smallest normal's ulp).
-double ulp_of(DType dtype, float x) {
-  const int mant = dtype == DType::BF16  ? 7
-                   : dtype == DType::F16 ? 10
-                   : dtype == DType::F64 ? 52
-                                         : 23;
-  const int emin = dtype == DType::F16 ? -14 : -126;
-  std::uint32_t bits;
-  std::memcpy(&bits, &x, 4);
-  const int e = std::max(static_cast<int>((bits >> 23) & 0xffu) - 127, emin);
-  const std::uint64_t d = static_cast<std::uint64_t>(e - mant + 1023)
-                          << 52;  // 2^(e − mant) as a double
-  double u;
-  std::memcpy(&u, &d, 8);
-  return u;
-}
-
-/// Stores x as `dtype` at `dst` (round to nearest even) and returns the stored value as f32.
-float encode_one(DType dtype, float x, std::byte* dst) {
-  switch (dtype) {
-    case DType::BF16: {
-      const std::uint16_t h = f32_to_bf16(x);
-      std::memcpy(dst, &h, 2);
-      return bf16_to_f32(h);
+/// Reusable f32 buffers for the per-tensor copies of W: a fresh 180 MB allocation per 11008×4096
+/// tensor costs ~45k page faults and a zero fill, more CPU than the decode itself. At most one
+/// buffer per task in flight exists, so peak memory is what it was with fresh allocations.
+class ScratchPool {
+ public:
+  std::vector<float> take(std::size_t n) {
+    std::vector<float> v;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!free_.empty()) {
+        // The largest free buffer: fewest regrowths.
+        auto it = std::max_element(free_.begin(), free_.end(), [](const auto& x, const auto& y) {
+          return x.capacity() < y.capacity();
+        });
+        v = std::move(*it);
+        free_.erase(it);
+      }
     }
-    case DType::F16: {
-      const std::uint16_t h = f32_to_f16(x);
-      std::memcpy(dst, &h, 2);
-      return f16_to_f32(h);
-    }
-    case DType::F64: {
-      const double d = x;
-      std::memcpy(dst, &d, 8);
-      return x;
-    }
-    default:
-      std::memcpy(dst, &x, 4);
-      return x;
+    if (v.capacity() < n) v = std::vector<float>();  // drop it first: never two big ones at once
+    v.resize(n);  // no fill when the buffer was already this large: decode overwrites it
+    return v;
   }
-}
-
-float decode_one(DType dtype, const std::byte* src) {
-  switch (dtype) {
-    case DType::BF16:
-    case DType::F16: {
-      std::uint16_t h;
-      std::memcpy(&h, src, 2);
-      return dtype == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-    }
-    case DType::F64: {
-      double d;
-      std::memcpy(&d, src, 8);
-      return static_cast<float>(d);
-    }
-    default: {
-      float f;
-      std::memcpy(&f, src, 4);
-      return f;
-    }
+  void give(std::vector<float>&& v) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(std::move(v));
   }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::vector<float>> free_;
+};
+
+/// Thread CPU seconds (phase timings in the report; not inflated by other processes).
+double thread_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
 std::string method_label(const SvdInitOptions& o) {
@@ -241,12 +221,35 @@ Json run_svd_init(const SvdInitOptions& o) {
 
   // The per-tensor work: decode (and subtract the base), decompose, build the residual in the
   // input dtype, measure. `residual` is null for extraction.
+  ScratchPool scratch;
   auto work = [&](const Target& tg, const TensorView& view, OwnedTensor* residual) {
     const auto t0 = Clock::now();
     const auto& info = tg.tensor->info;
     const std::string file = in.file_of(*tg.tensor);
-    std::vector<float> w = to_f32(view);
-    check_finite(w, file, info.name);
+    double cpu = thread_cpu_seconds();
+    auto lap = [&cpu] {
+      const double now = thread_cpu_seconds(), d = now - cpu;
+      cpu = now;
+      return d;
+    };
+    std::vector<float> w = scratch.take(static_cast<std::size_t>(view.numel()));
+    // Decode, NaN/Inf check and ‖W‖²_F in one pass over cache-sized chunks (the same fixed
+    // chunks and f64 sum order for any thread count).
+    SvdInitParams tensor_params = params;
+    {
+      constexpr std::size_t kChunk = 16384;
+      const std::size_t size = dtype_size(view.dtype);
+      double norm_sq = 0;
+      for (std::size_t c0 = 0; c0 < w.size(); c0 += kChunk) {
+        const std::size_t len = std::min(kChunk, w.size() - c0);
+        const std::span<float> chunk(w.data() + c0, len);
+        decode_to_f32(view.dtype, view.bytes.subspan(c0 * size, len * size), chunk);
+        if (!all_finite(chunk))  // locate the first bad element (index in the whole tensor)
+          check_finite(std::span<const float>(w.data(), c0 + len), file, info.name);
+        norm_sq += frobenius_sq(chunk);
+      }
+      if (!tg.base) tensor_params.norm_sq = norm_sq;  // extraction: the norm of ΔW, not of W
+    }
     if (tg.base) {
       std::vector<float> b = to_f32(base->view(*tg.base));
       check_finite(b, base->file_of(*tg.base), info.name);
@@ -255,50 +258,34 @@ Json run_svd_init(const SvdInitOptions& o) {
       base->release(*tg.base);
     }
     if (tg.transposed) w = transpose(w, info.shape[0], info.shape[1]);
-    SvdInitResult r = svd_init_matrix(w, tg.out, tg.in, params, info.name);
+    const double decode_cpu = lap();
+    SvdInitResult r = svd_init_matrix(w, tg.out, tg.in, tensor_params, info.name);
+    const double svd_cpu = lap();
     // The residual is computed from the factors as stored, so residual + s·B·A = W holds for
     // the files on disk (with the default f32 adapter this is exactly PEFT's order).
     round_to(o.adapter_dtype, r.A);
     round_to(o.adapter_dtype, r.B);
     round_to(o.adapter_dtype, r.S);
-    // W becomes W_res in place (no second out×in buffer: peak memory is one f32 copy of W).
-    subtract_adapter_delta(w, r, tg.out, tg.in, params.parallel);
 
+    // W becomes W_res in place, panel by panel, and each panel is cast straight into the output
+    // bytes while in cache, measuring |cast(W_res) + s·B·A − W| = |cast(W_res) − W_res| (W_res =
+    // W − s·B·A in f32; that subtraction adds at most 2^-24·|W_res|) in ulps of W (decoded from
+    // the input) and of the stored entry. Peak memory: one f32 copy of W plus the output.
     Done done;
-    double err_sq = 0, max_abs = 0, max_ulps = 0, max_res_ulps = 0;
-    std::size_t within_ulp = 0;
-    const std::int64_t rows = info.shape[0], cols = info.shape[1];
+    ResidualOutput dst;
     if (residual) {
-      // One pass in storage order: cast each residual entry straight into the output bytes and
-      // measure |cast(W_res) + s·B·A − W| = |cast(W_res) − W_res| (W_res = W − s·B·A in f32; that
-      // subtraction adds at most 2^-24·|W_res|), in ulps of W (re-decoded from the input) and of
-      // the stored entry.
       residual->name = info.name;
       residual->dtype = info.dtype;
       residual->shape = info.shape;
-      residual->bytes.resize(static_cast<std::size_t>(rows * cols) * dtype_size(info.dtype));
-      const std::size_t in_size = dtype_size(view.dtype), out_size = dtype_size(info.dtype);
-      for (std::int64_t rr = 0; rr < rows; ++rr)
-        for (std::int64_t c = 0; c < cols; ++c) {
-          const std::size_t j = static_cast<std::size_t>(rr * cols + c);
-          const std::size_t i = tg.transposed ? static_cast<std::size_t>(c * rows + rr) : j;
-          const float res = w[i];
-          const float stored = encode_one(info.dtype, res, residual->bytes.data() + j * out_size);
-          const float orig = decode_one(view.dtype, view.bytes.data() + j * in_size);
-          err_sq += static_cast<double>(res) * res;
-          const double e = std::fabs(static_cast<double>(stored) - res);
-          max_abs = std::max(max_abs, e);
-          const double u = e / ulp_of(info.dtype, orig);
-          max_ulps = std::max(max_ulps, u);
-          if (u <= 1.0) ++within_ulp;
-          max_res_ulps = std::max(max_res_ulps, e / ulp_of(info.dtype, stored));
-        }
-    } else {
-      for (float x : w) {  // w now holds ΔW − s·B·A
-        err_sq += static_cast<double>(x) * x;
-        max_abs = std::max(max_abs, static_cast<double>(std::fabs(x)));
-      }
+      residual->bytes.resize(w.size() * dtype_size(info.dtype));
+      dst = {view.dtype, view.bytes, info.dtype, residual->bytes};
     }
+    const ResidualStats st =
+        residual_in_place(w, r, tg.out, tg.in, tg.transposed, dst, params.parallel);
+    const double residual_cpu = lap();
+    const double err_sq = st.err_sq, max_abs = st.max_abs;
+    const std::size_t numel = w.size();
+    scratch.give(std::move(w));
     const double norm = std::sqrt(r.norm_sq);
     const double seconds = seconds_since(t0);
     done.row = {{"name", info.name},
@@ -320,11 +307,16 @@ Json run_svd_init(const SvdInitOptions& o) {
                 {"max_abs_err", round_sig(max_abs)},
                 {"seconds", round_sig(seconds, 4)}};
     if (residual) {
-      done.row["max_err_ulps"] = round_sig(max_ulps, 4);
+      done.row["max_err_ulps"] = round_sig(st.max_ulps, 4);
       done.row["within_one_ulp"] =
-          round_sig(static_cast<double>(within_ulp) / static_cast<double>(w.size()), 8);
-      done.row["max_err_residual_ulps"] = round_sig(max_res_ulps, 4);
+          round_sig(static_cast<double>(st.within_one_ulp) / static_cast<double>(numel), 8);
+      done.row["max_err_residual_ulps"] = round_sig(st.max_res_ulps, 4);
     }
+    // CPU seconds of this thread per phase (work that other threads did for this tensor's split
+    // products is not included: exact with --threads 1).
+    done.row["phase_cpu_seconds"] = {{"decode", round_sig(decode_cpu, 3)},
+                                     {"svd", round_sig(svd_cpu, 3)},
+                                     {"residual", round_sig(residual_cpu, 3)}};
     if (r.gemm_seconds > 0)
       done.row["gemm_gflops"] = round_sig(r.gemm_flops / r.gemm_seconds / 1e9, 4);
     done.flops = r.gemm_flops;

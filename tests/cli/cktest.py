@@ -1,0 +1,187 @@
+"""Shared helpers for the end-to-end CLI tests (tests/cli/test_*.py): run the binary, record checks,
+and read/write safetensors independently of ckptkit (numpy only).
+
+Environment (set by ctest): CKPTKIT_BIN (the binary), CKPTKIT_DATA (data/), CKPTKIT_SHARED
+(../shared; may be absent, tests that need it skip with a message)."""
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+
+BIN = os.environ.get("CKPTKIT_BIN", "build/ckptkit")
+DATA = os.environ.get("CKPTKIT_DATA", "data")
+SHARED = os.environ.get("CKPTKIT_SHARED", "../shared")
+SAMPLE = os.path.join(DATA, "bytegpt-base-bf16")
+PEFT_PREFIX = "base_model.model."
+
+
+def shared_path(*parts):
+    """Path under ../shared/data, or None (with a message) when that data is absent."""
+    p = os.path.join(SHARED, "data", *parts)
+    if not os.path.exists(p):
+        print(f"skip: {p} not present")
+        return None
+    return p
+
+
+class Checks:
+    """Prints each check as 'ok'/'FAIL' with its numbers; exit() ends the script accordingly."""
+
+    def __init__(self):
+        self.failures = []
+
+    def __call__(self, cond, what):
+        print(("ok   " if cond else "FAIL ") + what)
+        if not cond:
+            self.failures.append(what)
+        return bool(cond)
+
+    def exit(self):
+        if self.failures:
+            print(f"{len(self.failures)} check(s) failed:")
+            for f in self.failures:
+                print("  " + f)
+            sys.exit(1)
+        print("all checks passed")
+        sys.exit(0)
+
+
+def run(*args, expect=None, quiet=True, **kw):
+    """Runs `ckptkit ARGS` (adding -q unless quiet=False); prints output when the exit code
+    differs from `expect`."""
+    cmd = [BIN, *[str(a) for a in args]] + (["-q"] if quiet else [])
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if expect is not None and p.returncode != expect:
+        print("command:", " ".join(cmd))
+        print(p.stdout, p.stderr)
+    return p
+
+
+# --- safetensors, independent of ckptkit ----------------------------------------------------------
+_NP = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "U8": np.uint8, "I8": np.int8,
+       "I16": np.int16, "I32": np.int32, "I64": np.int64, "U16": np.uint16, "U32": np.uint32,
+       "BOOL": np.bool_}
+_ST = {"float32": "F32", "float64": "F64", "float16": "F16", "uint8": "U8", "int8": "I8",
+       "int16": "I16", "int32": "I32", "int64": "I64", "uint16": "U16", "uint32": "U32"}
+
+
+def read_raw(path):
+    """(header without __metadata__, metadata or None, data bytes) of a .safetensors[.zst]."""
+    if path.endswith(".zst"):
+        raw = subprocess.run(["zstd", "-dc", path], capture_output=True, check=True).stdout
+    else:
+        with open(path, "rb") as f:
+            raw = f.read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    return header, meta, raw[8 + n:]
+
+
+def bf16_to_f32(u16):
+    return (u16.astype(np.uint32) << 16).view(np.float32)
+
+
+def f32_to_bf16_rne(x):
+    """float32 array -> uint16 bf16 bits, round to nearest even (finite inputs)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    return u.astype(np.uint16)
+
+
+def decode(dtype, shape, buf):
+    """Raw bytes -> numpy array; BF16 becomes float32 (exact)."""
+    if dtype == "BF16":
+        a = bf16_to_f32(np.frombuffer(buf, np.uint16))
+    else:
+        a = np.frombuffer(buf, _NP[dtype])
+    return a.reshape(shape)
+
+
+def read_safetensors(path, raw=False):
+    """name -> array (BF16 as float32) and the metadata. raw=True gives name -> (dtype, shape,
+    bytes) instead."""
+    header, meta, data = read_raw(path)
+    out = {}
+    for name, e in header.items():
+        b, en = e["data_offsets"]
+        buf = data[b:en]
+        out[name] = (e["dtype"], e["shape"], buf) if raw else decode(e["dtype"], e["shape"], buf)
+    return out, meta
+
+
+def read_checkpoint(d, raw=False):
+    """Every weight file of a directory (or one file) merged: name -> array (or raw triple)."""
+    if os.path.isfile(d):
+        return read_safetensors(d, raw)[0]
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if ".safetensors" not in f or f.endswith(".json"):
+            continue
+        part, _ = read_safetensors(os.path.join(d, f), raw)
+        for k in part:
+            assert k not in out, f"{k} twice in {d}"
+        out.update(part)
+    return out
+
+
+def dtypes_of(d):
+    return {k: v[0] for k, v in read_checkpoint(d, raw=True).items()}
+
+
+def write_safetensors(path, arrays, metadata=None, bf16=()):
+    """Writes numpy arrays; names listed in `bf16` are stored as BF16 (RNE from float32)."""
+    header, offset, blobs = {}, 0, []
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    for name, a in arrays.items():
+        if name in bf16:
+            dt, b = "BF16", f32_to_bf16_rne(a).tobytes()
+        else:
+            a = np.ascontiguousarray(a)
+            dt, b = _ST[a.dtype.name], a.tobytes()
+        header[name] = {"dtype": dt, "shape": list(np.shape(a)),
+                        "data_offsets": [offset, offset + len(b)]}
+        offset += len(b)
+        blobs.append(b)
+    text = json.dumps(header).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        for b in blobs:
+            f.write(b)
+
+
+def same_files(a, b, skip=("report.json",)):
+    """Relative paths whose bytes differ between two output trees (or that exist in one only)."""
+    def walk(root):
+        out = {}
+        for dp, _, fs in os.walk(root):
+            for f in fs:
+                rel = os.path.relpath(os.path.join(dp, f), root)
+                if os.path.basename(rel) not in skip:
+                    out[rel] = os.path.join(dp, f)
+        return out
+    fa, fb = walk(a), walk(b)
+    diff = sorted(set(fa) ^ set(fb))
+    for rel in sorted(set(fa) & set(fb)):
+        with open(fa[rel], "rb") as x, open(fb[rel], "rb") as y:
+            if x.read() != y.read():
+                diff.append(rel)
+    return diff
+
+
+def bf16_ulp(w):
+    """One bf16 ulp at each |w| (normal range)."""
+    e = np.floor(np.log2(np.maximum(np.abs(w).astype(np.float64), 2.0 ** -126)))
+    return 2.0 ** (e - 7)
+
+
+def rel_fro(a, b):
+    """‖a − b‖_F / ‖b‖_F in float64."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))

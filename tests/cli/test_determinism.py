@@ -1,0 +1,171 @@
+#!/usr/bin/python3
+"""Determinism: every subcommand gives byte-identical outputs for --threads 1, 2 and 8.
+
+Each case runs three times into separate directories. Every output file must be byte-identical,
+except report.json, which is compared after dropping the fields that legitimately vary: timings
+(keys named like *seconds*, *time*, *_ms, wall*, throughput*, *gflops*), the thread count, the
+command line (it names the output directory) and paths of outputs. Files that record where the
+output lives (adapter_config.json's base_model_name_or_path names the residual directory) are
+compared with the output directory's path replaced by a placeholder. Inputs are the bundled sample (a subset of
+its layers, so a case takes about a second) and small synthetic activations for velora-init.
+Subcommands this build does not ship yet ("not available in this build") are skipped with a
+message.
+"""
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import cktest
+
+check = cktest.Checks()
+SAMPLE = cktest.SAMPLE
+THREADS = (1, 2, 8)
+# Two layers of every module type: enough tensors that 8 threads really run several at once.
+SUBSET = ["--target", r"model\.decoder\.layers\.[01]\..*_proj|model\.decoder\.layers\.[01]\.fc[12]"]
+
+# Report keys whose values may differ between runs (compared by name, at any depth).
+VOLATILE = re.compile(r"(second|time|_ms$|^ms$|wall|elapsed|throughput|per_s$|mb_s|gb_s|flops|threads|"
+                      r"^argv$|^command|^output|^path$|^report_path$|tasks_in_flight|peak_rss|rss)", re.I)
+
+
+def scrub(x):
+    """report.json without volatile fields (see VOLATILE)."""
+    if isinstance(x, dict):
+        return {k: scrub(v) for k, v in x.items() if not VOLATILE.search(k)}
+    if isinstance(x, list):
+        return [scrub(v) for v in x]
+    return x
+
+
+def dropped_keys(x, prefix=""):
+    out = set()
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if VOLATILE.search(k):
+                out.add(k)
+            else:
+                out |= dropped_keys(v, prefix + k + ".")
+    elif isinstance(x, list):
+        for v in x:
+            out |= dropped_keys(v, prefix)
+    return out
+
+
+def reports(root):
+    found = {}
+    for dp, _, fs in os.walk(root):
+        for f in fs:
+            if f == "report.json":
+                with open(os.path.join(dp, f)) as fh:
+                    found[os.path.relpath(os.path.join(dp, f), root)] = json.load(fh)
+    return found
+
+
+def differing_files(a, b):
+    """Relative paths whose bytes differ (report.json aside), each tree's own path replaced by a
+    placeholder first."""
+    def walk(root):
+        out = {}
+        for dp, _, fs in os.walk(root):
+            for f in fs:
+                if f != "report.json":
+                    out[os.path.relpath(os.path.join(dp, f), root)] = os.path.join(dp, f)
+        return out
+
+    def content(path, root):
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return data.replace(os.path.abspath(root).encode(), b"<OUT>").replace(root.encode(), b"<OUT>")
+
+    fa, fb = walk(a), walk(b)
+    diff = sorted(set(fa) ^ set(fb))
+    diff += [rel for rel in sorted(set(fa) & set(fb)) if content(fa[rel], a) != content(fb[rel], b)]
+    return diff
+
+
+def planned(p):
+    return "not available in this build" in p.stderr
+
+
+def run_case(tmp, name, make_args):
+    """make_args(out_dir) -> argv after the binary; runs it for every thread count."""
+    outs = []
+    t0 = time.time()
+    for t in THREADS:
+        out = os.path.join(tmp, f"{name}-t{t}".replace(" ", "_").replace("+", "_"))
+        p = cktest.run(*make_args(out), "--threads", t, expect=0)
+        if planned(p):
+            print(f"skip: {name}: not in this build")
+            return
+        if not check(p.returncode == 0, f"{name} --threads {t}: exit {p.returncode}"):
+            return
+        outs.append(out)
+    secs = time.time() - t0
+    files = sum(len(fs) for _, _, fs in os.walk(outs[0]))
+    for t, out in zip(THREADS[1:], outs[1:]):
+        diff = differing_files(outs[0], out)
+        check(not diff, f"{name}: --threads {t} vs 1: {files} files, differing: {diff[:5]}")
+        ra, rb = reports(outs[0]), reports(out)
+        check(ra.keys() == rb.keys(), f"{name}: same report.json files ({sorted(ra)})")
+        for rel in ra:
+            same = scrub(ra[rel]) == scrub(rb.get(rel))
+            check(same, f"{name}: --threads {t} vs 1: {rel} equal without "
+                        f"{sorted(dropped_keys(ra[rel]))}")
+    print(f"     {name}: 3 runs in {secs:.1f} s")
+    return outs[0]
+
+
+def activations(path):
+    """Synthetic calibration inputs of three linear layers, f32 [tokens, D]."""
+    rng = np.random.default_rng(3)
+    mods = {"model.decoder.layers.0.self_attn.q_proj": 384, "model.decoder.layers.0.fc1": 384,
+            "model.decoder.layers.1.fc1": 256}
+    arrays = {}
+    for name, d in mods.items():
+        base = rng.standard_normal(d).astype(np.float32)
+        arrays[name] = (rng.standard_normal((128, d)).astype(np.float32) * 0.5 + base)
+    cktest.write_safetensors(path, arrays)
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="ckptkit-determinism-")
+    start = time.time()
+    try:
+        cases = {
+            "svd-init pissa": lambda o: ["svd-init", SAMPLE, "-o", o, "--rank", "8", *SUBSET],
+            "svd-init sorsa exact": lambda o: ["svd-init", SAMPLE, "-o", o, "--rank", "8", "--method", "sorsa",
+                                               "--svd", "exact", *SUBSET],
+            "svd-init randomized": lambda o: ["svd-init", SAMPLE, "-o", o, "--rank", "8", "--svd", "randomized",
+                                              "--seed", "5", *SUBSET],
+            "mpo-init": lambda o: ["mpo-init", SAMPLE, "-o", o, *SUBSET],
+            "quantize nf4": lambda o: ["quantize", SAMPLE, "-o", o, "--scheme", "nf4", *SUBSET],
+            "quantize nf3+lq": lambda o: ["quantize", SAMPLE, "-o", o, "--scheme", "nf3", "--double-quant", "lq",
+                                          *SUBSET],
+            "quantize lossless": lambda o: ["quantize", SAMPLE, "-o", o, "--scheme", "lossless"],
+            "analyze-spectrum": lambda o: ["analyze-spectrum", SAMPLE, "-o", o, *SUBSET],
+            "convert": lambda o: ["convert", SAMPLE, "-o", o, "--dtype", "f16"],
+        }
+        first = {}
+        for name, make in cases.items():
+            first[name] = run_case(tmp, name, make)
+        act = os.path.join(tmp, "activations.safetensors")
+        activations(act)
+        run_case(tmp, "velora-init", lambda o: ["velora-init", act, "-o", o, "--groups", "16", "--sweep"])
+        run_case(tmp, "lq-decompose", lambda o: ["lq-decompose", SAMPLE, "-o", o, "--rank", "8", *SUBSET])
+        pissa = first.get("svd-init pissa")
+        if pissa:
+            run_case(tmp, "merge", lambda o: ["merge", pissa, "-o", o])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"total {time.time() - start:.1f} s")
+    check.exit()
+
+
+if __name__ == "__main__":
+    main()
