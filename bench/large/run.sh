@@ -11,7 +11,7 @@
 # 24 GiB machine holds only part of a 13.5 GB input.
 #
 # usage: bench/large/run.sh [BUILD_DIR]
-#   env: LAYERS (32), BENCH_DIR (/work/large-bench), BUDGET (4G), THREADS (all cores),
+#   env: LAYERS (32), BENCH_DIR ($TMPDIR or /tmp, then ckptkit-large-bench), BUDGET (4G), THREADS (all cores),
 #        SPECTRUM_LAYERS (regex of layer indices for analyze-spectrum, default "[0-3]"; "all" = every
 #        layer: exact SVD of all 224 matrices takes ~1 h on 2 cores), STEPS ("svd quant spectrum"),
 #        KEEP=1 (keep the input), GOAL_RSS_KB (4500000: fail when a command's peak RSS is higher)
@@ -23,7 +23,7 @@ build=${1:-build}
 ckptkit=$build/ckptkit
 gen=$build/bench/ckptkit-gen-synthetic
 layers=${LAYERS:-32}
-work=${BENCH_DIR:-/work/large-bench}
+work=${BENCH_DIR:-${TMPDIR:-/tmp}/ckptkit-large-bench}
 budget=${BUDGET:-4G}
 steps=${STEPS:-svd quant spectrum}
 spectrum_layers=${SPECTRUM_LAYERS:-[0-3]}

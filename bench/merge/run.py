@@ -22,20 +22,11 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+from benchlib import measure  # noqa: E402
 PY = "/usr/bin/python3"
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "cli"))
 import cktest  # noqa: E402  (safetensors reading, independent of ckptkit)
-
-
-def measure(cmd, env):
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    out, err = p.communicate()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{err.decode()[-2000:]}")
-    return wall, ru.ru_maxrss / 1024.0  # MiB
 
 
 def main():
