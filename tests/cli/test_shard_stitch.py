@@ -3,14 +3,16 @@
 sample.
 
 For svd-init (adapter + residual sharded Hugging Face-style with an index; and --energy, whose
-rank_pattern is merged), quantize (nf4, bnb layout, config.json quantization_config), mpo-init
-and analyze-spectrum (CSV merged, HTML re-rendered): a single run, then N = 3 shard runs as
+rank_pattern is merged; and LoRA extraction with --base), quantize (nf4, bnb layout, config.json
+quantization_config; and --dequantize), mpo-init, analyze-spectrum (CSV merged, HTML re-rendered)
+and lq-decompose (uniform and --budget-bits): a single run, then N = 3 shard runs as
 separate concurrent processes (different --threads), then stitch. Checks, printing the numbers:
 every target computed by exactly one part, the parts balanced by bytes within the largest target,
 every tensor and config file of the stitched output byte-identical to the single run, and
 report.json identical once timing fields and argv are removed. Bad input: a missing part, a
 duplicate part, a part made with other settings, a part made from another input, a bad --shard:
-exit 2, one line naming the problem, no output (or temporary) left.
+exit 2, one line naming the problem, no output (or temporary) left; so does --shard where it is
+not supported (quantize --scheme lossless, velora-init).
 """
 import json
 import os
@@ -29,6 +31,7 @@ def strip_timing(j):
     if isinstance(j, dict):
         return {k: strip_timing(v) for k, v in j.items()
                 if k not in ("argv", "timing", "seconds") and not k.endswith("_seconds")
+                and not k.startswith("seconds_")
                 and "gflops" not in k}
     if isinstance(j, list):
         return [strip_timing(v) for v in j]
@@ -81,7 +84,8 @@ def check_command(name, args, work, rerendered=()):
       f"{name}: every one of {len(single_rows)} report rows in exactly one part "
       f"(rows per part {[len(r) for r in rows]})")
     for k, r in enumerate(rows):
-        mine = sorted(t["name"] for t in targets if t["shard"] == k)
+        # (--dequantize: companion tensors such as W.absmax are targets with no row of their own)
+        mine = sorted(t["name"] for t in targets if t["shard"] == k and t["name"] in single_rows)
         C(sorted(r) == mine, f"{name}: part {k} computed exactly its {len(mine)} assigned targets")
     # Stitch (parts in any order) to the same -o the single run used, then compare.
     p = cktest.run("stitch", *reversed(parts), "-o", out, expect=0)
@@ -129,6 +133,18 @@ def main():
         check_command("mpo-init", ["mpo-init", sample, "--bond", "8", "--target", "fc1,fc2"], work)
         check_command("analyze-spectrum", ["analyze-spectrum", sample], work,
                       rerendered=("report.html",))
+        # lq-decompose: totals from the parts' squared-error and bit sums; with --budget-bits
+        # every part solves the same allocation over all targets.
+        check_command("lq-decompose", ["lq-decompose", sample, "--rank", "4"], work)
+        check_command("lq-decompose-budget", ["lq-decompose", sample, "--rank", "4", "--target",
+                                              "q_proj,fc1", "--budget-bits", "3.5"], work)
+        # --dequantize of a quantized checkpoint (companion tensors go with their weight).
+        nf4 = os.path.join(work, "quantize-single")
+        if os.path.isdir(nf4):
+            check_command("dequantize", ["quantize", "--dequantize", nf4], work)
+        base, ft = cktest.shared_path("bytegpt-base"), cktest.shared_path("bytegpt-ft")
+        if base and ft:  # LoRA extraction: no residual checkpoint, only the adapter is split
+            check_command("extract", ["svd-init", ft, "--base", base, "--energy", "0.8"], work)
 
         if parts:
             expect_usage(["stitch", parts[0], parts[2]], "missing part", "missing part", work)
@@ -151,6 +167,12 @@ def main():
         expect_usage(["svd-init", cktest.SAMPLE, "--shard", "3/3"], "--shard 3/3", "0 <= K < N",
                      work)
         expect_usage(["quantize", cktest.SAMPLE, "--shard", "x"], "--shard x", "--shard", work)
+        expect_usage(["quantize", cktest.SAMPLE, "--scheme", "lossless", "--shard", "0/2"],
+                     "--shard with --scheme lossless", "not supported with --scheme lossless", work)
+        acts = cktest.shared_path("bytegpt-activations")
+        if acts:
+            expect_usage(["velora-init", acts, "--groups", "8", "--shard", "0/2"],
+                         "velora-init --shard", "not supported by velora-init", work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     C.exit()

@@ -37,13 +37,16 @@ OutputDir::OutputDir(fs::path final_path, bool force, const std::vector<fs::path
   for (const auto& in : inputs) {
     const fs::path a = absolute_clean(in);
     if (a == final_ || is_within(a, final_) || is_within(final_, a))
-      fail(ErrorKind::Usage, final_path.string() + ": output would overwrite or sit inside the input " + in.string());
+      fail(ErrorKind::Usage,
+           final_path.string() + ": output would overwrite or sit inside the input " + in.string());
   }
   if (fs::exists(final_, ec) && !force)
-    fail(ErrorKind::Usage, final_path.string() + ": output already exists (use --force to replace it)");
+    fail(ErrorKind::Usage,
+         final_path.string() + ": output already exists (use --force to replace it)");
   const fs::path parent = final_.parent_path();
   if (!fs::is_directory(parent, ec))
-    fail(ErrorKind::Io, final_path.string() + ": parent directory " + parent.string() + " does not exist");
+    fail(ErrorKind::Io,
+         final_path.string() + ": parent directory " + parent.string() + " does not exist");
   tmp_ = parent / ("." + final_.filename().string() + ".tmp-" + std::to_string(::getpid()));
   fs::remove_all(tmp_, ec);
   if (!fs::create_directory(tmp_, ec))
@@ -60,13 +63,19 @@ void OutputDir::commit() {
   std::error_code ec;
   fs::path old;
   if (fs::exists(final_, ec)) {
-    if (!force_) fail(ErrorKind::Usage, final_.string() + ": output appeared while writing; not replacing it");
-    old = final_.parent_path() / ("." + final_.filename().string() + ".old-" + std::to_string(::getpid()));
+    if (!force_)
+      fail(ErrorKind::Usage, final_.string() + ": output appeared while writing; not replacing it");
+    old = final_.parent_path() /
+          ("." + final_.filename().string() + ".old-" + std::to_string(::getpid()));
     fs::rename(final_, old, ec);
-    if (ec) fail(ErrorKind::Io, final_.string() + ": cannot move the old output aside (" + ec.message() + ")");
+    if (ec)
+      fail(ErrorKind::Io,
+           final_.string() + ": cannot move the old output aside (" + ec.message() + ")");
   }
   fs::rename(tmp_, final_, ec);
-  if (ec) fail(ErrorKind::Io, final_.string() + ": cannot move the output into place (" + ec.message() + ")");
+  if (ec)
+    fail(ErrorKind::Io,
+         final_.string() + ": cannot move the output into place (" + ec.message() + ")");
   committed_ = true;
   if (!old.empty()) fs::remove_all(old, ec);
 }
@@ -76,11 +85,14 @@ void copy_files(const std::vector<fs::path>& files, const fs::path& dir,
   for (const auto& f : files) {
     const std::string name = f.filename().string();
     if (std::find(skip.begin(), skip.end(), name) != skip.end()) continue;
+    // ckptkit's own run files describe the run that made the input, not this output.
+    if (name == "report.json" || name == "ckptkit-part.json") continue;
     std::error_code ec;
     fs::copy_file(f, dir / name, fs::copy_options::overwrite_existing, ec);
     if (ec) fail(ErrorKind::Io, f.string() + ": cannot copy (" + ec.message() + ")");
     // Outputs belong to the user: a read-only input file must not give a read-only output.
-    fs::permissions(dir / name, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add, ec);
+    fs::permissions(dir / name, fs::perms::owner_read | fs::perms::owner_write,
+                    fs::perm_options::add, ec);
   }
 }
 

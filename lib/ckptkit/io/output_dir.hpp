@@ -30,7 +30,8 @@ class OutputDir {
   bool committed_ = false;
 };
 
-/// Copies `files` into `dir` (config.json, tokenizer files, ...), skipping names in `skip`.
+/// Copies `files` into `dir` (config.json, tokenizer files, ...), skipping names in `skip` and
+/// ckptkit's own report.json / ckptkit-part.json (they describe the run that made the input).
 void copy_files(const std::vector<std::filesystem::path>& files, const std::filesystem::path& dir,
                 const std::vector<std::string>& skip = {});
 

@@ -430,7 +430,18 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   std::vector<Json> rows;
   double err_sq = 0, plain_sq = 0, other_sq = 0, norm_sq = 0;
   std::uint64_t bits = 0, numel_total = 0;
+  Json part_sums = Json::array();  // --shard only: raw per-target sums for `ckptkit stitch`
   auto collect = [&](Done& d) {
+    if (o.common.exec.shard)
+      part_sums.push_back({{"name", d.row["name"]},
+                           {"err_sq", d.err_sq},
+                           {"norm_sq", d.norm_sq},
+                           {"plain_sq", d.plain_sq},
+                           {"other_sq", d.other_sq},
+                           {"bits", d.bits},
+                           {"params", d.numel},
+                           {"adapter_bits", (d.lora.A.size() + d.lora.B.size()) * 8 *
+                                                dtype_size(o.adapter_dtype)}});
     if (o.rank > 0) modules.push_back(std::move(d.lora));
     rows.push_back(std::move(d.row));
     err_sq += d.err_sq;
@@ -550,6 +561,7 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   totals["files"] = files;
   totals["seconds"] = round_sig(seconds_since(start), 4);
   report.totals() = totals;
+  if (o.common.exec.shard) report.extra()["part_sums"] = part_sums;
   return commit_with_report(report, out, o.common);
 }
 

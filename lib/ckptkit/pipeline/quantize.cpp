@@ -13,6 +13,7 @@
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/pipeline/bnb_layout.hpp"
 #include "ckptkit/pipeline/quant_layout.hpp"
+#include "ckptkit/pipeline/report_out.hpp"
 #include "ckptkit/pipeline/stream.hpp"
 #include "ckptkit/quant/blockwise.hpp"
 
@@ -125,6 +126,9 @@ Json run_lossless(const QuantizeOptions& o, const Checkpoint& in, OutputDir& out
                   std::chrono::steady_clock::time_point start) {
   if (is_lossless_archive(in.shards().front().header))
     fail(ErrorKind::Usage, in.shards().front().path.string() + ": already a lossless archive");
+  // Byte-plane coding is I/O-bound (one pass over the input): nothing to spread over machines.
+  if (o.common.exec.shard)
+    fail(ErrorKind::Usage, "--shard: not supported with --scheme lossless (run it on one machine)");
   if (o.zstd_level < 1 || o.zstd_level > 22)
     fail(ErrorKind::Usage, "--level: zstd levels are 1..22");
   report.settings() = {{"scheme", "lossless"},
@@ -181,10 +185,7 @@ Json run_lossless(const QuantizeOptions& o, const Checkpoint& in, OutputDir& out
                      {"ratio", round_sig(out_bytes ? double(in_bytes) / double(out_bytes) : 0.0)},
                      {"files", writer.files()},
                      {"seconds", seconds_since(start)}};
-  out.commit();
-  Json j = report.to_json();
-  if (o.common.report_path) report.write(*o.common.report_path);
-  return j;
+  return commit_with_report(report, out, o.common);
 }
 
 Json run_quant(const QuantizeOptions& o) {
@@ -396,10 +397,7 @@ Json run_dequant(const QuantizeOptions& o) {
                      {"dequantized", done},
                      {"files", files},
                      {"seconds", seconds_since(start)}};
-  out.commit();
-  Json j = report.to_json();
-  if (o.common.report_path) report.write(*o.common.report_path);
-  return j;
+  return commit_with_report(report, out, o.common);
 }
 
 }  // namespace

@@ -528,6 +528,13 @@ bool is_timing_key(const std::string& k) {
          k == "timing";
 }
 
+/// `j` without its timing fields (top level).
+Json without_timings(Json j) {
+  for (auto it = j.begin(); it != j.end();)
+    it = is_timing_key(it.key()) ? j.erase(it) : std::next(it);
+  return j;
+}
+
 /// Combines one totals entry over the parts (see docs/distributed.md, "report.json").
 Json combine_total(const std::string& key, const std::vector<Json>& v,
                    const std::vector<std::string>& files, const Json& totals,
@@ -560,7 +567,8 @@ Json combine_total(const std::string& key, const std::vector<Json>& v,
   static const std::set<std::string> summed = {
       "targets",        "quantized",    "params_quantized", "bytes_quantized",
       "adapter_params", "dense_params", "matrices",         "gram_route",
-      "exact_route",    "compared",     "intruders",        "matrices_with_intruders"};
+      "exact_route",    "compared",     "intruders",        "matrices_with_intruders",
+      "dequantized"};
   if (summed.count(key)) {
     Json s = 0;
     for (const auto& x : v) {
@@ -613,7 +621,33 @@ Json combine_total(const std::string& key, const std::vector<Json>& v,
     return round_sig(sum("norm_sq") > 0 ? std::sqrt(sum("err_sq") / sum("norm_sq")) : 0.0);
   if ((key == "stored_rel_err_fro" || key == "qdota_rel_err_fro") && sums.count("q_err_sq"))
     return round_sig(sum("norm_sq") > 0 ? std::sqrt(sum("q_err_sq") / sum("norm_sq")) : 0.0);
+  // lq-decompose: sums of squared errors and of bits over all targets, from its part_sums.
+  if (sums.count("plain_sq")) {
+    const double params = sum("params"), nrm = std::sqrt(sum("norm_sq"));
+    const auto rel = [&](const char* sq) {
+      return round_sig(nrm > 0 ? std::sqrt(sum(sq)) / nrm : 0.0, 8);
+    };
+    if (key == "params" || key == "bits") return static_cast<std::uint64_t>(sum(key));
+    if (key == "bits_per_param") return round_sig(params > 0 ? sum("bits") / params : 0.0, 8);
+    if (key == "adapter_bits_per_param")
+      return round_sig(params > 0 ? sum("adapter_bits") / params : 0.0, 6);
+    if (key == "error") return round_sig(std::sqrt(sum("err_sq")), 8);
+    if (key == "rel_error") return rel("err_sq");
+    if (key == "plain_rel_error") return rel("plain_sq");
+    if (key == "loftq_order_rel_error" || key == "lq_order_rel_error") return rel("other_sq");
+  }
   if (all_equal()) return v.front();
+  // Objects that differ only in timings (lq-decompose's "budget", which every part computes over
+  // all targets): the first part's, with the slowest part's timings.
+  if (std::all_of(v.begin(), v.end(), [&](const Json& x) {
+        return x.is_object() && without_timings(x) == without_timings(v.front());
+      })) {
+    Json out = v.front();
+    for (const auto& x : v)
+      for (const auto& [k, t] : x.items())
+        if (is_timing_key(k) && t.is_number() && t.get<double>() > out[k].get<double>()) out[k] = t;
+    return out;
+  }
   if (key.rfind("max_", 0) == 0 || key.rfind("min_", 0) == 0) {
     Json out = v.front();
     for (const auto& x : v)

@@ -16,6 +16,7 @@
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/targets.hpp"
 #include "ckptkit/pipeline/report_out.hpp"
+#include "ckptkit/pipeline/shard.hpp"
 #include "ckptkit/pipeline/stream.hpp"
 
 namespace ckpt {
@@ -384,6 +385,9 @@ Json run_svd_init(const SvdInitOptions& o) {
     residual_files = stream_checkpoint(job, residual_dir, wo, o.common.exec, "svd-init");
     copy_files(in.extra_files(), residual_dir);
   } else {
+    // No residual checkpoint to stream: --shard keeps this part's share of the targets here.
+    keep_my_shard(o.common.exec.shard, out.path(), in, targets,
+                  [](const Target& t) { return t.tensor; });
     run_ordered(
         targets.size(), [&](std::size_t i) { return working_set(targets[i]); },
         [&](std::size_t i) -> Commit {
@@ -411,7 +415,8 @@ Json run_svd_init(const SvdInitOptions& o) {
     adapted.push_back(r["module"].get<std::string>());
     ranks.push_back(r["rank"].get<int>());
   }
-  cfg.r = o.energy ? *std::max_element(ranks.begin(), ranks.end()) : o.rank;
+  // A --shard part may hold no target at all (more shards than targets).
+  cfg.r = o.energy && !ranks.empty() ? *std::max_element(ranks.begin(), ranks.end()) : o.rank;
   cfg.lora_alpha = o.energy ? cfg.r : o.alpha.value_or(o.rank);
   cfg.use_rslora = o.rslora;
   cfg.fan_in_fan_out = selector.fan_in_fan_out();
@@ -448,7 +453,7 @@ Json run_svd_init(const SvdInitOptions& o) {
       {"seed", o.common.seed},
       {"adapter_dtype", std::string(dtype_name(o.adapter_dtype))},
       {"fan_in_fan_out", selector.fan_in_fan_out()}};
-  double captured = 0, total = 0, max_abs = 0;
+  double max_abs = 0;
   std::uint64_t adapter_params = 0;
   bool all_met = true;
   for (auto& r : rows) {
@@ -460,8 +465,6 @@ Json run_svd_init(const SvdInitOptions& o) {
     adapter_params += m.A.size() + m.B.size();
   for (const auto& m : sorsa_modules)
     adapter_params += m.A.size() + m.B.size() + m.S.size();
-  (void)captured;
-  (void)total;
   report.totals() = {
       {"targets", rows.size()},
       {"adapter_params", adapter_params},

@@ -337,6 +337,9 @@ Json run_velora_init(const VeloraInitOptions& o) {
     fail(ErrorKind::Usage, "--groups " + std::to_string(o.groups) + " must be a positive integer");
   if (o.batch <= 0 || o.seq <= 0) fail(ErrorKind::Usage, "--batch and --seq must be positive");
   if (!std::isfinite(o.scale)) fail(ErrorKind::Usage, "--scale must be finite");
+  // One pass over calibration activations, seconds per module: not worth spreading out.
+  if (o.common.exec.shard)
+    fail(ErrorKind::Usage, "--shard: not supported by velora-init (run it on one machine)");
   const std::vector<Checkpoint> cks = open_inputs(o.inputs);
   const std::vector<ModulePlan> plans = plan_modules(o, cks);
   OutputDir out(o.common.output, o.common.force, o.inputs);
