@@ -97,3 +97,23 @@ TEST_CASE("lossless blob claiming gigabytes is refused before allocating",
     CHECK_THAT(std::string(e.what()), !Catch::Contains(": :"));
   }
 }
+
+TEST_CASE("a header number too large for a double is a Format error", "[fuzz-regress][safetensors]") {
+  // fuzz_activations, 2026-12-04: `"shape": [48198552921648689e888...]` made nlohmann throw
+  // out_of_range (number overflow), not parse_error; it escaped parse_safetensors and aborted.
+  const std::string json = R"({"w": {"dtype": "BF16", "shape": [4819855292e888], )"
+                           R"("data_offsets": [0, 2]}})";
+  std::vector<std::byte> file(8 + json.size() + 2);
+  const std::uint64_t n = json.size();
+  for (int i = 0; i < 8; ++i)
+    file[static_cast<std::size_t>(i)] = static_cast<std::byte>((n >> (8 * i)) & 0xFF);
+  std::memcpy(file.data() + 8, json.data(), json.size());
+  try {
+    (void)parse_safetensors(file, "a.safetensors");
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::Format);
+    CHECK(std::strchr(e.what(), '\n') == nullptr);
+    CHECK_THAT(std::string(e.what()), Catch::Contains("a.safetensors") && Catch::Contains("JSON"));
+  }
+}

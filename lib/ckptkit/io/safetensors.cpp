@@ -46,7 +46,7 @@ ojson parse_header_json(std::string_view text, const std::string& file) {
   ojson j;
   try {
     j = ojson::parse(text.begin(), text.end(), cb);
-  } catch (const ojson::parse_error& e) {
+  } catch (const ojson::exception& e) {  // parse_error, and out_of_range for a number overflow
     std::string what = e.what();
     if (what.find("UTF-8") != std::string::npos || what.find("utf-8") != std::string::npos)
       bad(file, "", "header is not valid UTF-8");
