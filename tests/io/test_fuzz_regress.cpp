@@ -98,7 +98,8 @@ TEST_CASE("lossless blob claiming gigabytes is refused before allocating",
   }
 }
 
-TEST_CASE("a header number too large for a double is a Format error", "[fuzz-regress][safetensors]") {
+TEST_CASE("a header number too large for a double is a Format error",
+          "[fuzz-regress][safetensors]") {
   // fuzz_activations, 2026-12-04: `"shape": [48198552921648689e888...]` made nlohmann throw
   // out_of_range (number overflow), not parse_error; it escaped parse_safetensors and aborted.
   const std::string json = R"({"w": {"dtype": "BF16", "shape": [4819855292e888], )"

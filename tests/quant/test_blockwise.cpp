@@ -4,7 +4,9 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 
+#include "ckptkit/core/dtype.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/quant/blockwise.hpp"
 #include "support/fixtures.hpp"
@@ -251,4 +253,47 @@ TEST_CASE("error measured while quantizing equals the error of dequantize()", "[
       CHECK(fused.max_abs == ref.max_abs);
     }
   }
+}
+
+TEST_CASE("quantize_bf16 equals quantize of the widened values, bit for bit", "[quant][bf16]") {
+  // Rounded to bf16 first, so the float path sees exactly the values the bf16 path decodes.
+  auto x = test::gaussian(64 * 300 + 17, 33);
+  std::vector<std::byte> raw(1 + 2 * x.size());  // +1: start at an odd address (unaligned)
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const std::uint16_t h = f32_to_bf16(x[i]);
+    x[i] = bf16_to_f32(h);
+    std::memcpy(raw.data() + 1 + 2 * i, &h, 2);
+  }
+  const std::span<const std::byte> bytes(raw.data() + 1, 2 * x.size());
+  for (auto dq : {DoubleQuant::None, DoubleQuant::Bnb, DoubleQuant::Lq}) {
+    for (const char* scheme : {"nf4", "nf3", "int8"}) {
+      for (int block : {16, 64, 4096}) {
+        INFO(scheme << " dq " << int(dq) << " block " << block);
+        ErrorStats ef, eb;
+        const auto qf = quantize(x, spec_of(scheme, block, dq), &ef);
+        const auto qb = quantize_bf16(bytes, spec_of(scheme, block, dq), &eb);
+        CHECK(qb.packed == qf.packed);
+        CHECK(qb.absmax == qf.absmax);
+        CHECK(qb.scale_codes == qf.scale_codes);
+        CHECK(qb.nested_absmax == qf.nested_absmax);
+        CHECK(qb.offset == qf.offset);
+        CHECK(eb.rel_fro == ef.rel_fro);
+        CHECK(eb.max_abs == ef.max_abs);
+      }
+    }
+  }
+}
+
+TEST_CASE("quantize_bf16 names the first non-finite element", "[quant][bf16]") {
+  std::vector<std::byte> raw(2 * 5000);
+  const auto put = [&](std::size_t i, std::uint16_t h) { std::memcpy(raw.data() + 2 * i, &h, 2); };
+  for (std::size_t i = 0; i < 5000; ++i)
+    put(i, f32_to_bf16(0.01f * static_cast<float>(i % 7)));
+  put(4500, 0xFF80);  // -Inf
+  put(4700, 0x7FC0);  // NaN
+  CHECK_THROWS_WITH(quantize_bf16(raw, spec_of("nf4", 64, DoubleQuant::Bnb)),
+                    Catch::Contains("element 4500 is infinite"));
+  put(4500, 0);
+  CHECK_THROWS_WITH(quantize_bf16(raw, spec_of("nf4", 64, DoubleQuant::Bnb)),
+                    Catch::Contains("element 4700 is NaN"));
 }

@@ -2,6 +2,7 @@
 // ../shared/research/quant-anchors.md §2.2, the normal quantile function, the dynamic map rule.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -145,4 +146,37 @@ TEST_CASE("codebook encoding is the nearest level by midpoints", "[quant][codebo
   CHECK(il.front() == -1.0f);
   CHECK(il[7] == 0.0f);
   CHECK(std::fabs(il[8] - 1.0f / 7) < 1e-7);
+}
+
+TEST_CASE("encode and encode_many count the midpoints below x (std::lower_bound), any size",
+          "[quant][codebook]") {
+  // The branch-free search must agree with std::lower_bound everywhere, also exactly on a
+  // midpoint (ties go to the lower level), beyond both ends and for 1..256 levels.
+  std::uint32_t state = 12345;
+  const auto next = [&] {
+    state = state * 1664525u + 1013904223u;
+    return static_cast<float>(state >> 8) / 16777216.0f * 2.4f - 1.2f;
+  };
+  for (std::size_t size : {1u, 2u, 3u, 4u, 7u, 8u, 15u, 16u, 100u, 255u, 256u}) {
+    std::vector<float> levels(size);
+    for (std::size_t i = 0; i < size; ++i)
+      levels[i] = size == 1 ? 0.0f : -1.0f + 2.0f * static_cast<float>(i) / float(size - 1);
+    const Codebook cb(levels);
+    const auto& m = cb.midpoints();
+    std::vector<float> probes(m.begin(), m.end());
+    for (int k = 0; k < 2000; ++k)
+      probes.push_back(next());
+    std::vector<std::uint8_t> batch(probes.size());
+    cb.encode_many(probes.data(), probes.size(), batch.data());
+    int bad = 0, bad_batch = 0;
+    for (std::size_t i = 0; i < probes.size(); ++i) {
+      const auto want = std::lower_bound(m.begin(), m.end(), probes[i]) - m.begin();
+      bad += cb.encode(probes[i]) != want;
+      bad_batch += batch[i] != want;
+    }
+    INFO(size << " levels: " << bad << " (encode), " << bad_batch << " (encode_many) of "
+              << probes.size() << " probes differ");
+    CHECK(bad == 0);
+    CHECK(bad_batch == 0);
+  }
 }

@@ -13,13 +13,20 @@ namespace fs = std::filesystem;
 namespace {
 
 bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::string strip_zst(const std::string& s) { return ends_with(s, ".zst") ? s.substr(0, s.size() - 4) : s; }
+std::string strip_zst(const std::string& s) {
+  return ends_with(s, ".zst") ? s.substr(0, s.size() - 4) : s;
+}
 
-bool is_index_name(const std::string& file) { return ends_with(strip_zst(file), ".safetensors.index.json"); }
-bool is_weights_name(const std::string& file) { return ends_with(strip_zst(file), ".safetensors"); }
+bool is_index_name(const std::string& file) {
+  return ends_with(strip_zst(file), ".safetensors.index.json");
+}
+bool is_weights_name(const std::string& file) {
+  return ends_with(strip_zst(file), ".safetensors");
+}
 
 std::string read_text(const fs::path& p) {
   auto bytes = FileBytes::open(p);
@@ -39,14 +46,16 @@ std::optional<nlohmann::json> read_config(const fs::path& dir) {
 }
 
 /// The file of a shard named in an index: as written, or with ".zst" added.
-fs::path resolve_shard(const fs::path& dir, const std::string& name, const std::string& index_name) {
+fs::path resolve_shard(const fs::path& dir, const std::string& name,
+                       const std::string& index_name) {
   if (name.empty() || name.find('/') != std::string::npos || name.find('\\') != std::string::npos ||
       name == "." || name == "..")
     fail(ErrorKind::Format, index_name + ": shard name '" + name + "' is not a plain file name");
   std::error_code ec;
   for (const std::string& candidate : {name, name + ".zst"})
     if (fs::is_regular_file(dir / candidate, ec)) return dir / candidate;
-  fail(ErrorKind::Format, index_name + ": names shard '" + name + "', which does not exist in " + dir.string());
+  fail(ErrorKind::Format,
+       index_name + ": names shard '" + name + "', which does not exist in " + dir.string());
 }
 
 }  // namespace
@@ -61,10 +70,12 @@ std::vector<std::pair<std::string, std::string>> parse_index_json(std::string_vi
   }
   if (!j.is_object()) fail(ErrorKind::Format, file + ": index is not a JSON object");
   auto wm = j.find("weight_map");
-  if (wm == j.end() || !wm->is_object()) fail(ErrorKind::Format, file + ": missing \"weight_map\" object");
+  if (wm == j.end() || !wm->is_object())
+    fail(ErrorKind::Format, file + ": missing \"weight_map\" object");
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& [tensor, shard] : wm->items()) {
-    if (!shard.is_string()) fail(ErrorKind::Format, located(file, tensor, "weight_map value is not a file name"));
+    if (!shard.is_string())
+      fail(ErrorKind::Format, located(file, tensor, "weight_map value is not a file name"));
     out.emplace_back(tensor, shard.get<std::string>());
   }
   if (out.empty()) fail(ErrorKind::Format, file + ": weight_map is empty");
@@ -84,9 +95,12 @@ Checkpoint Checkpoint::open(const fs::path& path) {
     for (const auto& e : fs::directory_iterator(path)) {
       if (!e.is_regular_file()) continue;
       const std::string n = e.path().filename().string();
-      if (is_index_name(n)) indexes.push_back(e.path());
-      else if (is_weights_name(n)) weights.push_back(e.path());
-      else others.push_back(e.path());
+      if (is_index_name(n))
+        indexes.push_back(e.path());
+      else if (is_weights_name(n))
+        weights.push_back(e.path());
+      else
+        others.push_back(e.path());
     }
     std::sort(indexes.begin(), indexes.end());
     std::sort(weights.begin(), weights.end());
@@ -104,12 +118,15 @@ Checkpoint Checkpoint::open(const fs::path& path) {
       for (const auto& w : weights)
         if (strip_zst(w.filename().string()) == "model.safetensors") weight_files = {w};
       if (weight_files.empty())
-        fail(ErrorKind::Usage, path.string() + ": several .safetensors files and no index.json; name one file");
+        fail(ErrorKind::Usage,
+             path.string() + ": several .safetensors files and no index.json; name one file");
     }
   } else {
     c.dir_ = path.parent_path().empty() ? fs::path(".") : path.parent_path();
-    if (is_index_name(path.filename().string())) index_path = path;
-    else weight_files = {path};
+    if (is_index_name(path.filename().string()))
+      index_path = path;
+    else
+      weight_files = {path};
   }
   c.config_ = read_config(c.dir_);
 
@@ -119,8 +136,10 @@ Checkpoint Checkpoint::open(const fs::path& path) {
     const std::string iname = index_path.string();
     weight_map = parse_index_json(read_text(index_path), iname);
     std::set<std::string> names;
-    for (const auto& [t, s] : weight_map) names.insert(s);
-    for (const auto& s : names) weight_files.push_back(resolve_shard(c.dir_, s, iname));
+    for (const auto& [t, s] : weight_map)
+      names.insert(s);
+    for (const auto& s : names)
+      weight_files.push_back(resolve_shard(c.dir_, s, iname));
   }
   for (const auto& wf : weight_files) {
     Shard s;
@@ -129,7 +148,8 @@ Checkpoint Checkpoint::open(const fs::path& path) {
     s.header = parse_safetensors(s.file->bytes(), wf.string());
     if (is_lossless_archive(s.header)) {
       // A `quantize --scheme lossless` archive: decode it into memory like a .zst file.
-      s.file = FileBytes::from_memory(decode_lossless_file(s.file->bytes(), s.header, wf.string()), wf.string());
+      s.file = FileBytes::from_memory(decode_lossless_file(s.file->bytes(), s.header, wf.string()),
+                                      wf.string());
       s.header = parse_safetensors(s.file->bytes(), wf.string());
     }
     c.shards_.push_back(std::move(s));
@@ -137,8 +157,9 @@ Checkpoint Checkpoint::open(const fs::path& path) {
   for (std::size_t i = 0; i < c.shards_.size(); ++i) {
     for (const auto& t : c.shards_[i].header.tensors) {
       if (c.by_name_.count(t.name))
-        fail(ErrorKind::Format, located(c.shards_[i].path.string(), t.name,
-                                        "also present in " + c.file_of(c.tensors_[c.by_name_[t.name]])));
+        fail(ErrorKind::Format,
+             located(c.shards_[i].path.string(), t.name,
+                     "also present in " + c.file_of(c.tensors_[c.by_name_[t.name]])));
       c.by_name_[t.name] = c.tensors_.size();
       c.tensors_.push_back({t, i});
     }
@@ -148,11 +169,14 @@ Checkpoint Checkpoint::open(const fs::path& path) {
       const auto* t = c.find(tensor);
       const std::string expect = strip_zst(shard);
       if (!t || strip_zst(c.shards_[t->shard].path.filename().string()) != expect)
-        fail(ErrorKind::Format, located(index_path.string(), tensor, "index places it in '" + shard + "', which does not hold it"));
+        fail(ErrorKind::Format,
+             located(index_path.string(), tensor,
+                     "index places it in '" + shard + "', which does not hold it"));
     }
     if (weight_map.size() != c.tensors_.size())
-      fail(ErrorKind::Format, index_path.string() + ": weight_map lists " + std::to_string(weight_map.size()) +
-                                  " tensors but the shards hold " + std::to_string(c.tensors_.size()));
+      fail(ErrorKind::Format,
+           index_path.string() + ": weight_map lists " + std::to_string(weight_map.size()) +
+               " tensors but the shards hold " + std::to_string(c.tensors_.size()));
   }
   return c;
 }
@@ -165,6 +189,7 @@ const CheckpointTensor* Checkpoint::find(std::string_view name) const {
 TensorView Checkpoint::view(const CheckpointTensor& t) const {
   const Shard& s = shards_[t.shard];
   auto bytes = s.file->bytes().subspan(s.header.data_start + t.info.begin, t.info.nbytes());
+  s.file->populate(s.header.data_start + t.info.begin, t.info.nbytes());  // about to be read
   return {t.info.name, t.info.dtype, t.info.shape, bytes};
 }
 
@@ -180,7 +205,8 @@ const Metadata& Checkpoint::metadata() const {
 
 std::uint64_t Checkpoint::total_bytes() const {
   std::uint64_t n = 0;
-  for (const auto& t : tensors_) n += t.info.nbytes();
+  for (const auto& t : tensors_)
+    n += t.info.nbytes();
   return n;
 }
 

@@ -13,7 +13,9 @@
 
 namespace ckpt {
 
-bool is_zstd_path(const std::filesystem::path& path) { return path.extension() == ".zst"; }
+bool is_zstd_path(const std::filesystem::path& path) {
+  return path.extension() == ".zst";
+}
 
 std::vector<std::byte> zstd_decompress(std::span<const std::byte> input, const std::string& name) {
   std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> ctx(ZSTD_createDCtx(), ZSTD_freeDCtx);
@@ -79,7 +81,7 @@ std::shared_ptr<const FileBytes> FileBytes::open(const std::filesystem::path& pa
 }
 
 std::shared_ptr<const FileBytes> FileBytes::from_memory(std::vector<std::byte> bytes,
-                                                       std::string name) {
+                                                        std::string name) {
   std::shared_ptr<FileBytes> f(new FileBytes());
   f->owned_ = std::move(bytes);
   f->data_ = f->owned_.data();
@@ -97,8 +99,18 @@ void FileBytes::release(std::size_t offset, std::size_t length) const {
   const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   const std::size_t begin = (offset + page - 1) / page * page;
   const std::size_t end = (offset + length) / page * page;
-  if (end > begin)
-    ::madvise(static_cast<char*>(map_) + begin, end - begin, MADV_DONTNEED);
+  if (end > begin) ::madvise(static_cast<char*>(map_) + begin, end - begin, MADV_DONTNEED);
+}
+
+void FileBytes::populate(std::size_t offset, std::size_t length) const {
+  if (!map_ || length == 0) return;
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t begin = offset / page * page;
+  const std::size_t end = std::min(size_, offset + length);
+#ifdef MADV_POPULATE_READ
+  if (::madvise(static_cast<char*>(map_) + begin, end - begin, MADV_POPULATE_READ) == 0) return;
+#endif
+  ::madvise(static_cast<char*>(map_) + begin, end - begin, MADV_WILLNEED);
 }
 
 }  // namespace ckpt

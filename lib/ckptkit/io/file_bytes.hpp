@@ -17,7 +17,8 @@ class FileBytes {
   /// Opens `path`; throws Error(Io) when it cannot be read, Error(Format) for a bad zstd stream.
   static std::shared_ptr<const FileBytes> open(const std::filesystem::path& path);
   /// Wraps bytes already in memory (tests, fuzzing).
-  static std::shared_ptr<const FileBytes> from_memory(std::vector<std::byte> bytes, std::string name);
+  static std::shared_ptr<const FileBytes> from_memory(std::vector<std::byte> bytes,
+                                                      std::string name);
 
   ~FileBytes();
   FileBytes(const FileBytes&) = delete;
@@ -28,12 +29,15 @@ class FileBytes {
   const std::string& name() const { return name_; }
   /// Tells the kernel the given range will not be needed soon (keeps RSS low when streaming).
   void release(std::size_t offset, std::size_t length) const;
+  /// Maps [offset, offset + length) in one call before it is read (MADV_POPULATE_READ where the
+  /// kernel has it): one syscall instead of a page fault per 4 KiB. A hint: failures are ignored.
+  void populate(std::size_t offset, std::size_t length) const;
 
  private:
   FileBytes() = default;
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
-  void* map_ = nullptr;          // mmap base, or nullptr
+  void* map_ = nullptr;           // mmap base, or nullptr
   std::vector<std::byte> owned_;  // decompressed content for .zst
   std::string name_;
 };

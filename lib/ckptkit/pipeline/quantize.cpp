@@ -112,13 +112,13 @@ void write_config(const Checkpoint& in, const fs::path& out,
 std::vector<float> widen(const TensorView& v) {
   if (v.dtype != DType::BF16) return to_f32(v);
   const std::size_t n = v.bytes.size() / 2;
-  std::vector<std::uint16_t> h(n);
-  std::memcpy(h.data(), v.bytes.data(), n * 2);
-  std::vector<std::uint32_t> u(n);
-  for (std::size_t i = 0; i < n; ++i)
-    u[i] = static_cast<std::uint32_t>(h[i]) << 16;
   std::vector<float> x(n);
-  std::memcpy(x.data(), u.data(), n * 4);
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint16_t h;
+    std::memcpy(&h, v.bytes.data() + 2 * i, 2);
+    const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
+    std::memcpy(&x[i], &u, 4);
+  }
   return x;
 }
 
@@ -248,8 +248,10 @@ Json run_quant(const QuantizeOptions& o) {
   };
   job.compute = [&](const CheckpointTensor& t, const TensorView& v) {
     const auto t0 = std::chrono::steady_clock::now();
-    const std::vector<float> x = widen(v);
-    const std::int64_t n = static_cast<std::int64_t>(x.size());
+    // bf16 blockwise: quantized straight from the mapped bytes (no float32 copy of the tensor).
+    const bool in_place = v.dtype == DType::BF16 && r.layout != Layout::BnbInt8;
+    const std::vector<float> x = in_place ? std::vector<float>() : widen(v);
+    const std::int64_t n = numel(t.info.shape);
     quant::ErrorStats err;
     std::optional<QuantizedTensor> q;
     std::optional<quant::RowwiseInt8> q8;
@@ -264,7 +266,9 @@ Json run_quant(const QuantizeOptions& o) {
         bits_formula = 8.0 + 32.0 / double(cols);
         bits_stored = (8.0 * double(n) + 32.0 * double(rows) + 8.0) / double(n);
       } else {
-        q = quant::quantize(x, r.spec, &err);  // measures the error of the dequantized values
+        // Both measure the error of the dequantized values.
+        q = in_place ? quant::quantize_bf16(v.bytes, r.spec, &err)
+                     : quant::quantize(x, r.spec, &err);
         bits_formula = quant::formula_bits_per_param(r.spec);
         bits_stored = quant::stored_bits_per_param(*q);
       }

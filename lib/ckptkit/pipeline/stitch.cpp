@@ -706,7 +706,9 @@ Json stitch_report(const std::vector<Part>& parts, const Order& order,
   };
   static const std::set<std::string> fixed = {"tool",   "version",  "command", "argv",
                                               "inputs", "settings", "tensors", "totals"};
-  for (const auto& [key, value] : reps.front().items()) {
+  for (const auto& item : reps.front().items()) {
+    const std::string& key = item.key();
+    const Json& value = item.value();
     if (fixed.count(key)) continue;
     const bool same = std::all_of(reps.begin(), reps.end(),
                                   [&](const Json& r) { return r.value(key, Json()) == value; });

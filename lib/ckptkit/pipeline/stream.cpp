@@ -75,7 +75,7 @@ std::vector<std::string> stream_checkpoint(const StreamJob& job,
         const CheckpointTensor& t = tensors[i];
         if (!mine[i]) return [] {};  // another shard's tensor
         if (plans[i].passthrough) {
-          return [&, i] {
+          return [&] {
             writer.write(t.info.name, in.view(t).bytes);
             in.release(t);
             progress.advance(t.info.nbytes(), t.info.name);

@@ -1,7 +1,9 @@
 #include "ckptkit/quant/blockwise.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
 
 #include "ckptkit/core/error.hpp"
 
@@ -20,46 +22,68 @@ float block_absmax(const float* x, std::int64_t n) {
 }
 
 // Codes of one block for a codebook of NM + 1 levels (NM midpoints): the count of midpoints
-// strictly below x * inv. Branch-free so the compiler vectorizes the element loop.
+// strictly below x * inv. With `out_levels`, also the level of each code (a select per midpoint:
+// exactly lv[code], as dequantize() reads it). Branch-free so the compiler vectorizes the loop.
 template <int NM>
-void encode_small(const float* x, std::int64_t n, float inv, const float* mids,
-                  std::uint8_t* codes) {
-  float m[NM];
+void encode_small(const float* x, std::int64_t n, float inv, const float* mids, const float* lv,
+                  std::uint8_t* codes, float* out_levels) {
+  float m[NM], l[NM + 1];
   for (int k = 0; k < NM; ++k)
     m[k] = mids[k];
+  for (int k = 0; k <= NM; ++k)
+    l[k] = lv[k];
+  if (!out_levels) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float v = x[i] * inv;
+      int c = 0;
+      for (int k = 0; k < NM; ++k)
+        c += v > m[k] ? 1 : 0;
+      codes[i] = static_cast<std::uint8_t>(c);
+    }
+    return;
+  }
   for (std::int64_t i = 0; i < n; ++i) {
     const float v = x[i] * inv;
     int c = 0;
-    for (int k = 0; k < NM; ++k)
+    float y = l[0];
+    for (int k = 0; k < NM; ++k) {
       c += v > m[k] ? 1 : 0;
+      y = v > m[k] ? l[k + 1] : y;  // midpoints ascend: the last one below v picks the level
+    }
     codes[i] = static_cast<std::uint8_t>(c);
+    out_levels[i] = y;
   }
 }
 
+// Codes of one block (and, with `out_levels`, their levels).
 void encode_block(const Codebook& cb, const float* x, std::int64_t n, float scale,
-                  std::uint8_t* codes) {
+                  std::uint8_t* codes, float* out_levels) {
+  const float* lv = cb.levels().data();
   if (scale == 0.0f) {
     std::fill(codes, codes + n, cb.zero_code());
+    if (out_levels) std::fill(out_levels, out_levels + n, lv[cb.zero_code()]);
     return;
   }
   const float inv = 1.0f / scale;
   const float* mids = cb.midpoints().data();
   switch (cb.size()) {
     case 16:
-      return encode_small<15>(x, n, inv, mids, codes);
+      return encode_small<15>(x, n, inv, mids, lv, codes, out_levels);
     case 15:
-      return encode_small<14>(x, n, inv, mids, codes);
+      return encode_small<14>(x, n, inv, mids, lv, codes, out_levels);
     case 8:
-      return encode_small<7>(x, n, inv, mids, codes);
+      return encode_small<7>(x, n, inv, mids, lv, codes, out_levels);
     case 7:
-      return encode_small<6>(x, n, inv, mids, codes);
+      return encode_small<6>(x, n, inv, mids, lv, codes, out_levels);
     case 4:
-      return encode_small<3>(x, n, inv, mids, codes);
+      return encode_small<3>(x, n, inv, mids, lv, codes, out_levels);
     case 3:
-      return encode_small<2>(x, n, inv, mids, codes);
+      return encode_small<2>(x, n, inv, mids, lv, codes, out_levels);
     default:
-      for (std::int64_t i = 0; i < n; ++i)
+      for (std::int64_t i = 0; i < n; ++i) {
         codes[i] = cb.encode(x[i] * inv);
+        if (out_levels) out_levels[i] = lv[codes[i]];
+      }
   }
 }
 
@@ -121,6 +145,72 @@ float round_to(DType t, float v) {
   if (t == DType::F16) return f16_to_f32(f32_to_f16(v));
   return v;
 }
+
+[[noreturn]] void fail_non_finite(std::int64_t i, bool nan) {
+  fail(ErrorKind::Format, "element " + std::to_string(i) + " is " + (nan ? "NaN" : "infinite") +
+                              ": cannot quantize non-finite values");
+}
+
+std::int64_t first_non_finite_f32(std::span<const float> x) {
+  for (std::size_t i = 0; i < x.size(); ++i)
+    if (!std::isfinite(x[i])) return static_cast<std::int64_t>(i);
+  return -1;
+}
+
+// Inputs of quantize_source(): the element count, a finiteness check that names the first bad
+// element, per-block absmax and a block as float32 (a pointer into the input, or widened into
+// `scratch`).
+struct F32Source {
+  static constexpr bool kAbsmaxSeesNonFinite = false;  // std::max drops NaN: check first
+  std::span<const float> x;
+  std::int64_t size() const { return static_cast<std::int64_t>(x.size()); }
+  void check_finite() const {
+    if (const auto bad = first_non_finite_f32(x); bad >= 0)
+      fail_non_finite(bad, std::isnan(x[static_cast<std::size_t>(bad)]));
+  }
+  float absmax(std::int64_t i0, std::int64_t n) const { return block_absmax(x.data() + i0, n); }
+  const float* block(std::int64_t i0, std::int64_t, float*) const { return x.data() + i0; }
+};
+
+// bf16 read in place (no float32 copy of the tensor): |x| ordered as its 15 low bits, so the
+// block absmax is an integer max; exponent bits all set = Inf/NaN. Blocks are copied into an
+// aligned buffer first (the mapped bytes need not be 2-aligned), which also lets the loops
+// vectorize.
+struct Bf16Source {
+  static constexpr bool kAbsmaxSeesNonFinite = true;  // the integer max keeps Inf/NaN bits
+  std::span<const std::byte> bytes;
+  mutable std::vector<std::uint16_t> raw = std::vector<std::uint16_t>(4096);  // one block at most
+
+  std::int64_t size() const { return static_cast<std::int64_t>(bytes.size() / 2); }
+  const std::uint16_t* load(std::int64_t i0, std::int64_t n) const {
+    std::memcpy(raw.data(), bytes.data() + 2 * i0, static_cast<std::size_t>(2 * n));
+    return raw.data();
+  }
+  static std::uint16_t max_magnitude(const std::uint16_t* h, std::int64_t n) {
+    std::uint16_t m = 0;
+    for (std::int64_t i = 0; i < n; ++i)
+      m = std::max<std::uint16_t>(m, h[i] & 0x7FFF);
+    return m;
+  }
+  void check_finite() const {
+    for (std::int64_t i0 = 0; i0 < size(); i0 += 4096) {
+      const std::int64_t n = std::min<std::int64_t>(4096, size() - i0);
+      const std::uint16_t* h = load(i0, n);
+      if (max_magnitude(h, n) < 0x7F80) continue;
+      for (std::int64_t i = 0; i < n; ++i)
+        if ((h[i] & 0x7FFF) >= 0x7F80) fail_non_finite(i0 + i, (h[i] & 0x7FFF) > 0x7F80);
+    }
+  }
+  float absmax(std::int64_t i0, std::int64_t n) const {
+    return bf16_to_f32(max_magnitude(load(i0, n), n));
+  }
+  const float* block(std::int64_t i0, std::int64_t n, float* scratch) const {
+    const std::uint16_t* h = load(i0, n);
+    for (std::int64_t i = 0; i < n; ++i)
+      scratch[i] = std::bit_cast<float>(static_cast<std::uint32_t>(h[i]) << 16);
+    return scratch;
+  }
+};
 
 }  // namespace
 
@@ -203,21 +293,16 @@ std::vector<float> QuantizedTensor::block_scales() const {
 }
 
 std::int64_t first_non_finite(std::span<const float> x) {
-  for (std::size_t i = 0; i < x.size(); ++i)
-    if (!std::isfinite(x[i])) return static_cast<std::int64_t>(i);
-  return -1;
+  return first_non_finite_f32(x);
 }
 
-QuantizedTensor quantize(std::span<const float> x, const QuantSpec& spec, ErrorStats* err) {
+template <class Source>
+QuantizedTensor quantize_source(const Source& x, const QuantSpec& spec, ErrorStats* err) {
   spec.validate();
-  if (const auto bad = first_non_finite(x); bad >= 0)
-    fail(ErrorKind::Format,
-         "element " + std::to_string(bad) + " is " +
-             (std::isnan(x[static_cast<std::size_t>(bad)]) ? "NaN" : "infinite") +
-             ": cannot quantize non-finite values");
+  if constexpr (!Source::kAbsmaxSeesNonFinite) x.check_finite();
   QuantizedTensor q;
   q.spec = spec;
-  q.numel = static_cast<std::int64_t>(x.size());
+  q.numel = x.size();
   q.codebook = scheme_levels(spec.scheme);
   const Codebook cb(q.codebook);
   const int bits = spec.scheme.bits;
@@ -225,7 +310,10 @@ QuantizedTensor quantize(std::span<const float> x, const QuantSpec& spec, ErrorS
 
   std::vector<float> s0(static_cast<std::size_t>(nb));
   for (std::int64_t b = 0; b < nb; ++b)
-    s0[static_cast<std::size_t>(b)] = block_absmax(x.data() + b * B, std::min(B, n - b * B));
+    s0[static_cast<std::size_t>(b)] = x.absmax(b * B, std::min(B, n - b * B));
+  if constexpr (Source::kAbsmaxSeesNonFinite)  // an Inf/NaN element makes its block's absmax one
+    if (std::any_of(s0.begin(), s0.end(), [](float v) { return !std::isfinite(v); }))
+      x.check_finite();
 
   std::vector<float> code_scale = s0;  // what the weight codes are chosen against
   if (spec.dq == DoubleQuant::None) {
@@ -248,9 +336,15 @@ QuantizedTensor quantize(std::span<const float> x, const QuantSpec& spec, ErrorS
       const float m = block_absmax(d.data() + lo, cnt);
       q.nested_absmax[static_cast<std::size_t>(g)] = m;
       const float inv = m == 0.0f ? 0.0f : 1.0f / m;
-      for (std::int64_t b = lo; b < lo + cnt; ++b)
-        q.scale_codes[static_cast<std::size_t>(b)] =
-            m == 0.0f ? dyn.zero_code() : dyn.encode(d[static_cast<std::size_t>(b)] * inv);
+      std::uint8_t* sc = q.scale_codes.data() + lo;
+      if (m == 0.0f) {
+        std::fill(sc, sc + cnt, dyn.zero_code());
+        continue;
+      }
+      float* dg = d.data() + lo;  // normalised in place, then encoded in one batch
+      for (std::int64_t b = 0; b < cnt; ++b)
+        dg[b] *= inv;
+      dyn.encode_many(dg, static_cast<std::size_t>(cnt), sc);
     }
   } else {
     float mn = nb ? s0[0] : 0.0f;
@@ -280,24 +374,33 @@ QuantizedTensor quantize(std::span<const float> x, const QuantSpec& spec, ErrorS
 
   q.packed.assign(static_cast<std::size_t>(packed_bytes(n, bits)), 0);
   std::vector<std::uint8_t> codes(static_cast<std::size_t>(B));
+  std::vector<float> scratch(static_cast<std::size_t>(B));  // one widened block (bf16 input)
+  std::vector<float> y(static_cast<std::size_t>(B));        // the block's levels (err)
   std::vector<float> recon;
   if (err) recon = spec.dq == DoubleQuant::None ? q.absmax : q.block_scales();
   double se = 0, sx = 0, mx = 0;
-  const float* lv = q.codebook.data();
   for (std::int64_t b = 0; b < nb; ++b) {
     const std::int64_t cnt = std::min(B, n - b * B);
-    const float* xb = x.data() + b * B;
-    encode_block(cb, xb, cnt, code_scale[static_cast<std::size_t>(b)], codes.data());
+    const float* xb = x.block(b * B, cnt, scratch.data());
+    encode_block(cb, xb, cnt, code_scale[static_cast<std::size_t>(b)], codes.data(),
+                 err ? y.data() : nullptr);
     pack_into(codes.data(), cnt, bits, q.packed.data() + b * B * bits / 8);
     if (err) {
-      // Same float32 product as dequantize(); the error itself in double, as error_stats().
+      // Same float32 product as dequantize() (level * scale); the error itself in double, as
+      // error_stats(). The simd reductions use a fixed lane order: deterministic for any threads.
       const float s = recon[static_cast<std::size_t>(b)];
+      const float* yl = y.data();
+      double bse = 0, bsx = 0, bmx = 0;
+#pragma omp simd reduction(+ : bse, bsx) reduction(max : bmx)
       for (std::int64_t i = 0; i < cnt; ++i) {
-        const double e = double(xb[i]) - double(lv[codes[static_cast<std::size_t>(i)]] * s);
-        se += e * e;
-        sx += double(xb[i]) * xb[i];
-        mx = std::max(mx, std::fabs(e));
+        const double xv = xb[i], e = xv - double(yl[i] * s);
+        bse += e * e;
+        bsx += xv * xv;
+        bmx = std::max(bmx, std::fabs(e));
       }
+      se += bse;
+      sx += bsx;
+      mx = std::max(mx, bmx);
     }
   }
   if (err) {
@@ -309,16 +412,25 @@ QuantizedTensor quantize(std::span<const float> x, const QuantSpec& spec, ErrorS
   return q;
 }
 
+QuantizedTensor quantize(std::span<const float> x, const QuantSpec& spec, ErrorStats* err) {
+  return quantize_source(F32Source{x}, spec, err);
+}
+
+QuantizedTensor quantize_bf16(std::span<const std::byte> bf16, const QuantSpec& spec,
+                              ErrorStats* err) {
+  return quantize_source(Bf16Source{bf16}, spec, err);
+}
+
 void dequantize(const QuantizedTensor& q, std::span<float> out) {
   CKPT_ASSERT(static_cast<std::int64_t>(out.size()) == q.numel);
   const auto scales = q.block_scales();
   const int bits = q.spec.scheme.bits;
   const std::int64_t B = q.spec.block, n = q.numel;
   std::vector<std::uint8_t> codes(static_cast<std::size_t>(B));
+  const float* lv = q.codebook.data();
   const std::size_t L = q.codebook.size();
   if (bits == 4 && L == 16) {
     // Fast path (NF4, any 16-level book): every nibble is a valid code.
-    const float* lv = q.codebook.data();
     for (std::int64_t b = 0; b < q.blocks(); ++b) {
       const std::int64_t cnt = std::min(B, n - b * B);
       const std::uint8_t* p = q.packed.data() + b * B / 2;

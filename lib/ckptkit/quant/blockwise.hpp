@@ -72,6 +72,10 @@ struct ErrorStats;
 /// dequantize() returns) is measured in the same pass, saving a dequantization for reports.
 QuantizedTensor quantize(std::span<const float> x, const QuantSpec& spec,
                          ErrorStats* err = nullptr);
+/// quantize() of a bf16 tensor given as its raw little-endian bytes (2 per element, any
+/// alignment), without widening the whole tensor to float32 first: the same result, bit for bit.
+QuantizedTensor quantize_bf16(std::span<const std::byte> bf16, const QuantSpec& spec,
+                              ErrorStats* err = nullptr);
 /// Dequantizes into `out` (numel values): out[i] = codebook[code[i]] * scale[block(i)] in float32.
 void dequantize(const QuantizedTensor& q, std::span<float> out);
 

@@ -51,6 +51,8 @@ class Codebook {
   std::uint8_t zero_code() const { return zero_code_; }
   /// Nearest level of an already normalized value: the number of midpoints strictly below x.
   std::uint8_t encode(float x) const;
+  /// encode() of x[0..n) into codes, searching 16 values in lockstep (independent chains).
+  void encode_many(const float* x, std::size_t n, std::uint8_t* codes) const;
 
  private:
   std::vector<float> levels_, mids_;
