@@ -189,7 +189,6 @@ const CheckpointTensor* Checkpoint::find(std::string_view name) const {
 TensorView Checkpoint::view(const CheckpointTensor& t) const {
   const Shard& s = shards_[t.shard];
   auto bytes = s.file->bytes().subspan(s.header.data_start + t.info.begin, t.info.nbytes());
-  s.file->populate(s.header.data_start + t.info.begin, t.info.nbytes());  // about to be read
   return {t.info.name, t.info.dtype, t.info.shape, bytes};
 }
 

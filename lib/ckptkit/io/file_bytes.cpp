@@ -102,15 +102,4 @@ void FileBytes::release(std::size_t offset, std::size_t length) const {
   if (end > begin) ::madvise(static_cast<char*>(map_) + begin, end - begin, MADV_DONTNEED);
 }
 
-void FileBytes::populate(std::size_t offset, std::size_t length) const {
-  if (!map_ || length == 0) return;
-  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  const std::size_t begin = offset / page * page;
-  const std::size_t end = std::min(size_, offset + length);
-#ifdef MADV_POPULATE_READ
-  if (::madvise(static_cast<char*>(map_) + begin, end - begin, MADV_POPULATE_READ) == 0) return;
-#endif
-  ::madvise(static_cast<char*>(map_) + begin, end - begin, MADV_WILLNEED);
-}
-
 }  // namespace ckpt

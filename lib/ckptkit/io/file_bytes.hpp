@@ -29,10 +29,6 @@ class FileBytes {
   const std::string& name() const { return name_; }
   /// Tells the kernel the given range will not be needed soon (keeps RSS low when streaming).
   void release(std::size_t offset, std::size_t length) const;
-  /// Maps [offset, offset + length) in one call before it is read (MADV_POPULATE_READ where the
-  /// kernel has it): one syscall instead of a page fault per 4 KiB. A hint: failures are ignored.
-  void populate(std::size_t offset, std::size_t length) const;
-
  private:
   FileBytes() = default;
   const std::byte* data_ = nullptr;
