@@ -29,6 +29,7 @@ class FileBytes {
   const std::string& name() const { return name_; }
   /// Tells the kernel the given range will not be needed soon (keeps RSS low when streaming).
   void release(std::size_t offset, std::size_t length) const;
+
  private:
   FileBytes() = default;
   const std::byte* data_ = nullptr;
