@@ -87,6 +87,21 @@ TEST_CASE("PEFT pattern keys match by regex suffix on dotted boundaries") {
                                    "model.layers.5.self_attn.v_proj"));
 }
 
+TEST_CASE("pattern keys that make a backtracking regex explode still answer (fuzz regression)") {
+  // fuzz_adapter_config, 2026-12-04: with the default std::regex executor these rank_pattern keys
+  // ran for minutes on "model.layers.0.self_attn.q_proj" (exponential backtracking). The
+  // breadth-first executor answers at once; with the old one this test hangs until ctest's timeout.
+  const std::string m = "model.layers.0.self_attn.q_proj";
+  CHECK_FALSE(peft_pattern_matches("l*a*0\\.ljha", m));
+  CHECK_FALSE(peft_pattern_matches("l*ayers\\n**.***0\\.ljha", m));
+  CHECK(peft_pattern_matches("l*a*y*e*r*s*\\.0\\..*q_proj", m));
+  const auto c = parse_lora_config(
+      R"({"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["q_proj"],
+          "rank_pattern": {"l*a*0\\.ljha": 4, "q_proj": 8}})",
+      "adapter_config.json");
+  CHECK(c.rank_alpha_for(m).first == 8);
+}
+
 TEST_CASE("adapter_config.json: defaults, patterns in file order, bad input") {
   const LoraConfig d = parse_lora_config(R"({"peft_type": "LORA"})", "cfg");
   CHECK(d.r == 8);
