@@ -131,3 +131,22 @@ TEST_CASE("svg bar chart has one rect per finite value") {
   CHECK(count(s, "<title>") == 5);
   CHECK(svg::escape_xml("<'&\">") == "&lt;&#39;&amp;&quot;&gt;");
 }
+
+TEST_CASE("svg bar chart of counts labels whole numbers only") {
+  // Intruder counts of 0 and 1 used to get ticks 0, 0.2, ..., 1: fractions of a count.
+  svg::BarChart b;
+  b.categories = {"a", "b", "c"};
+  b.series = {{"n", {0, 1, 0}, ""}};
+  const auto has_tick = [](const std::string& s, const std::string& label) {
+    return s.find(">" + label + "</text>") != std::string::npos;
+  };
+  CHECK(has_tick(svg::bar_chart(b), "0.2"));  // the default axis
+  b.integer_y = true;
+  const std::string s = svg::bar_chart(b);
+  CHECK_FALSE(has_tick(s, "0.2"));
+  CHECK_FALSE(has_tick(s, "0.5"));
+  CHECK(has_tick(s, "0"));
+  CHECK(has_tick(s, "1"));
+  b.series = {{"n", {0, 0, 0}, ""}};  // all zero: still an axis up to 1
+  CHECK(has_tick(svg::bar_chart(b), "1"));
+}

@@ -293,6 +293,7 @@ void write_spectrum_html(const Json& j, const std::vector<SpectrumPlotData>& spe
     b.title = "Intruders among the top-" + std::to_string(j["settings"]["intruder_k"].get<int>()) +
               " fine-tuned left singular vectors";
     b.y_label = "count";
+    b.integer_y = true;
     b.rotate_labels = true;
     b.width = std::max(640, 18 * static_cast<int>(j["drift"].size()) + 120);
     b.height = 420;

@@ -384,7 +384,11 @@ std::string bar_chart(const BarChart& chart) {
   for (const auto& se : chart.series)
     for (double v : se.values)
       if (probe.valid(v)) ymin = std::min(ymin, v), ymax = std::max(ymax, v);
+  if (chart.integer_y && chart.y_scale == Scale::Linear && !chart.y_max)
+    ymax = std::max(ymax, 1.0);  // a count axis reaches at least 1
   Axis ya = make_axis(chart.y_scale, ymin, ymax, chart.y_min, chart.y_max);
+  if (chart.integer_y)
+    std::erase_if(ya.ticks, [](double v) { return std::abs(v - std::round(v)) > 1e-9; });
   ya.p0 = bottom, ya.p1 = top;
   Axis xa;  // unused ticks: categories are labelled below
   xa.p0 = left, xa.p1 = right;

@@ -81,6 +81,7 @@ struct BarChart {
   int width = 640, height = 360;
   bool legend = true;
   bool rotate_labels = false;  ///< category labels at 45° (long or many categories)
+  bool integer_y = false;      ///< counts: whole-number y ticks only
 };
 
 /// Renders a line plot as an <svg> element.
