@@ -384,6 +384,10 @@ DequantizedWeight dequantize_weight(const Checkpoint& in, const QuantizedGroup& 
   } catch (const nlohmann::json::exception& e) {
     fail(ErrorKind::Format, where + "bad quant_state (" + e.what() + ")");
   } catch (const Error& e) {
+    // quant/ checks a spec as command-line input (Usage, "--scheme: ..."): read from a file, the
+    // same problem is a bad quant_state (Format; found by fuzz_quant_state).
+    if (e.kind() == ErrorKind::Usage)
+      fail(ErrorKind::Format, where + "bad quant_state (" + e.what() + ")");
     // Errors from quant/ (codes outside the codebook) name no tensor: add it.
     if (std::string(e.what()).find("tensor '") != std::string::npos) throw;
     throw Error(e.kind(), where + e.what());
