@@ -19,7 +19,8 @@ using ojson = nlohmann::ordered_json;
 
 std::uint64_t read_u64le(const std::byte* p) {
   std::uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<std::uint8_t>(p[i]);
+  for (int i = 7; i >= 0; --i)
+    v = (v << 8) | static_cast<std::uint8_t>(p[i]);
   return v;
 }
 
@@ -60,14 +61,18 @@ ojson parse_header_json(std::string_view text, const std::string& file) {
 
 SafetensorsHeader parse_safetensors(std::span<const std::byte> file, const std::string& name) {
   if (file.empty()) bad(name, "", "empty file, not a safetensors file");
-  if (file.size() < 8) bad(name, "", "file too small for a safetensors header (" + std::to_string(file.size()) + " bytes)");
+  if (file.size() < 8)
+    bad(name, "",
+        "file too small for a safetensors header (" + std::to_string(file.size()) + " bytes)");
   const std::uint64_t n = read_u64le(file.data());
   if (n > kMaxHeaderBytes)
-    bad(name, "", "header length " + std::to_string(n) + " exceeds the limit of " +
-                      std::to_string(kMaxHeaderBytes) + " bytes");
+    bad(name, "",
+        "header length " + std::to_string(n) + " exceeds the limit of " +
+            std::to_string(kMaxHeaderBytes) + " bytes");
   if (n > file.size() - 8)
-    bad(name, "", "header length " + std::to_string(n) + " runs past the end of the file (" +
-                      std::to_string(file.size()) + " bytes): truncated file?");
+    bad(name, "",
+        "header length " + std::to_string(n) + " runs past the end of the file (" +
+            std::to_string(file.size()) + " bytes): truncated file?");
   if (n < 2) bad(name, "", "header of " + std::to_string(n) + " bytes cannot hold a JSON object");
   const std::string_view text(reinterpret_cast<const char*>(file.data() + 8), n);
   if (text.front() != '{') bad(name, "", "header does not start with '{'");
@@ -117,22 +122,33 @@ SafetensorsHeader parse_safetensors(std::span<const std::byte> file, const std::
     t.begin = as_u64((*off)[0], name, key, "data_offsets");
     t.end = as_u64((*off)[1], name, key, "data_offsets");
     if (t.end < t.begin)
-      bad(name, key, "data_offsets end " + std::to_string(t.end) + " is before begin " + std::to_string(t.begin));
+      bad(name, key,
+          "data_offsets end " + std::to_string(t.end) + " is before begin " +
+              std::to_string(t.begin));
     if (t.end > h.data_size)
-      bad(name, key, "data_offsets end " + std::to_string(t.end) + " exceeds the data section size " +
-                         std::to_string(h.data_size));
+      bad(name, key,
+          "data_offsets end " + std::to_string(t.end) + " exceeds the data section size " +
+              std::to_string(h.data_size));
     if (t.end - t.begin != count * item)
-      bad(name, key, "holds " + std::to_string(t.end - t.begin) + " bytes but " + std::string(dtype_name(t.dtype)) +
-                         " " + shape_str(t.shape) + " needs " + std::to_string(count * item));
+      bad(name, key,
+          "holds " + std::to_string(t.end - t.begin) + " bytes but " +
+              std::string(dtype_name(t.dtype)) + " " + shape_str(t.shape) + " needs " +
+              std::to_string(count * item));
     h.tensors.push_back(std::move(t));
   }
-  std::stable_sort(h.tensors.begin(), h.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-  });
+  std::stable_sort(h.tensors.begin(), h.tensors.end(),
+                   [](const TensorInfo& a, const TensorInfo& b) {
+                     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+                   });
   std::uint64_t cursor = 0;
   for (const auto& t : h.tensors) {
-    if (t.begin < cursor) bad(name, t.name, "data overlaps the previous tensor (begins at " + std::to_string(t.begin) + ", previous ends at " + std::to_string(cursor) + ")");
-    if (t.begin > cursor) bad(name, t.name, "gap of " + std::to_string(t.begin - cursor) + " bytes before this tensor's data");
+    if (t.begin < cursor)
+      bad(name, t.name,
+          "data overlaps the previous tensor (begins at " + std::to_string(t.begin) +
+              ", previous ends at " + std::to_string(cursor) + ")");
+    if (t.begin > cursor)
+      bad(name, t.name,
+          "gap of " + std::to_string(t.begin - cursor) + " bytes before this tensor's data");
     cursor = t.end;
   }
   if (cursor != h.data_size)
@@ -145,7 +161,8 @@ std::vector<std::byte> serialize_header(const std::vector<TensorInfo>& tensors,
   ojson j = ojson::object();
   if (write_metadata) {
     ojson m = ojson::object();
-    for (const auto& [k, v] : metadata) m[k] = v;
+    for (const auto& [k, v] : metadata)
+      m[k] = v;
     j["__metadata__"] = m;
   }
   for (const auto& t : tensors) {
@@ -156,10 +173,12 @@ std::vector<std::byte> serialize_header(const std::vector<TensorInfo>& tensors,
     j[t.name] = e;
   }
   std::string text = j.dump(-1, ' ', false, ojson::error_handler_t::strict);
-  while ((8 + text.size()) % 8 != 0) text.push_back(' ');
+  while ((8 + text.size()) % 8 != 0)
+    text.push_back(' ');
   std::vector<std::byte> out(8 + text.size());
   std::uint64_t n = text.size();
-  for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<std::byte>((n >> (8 * i)) & 0xff);
+  for (int i = 0; i < 8; ++i)
+    out[static_cast<std::size_t>(i)] = static_cast<std::byte>((n >> (8 * i)) & 0xff);
   std::memcpy(out.data() + 8, text.data(), text.size());
   return out;
 }
