@@ -33,21 +33,17 @@ extern "C" void __tsan_release(void* addr);
 namespace ckpt {
 namespace {
 
+#if defined(CKPTKIT_TSAN)
 void tsan_acquire(const void* sync) {
-#if defined(CKPTKIT_TSAN)
   __tsan_acquire(const_cast<void*>(sync));
-#else
-  (void)sync;
-#endif
 }
-
 void tsan_release(const void* sync) {
-#if defined(CKPTKIT_TSAN)
   __tsan_release(const_cast<void*>(sync));
-#else
-  (void)sync;
-#endif
 }
+#else
+void tsan_acquire(const void*) {}
+void tsan_release(const void*) {}
+#endif
 
 /// Declares one task's hand-off to TSan: acquires `from` on entry and releases `to` on exit,
 /// also when the task throws (the exception object is read by the thread that rethrows it).
@@ -62,7 +58,16 @@ class TsanHandOff {
   const void* to_;
 };
 
-/// After a pipeline has joined, whether it returned or threw: the caller sees every task's writes.
+/// Calls `f` when the scope ends, on return or throw.
+template <class F>
+struct AtScopeEnd {
+  F f;
+  ~AtScopeEnd() { f(); }
+};
+template <class F>
+AtScopeEnd(F) -> AtScopeEnd<F>;  // clang < 17 has no aggregate deduction
+
+/// After a pipeline has joined: the caller sees every filter's and task's writes.
 void acquire_pipeline_end(const char& source, const char& sink, const std::vector<Commit>& slots) {
   tsan_acquire(&source);
   tsan_acquire(&sink);
@@ -100,47 +105,43 @@ void run_ordered(std::size_t n, const std::function<std::uint64_t(std::size_t)>&
   // k+1 and item i → its parallel task → the sink; sink call i → call i+1 → the caller.
   const char launch = 0, source = 0, sink = 0;
   tsan_release(&launch);
+  // Whether the pipeline returned or threw, the caller then sees every task's writes.
+  const AtScopeEnd joined{[&] { acquire_pipeline_end(source, sink, slots); }};
   tbb::task_arena arena(threads);
-  try {
-    arena.execute([&] {
-      std::size_t next = 0;
-      tbb::parallel_pipeline(
-          tokens, tbb::make_filter<void, std::size_t>(tbb::filter_mode::serial_in_order,
-                                                      [&](tbb::flow_control& fc) -> std::size_t {
-                                                        tsan_acquire(&launch);
-                                                        const TsanHandOff order(&source, &source);
-                                                        throw_if_interrupted();
-                                                        if (next >= n) {
-                                                          fc.stop();
-                                                          return 0;
-                                                        }
-                                                        tsan_release(&slots[next]);
-                                                        return next++;
-                                                      }) &
-                      tbb::make_filter<std::size_t, std::size_t>(tbb::filter_mode::parallel,
-                                                                 [&](std::size_t i) {
-                                                                   tsan_acquire(&launch);
-                                                                   const TsanHandOff item(
-                                                                       &slots[i], &slots[i]);
-                                                                   slots[i] = work(i);
-                                                                   return i;
-                                                                 }) &
-                      tbb::make_filter<std::size_t, void>(
-                          tbb::filter_mode::serial_in_order, [&](std::size_t i) {
-                            tsan_acquire(&launch);
-                            tsan_acquire(&slots[i]);
-                            const TsanHandOff order(&sink, &sink);
-                            throw_if_interrupted();
-                            const Commit commit = std::move(slots[i]);
-                            slots[i] = nullptr;
-                            if (commit) commit();
-                          }));
-    });
-  } catch (...) {
-    acquire_pipeline_end(source, sink, slots);
-    throw;
-  }
-  acquire_pipeline_end(source, sink, slots);
+  arena.execute([&] {
+    std::size_t next = 0;
+    tbb::parallel_pipeline(
+        tokens, tbb::make_filter<void, std::size_t>(tbb::filter_mode::serial_in_order,
+                                                    [&](tbb::flow_control& fc) -> std::size_t {
+                                                      tsan_acquire(&launch);
+                                                      const TsanHandOff order(&source, &source);
+                                                      throw_if_interrupted();
+                                                      if (next >= n) {
+                                                        fc.stop();
+                                                        return 0;
+                                                      }
+                                                      tsan_release(&slots[next]);
+                                                      return next++;
+                                                    }) &
+                    tbb::make_filter<std::size_t, std::size_t>(tbb::filter_mode::parallel,
+                                                               [&](std::size_t i) {
+                                                                 tsan_acquire(&launch);
+                                                                 const TsanHandOff item(&slots[i],
+                                                                                        &slots[i]);
+                                                                 slots[i] = work(i);
+                                                                 return i;
+                                                               }) &
+                    tbb::make_filter<std::size_t, void>(tbb::filter_mode::serial_in_order,
+                                                        [&](std::size_t i) {
+                                                          tsan_acquire(&launch);
+                                                          tsan_acquire(&slots[i]);
+                                                          const TsanHandOff order(&sink, &sink);
+                                                          throw_if_interrupted();
+                                                          const Commit commit = std::move(slots[i]);
+                                                          slots[i] = nullptr;
+                                                          if (commit) commit();
+                                                        }));
+  });
 }
 
 void parallel_chunks(std::size_t n, std::size_t grain,
@@ -151,19 +152,14 @@ void parallel_chunks(std::size_t n, std::size_t grain,
   tbb::task_group_context isolated(tbb::task_group_context::isolated);
   const char launch = 0, done = 0;
   tsan_release(&launch);
-  try {
-    tbb::parallel_for(
-        tbb::blocked_range<std::size_t>(0, n, std::max<std::size_t>(grain, 1)),
-        [&](const tbb::blocked_range<std::size_t>& r) {
-          const TsanHandOff chunk(&launch, &done);
-          body(r.begin(), r.end());
-        },
-        isolated);
-  } catch (...) {
-    tsan_acquire(&done);
-    throw;
-  }
-  tsan_acquire(&done);
+  const AtScopeEnd joined{[&] { tsan_acquire(&done); }};
+  tbb::parallel_for(
+      tbb::blocked_range<std::size_t>(0, n, std::max<std::size_t>(grain, 1)),
+      [&](const tbb::blocked_range<std::size_t>& r) {
+        const TsanHandOff chunk(&launch, &done);
+        body(r.begin(), r.end());
+      },
+      isolated);
 }
 
 }  // namespace ckpt
