@@ -107,21 +107,6 @@ void write_config(const Checkpoint& in, const fs::path& out,
 
 // ---------------------------------------------------------------- quantize
 
-/// f32 values of a float view; bf16 is widened inline (a shift: vectorizes, and it is the hot
-/// input type), other types go through core's decoder.
-std::vector<float> widen(const TensorView& v) {
-  if (v.dtype != DType::BF16) return to_f32(v);
-  const std::size_t n = v.bytes.size() / 2;
-  std::vector<float> x(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    std::uint16_t h;
-    std::memcpy(&h, v.bytes.data() + 2 * i, 2);
-    const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
-    std::memcpy(&x[i], &u, 4);
-  }
-  return x;
-}
-
 Json run_lossless(const QuantizeOptions& o, const Checkpoint& in, OutputDir& out, Report& report,
                   std::chrono::steady_clock::time_point start) {
   if (is_lossless_archive(in.shards().front().header))
@@ -250,7 +235,7 @@ Json run_quant(const QuantizeOptions& o) {
     const auto t0 = std::chrono::steady_clock::now();
     // bf16 blockwise: quantized straight from the mapped bytes (no float32 copy of the tensor).
     const bool in_place = v.dtype == DType::BF16 && r.layout != Layout::BnbInt8;
-    const std::vector<float> x = in_place ? std::vector<float>() : widen(v);
+    const std::vector<float> x = in_place ? std::vector<float>() : to_f32(v);
     const std::int64_t n = numel(t.info.shape);
     quant::ErrorStats err;
     std::optional<QuantizedTensor> q;

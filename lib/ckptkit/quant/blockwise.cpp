@@ -1,7 +1,6 @@
 #include "ckptkit/quant/blockwise.hpp"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -80,10 +79,16 @@ void encode_block(const Codebook& cb, const float* x, std::int64_t n, float scal
     case 3:
       return encode_small<2>(x, n, inv, mids, lv, codes, out_levels);
     default:
-      for (std::int64_t i = 0; i < n; ++i) {
-        codes[i] = cb.encode(x[i] * inv);
-        if (out_levels) out_levels[i] = lv[codes[i]];
+      for (std::int64_t i0 = 0; i0 < n; i0 += 16) {  // larger books: batched search
+        const std::int64_t k = std::min<std::int64_t>(16, n - i0);
+        float v[16];
+        for (std::int64_t j = 0; j < k; ++j)
+          v[j] = x[i0 + j] * inv;
+        cb.encode_many(v, static_cast<std::size_t>(k), codes + i0);
       }
+      if (out_levels)
+        for (std::int64_t i = 0; i < n; ++i)
+          out_levels[i] = lv[codes[i]];
   }
 }
 
@@ -151,12 +156,6 @@ float round_to(DType t, float v) {
                               ": cannot quantize non-finite values");
 }
 
-std::int64_t first_non_finite_f32(std::span<const float> x) {
-  for (std::size_t i = 0; i < x.size(); ++i)
-    if (!std::isfinite(x[i])) return static_cast<std::int64_t>(i);
-  return -1;
-}
-
 // Inputs of quantize_source(): the element count, a finiteness check that names the first bad
 // element, per-block absmax and a block as float32 (a pointer into the input, or widened into
 // `scratch`).
@@ -165,7 +164,7 @@ struct F32Source {
   std::span<const float> x;
   std::int64_t size() const { return static_cast<std::int64_t>(x.size()); }
   void check_finite() const {
-    if (const auto bad = first_non_finite_f32(x); bad >= 0)
+    if (const auto bad = first_non_finite(x); bad >= 0)
       fail_non_finite(bad, std::isnan(x[static_cast<std::size_t>(bad)]));
   }
   float absmax(std::int64_t i0, std::int64_t n) const { return block_absmax(x.data() + i0, n); }
@@ -205,9 +204,9 @@ struct Bf16Source {
     return bf16_to_f32(max_magnitude(load(i0, n), n));
   }
   const float* block(std::int64_t i0, std::int64_t n, float* scratch) const {
-    const std::uint16_t* h = load(i0, n);
-    for (std::int64_t i = 0; i < n; ++i)
-      scratch[i] = std::bit_cast<float>(static_cast<std::uint32_t>(h[i]) << 16);
+    decode_to_f32(DType::BF16,
+                  bytes.subspan(static_cast<std::size_t>(2 * i0), static_cast<std::size_t>(2 * n)),
+                  {scratch, static_cast<std::size_t>(n)});
     return scratch;
   }
 };
@@ -293,7 +292,9 @@ std::vector<float> QuantizedTensor::block_scales() const {
 }
 
 std::int64_t first_non_finite(std::span<const float> x) {
-  return first_non_finite_f32(x);
+  for (std::size_t i = 0; i < x.size(); ++i)
+    if (!std::isfinite(x[i])) return static_cast<std::int64_t>(i);
+  return -1;
 }
 
 template <class Source>

@@ -190,28 +190,22 @@ Codebook::Codebook(std::vector<float> levels) : levels_(std::move(levels)) {
 }
 
 std::uint8_t Codebook::encode(float x) const {
-  // std::lower_bound without branches (the outcome of each step is unpredictable): the number of
-  // midpoints below x.
-  std::size_t n = mids_.size();
-  if (n == 0) return 0;
-  const float* base = mids_.data();
-  while (n > 1) {
-    const std::size_t half = n / 2;
-    base = base[half - 1] < x ? base + half : base;
-    n -= half;
-  }
-  return static_cast<std::uint8_t>((base - mids_.data()) + (*base < x ? 1 : 0));
+  std::uint8_t code;
+  encode_many(&x, 1, &code);
+  return code;
 }
 
 void Codebook::encode_many(const float* x, std::size_t n, std::uint8_t* codes) const {
+  // std::lower_bound without branches (each step's outcome is unpredictable), 16 values in
+  // lockstep so their searches overlap: the number of midpoints below each x.
   const std::size_t size = mids_.size();
+  if (size == 0) {
+    std::fill(codes, codes + n, std::uint8_t{0});
+    return;
+  }
   const float* m = mids_.data();
   for (std::size_t i0 = 0; i0 < n; i0 += 16) {
     const std::size_t k = std::min<std::size_t>(16, n - i0);
-    if (size == 0) {
-      std::fill(codes + i0, codes + i0 + k, std::uint8_t{0});
-      continue;
-    }
     std::uint32_t pos[16] = {};
     for (std::size_t len = size; len > 1;) {
       const std::size_t half = len / 2;
