@@ -1,4 +1,4 @@
-// ckptkit quantize CKPT -o OUT --scheme nf4|nf3|nf2|int8|int4|lossless [--block 64]
+// ckptkit quantize CKPT -o OUT --scheme nf4|nf3|nf2|int8|int4|fp4|lossless [--block 64]
 //   [--double-quant bnb|lq|none] [--target ...];  ckptkit quantize --dequantize QCKPT -o OUT
 //   [--dtype bf16]
 #include <cstdio>
@@ -18,12 +18,12 @@ void setup_quantize(CLI::App& app, Run& run) {
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand(
-      "quantize", "Blockwise NF4/NF3/NF2/INT8 quantization, bitsandbytes-compatible");
+      "quantize", "Blockwise NF4/NF3/NF2/INT8/FP4 quantization, bitsandbytes-compatible");
   cmd->add_option("checkpoint", f->input, "Input checkpoint (a quantized one with --dequantize)")
       ->required();
   cmd->add_option("--scheme", f->o.scheme,
-                  "nf4 (default), nf3, nf2 (nf2..nf8), int8, int4 (int2..int8), or lossless (byte "
-                  "planes + zstd)");
+                  "nf4 (default), nf3, nf2 (nf2..nf8), int8, int4 (int2..int8), fp4 (bitsandbytes' "
+                  "FP4), or lossless (byte planes + zstd)");
   cmd->add_option("--block", f->o.block,
                   "Block size, a power of two in 16..4096 (default 64; int8 without --block is "
                   "bitsandbytes row-wise)");

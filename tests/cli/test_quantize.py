@@ -27,6 +27,14 @@ NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.3949174880981
                 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
                 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0], dtype=np.float32)
 
+# get_4bit_type("fp4"): [0, 0.0625, 8, 12, 4, 6, 2, 3, -0, ...] divided by 12 in float32; the
+# thresholds of its quantizer, dQuantizeFP4 (csrc/kernels.cu), and each rank's magnitude bits.
+FP4 = np.array([0, 0.0625, 8, 12, 4, 6, 2, 3, -0.0, -0.0625, -8, -12, -4, -6, -2, -3],
+               dtype=np.float32) / np.float32(12)
+FP4_THRESHOLDS = np.array([0.00260417, 0.0859375, 0.20833333, 0.29166667, 0.4166667, 0.583333,
+                           0.8333333], dtype=np.float32)
+FP4_CODE_OF_RANK = np.array([0b000, 0b001, 0b110, 0b111, 0b100, 0b101, 0b010, 0b011])
+
 failures = []
 
 
@@ -92,7 +100,10 @@ def unpack_msb(packed, bits, n):
 
 
 def bnb_dequant(t, base):
-    state = json.loads(bytes(t[base + ".quant_state.bitsandbytes__nf4"]).decode("utf-8"))
+    key = next(base + ".quant_state.bitsandbytes__" + k for k in ("nf4", "fp4")
+               if base + ".quant_state.bitsandbytes__" + k in t)
+    state = json.loads(bytes(t[key]).decode("utf-8"))
+    assert key.endswith(state["quant_type"])
     shape, block = state["shape"], state["blocksize"]
     n = int(np.prod(shape))
     packed = t[base].reshape(-1)
@@ -111,6 +122,19 @@ def bnb_dequant(t, base):
         absmax = t[base + ".absmax"]
     vals = (qmap[codes] * absmax[np.arange(n) // block]).astype(np.float32)
     return vals.reshape(shape), state
+
+
+def fp4_codes(x, block):
+    """bitsandbytes' FP4 quantizer: x * (1/absmax) per block, sign bit, the magnitude's rank."""
+    x = x.reshape(-1)
+    codes = np.empty(x.size, dtype=np.int64)
+    for b0 in range(0, x.size, block):
+        xb = x[b0:b0 + block]
+        absmax = np.max(np.abs(xb))
+        v = xb * (np.float32(1) / absmax) if absmax > 0 else np.zeros_like(xb)
+        rank = (np.abs(v)[:, None] > FP4_THRESHOLDS[None, :]).sum(axis=1)
+        codes[b0:b0 + block] = FP4_CODE_OF_RANK[rank] | np.where(v < 0, 8, 0)
+    return codes
 
 
 def ck_dequant(t, base):
@@ -191,6 +215,27 @@ def main():
     row = rep["tensors"][0]
     check(all(k in row for k in ("rel_fro_error", "max_abs_error", "sqnr_db", "bits_per_param")),
           "report rows carry rel_fro_error, max_abs_error, sqnr_db, bits_per_param")
+
+    # --- bnb FP4 with double quantization: codes recomputed here with bnb's tree
+    qdir = os.path.join(tmp, "fp4")
+    p = run("quantize", SAMPLE, "-o", qdir, "--scheme", "fp4", "-q")
+    check(p.returncode == 0, "quantize fp4 exits 0")
+    relf, qf, fbases = compare_dequant(tmp, qdir, "fp4+bnbDQ", bnb_dequant, ".quant_state.bitsandbytes__fp4")
+    print(f"     fp4+bnbDQ worst relative Frobenius error vs the bf16 input: {relf:.4f}")
+    check(rel < relf < 0.25, f"fp4 error ({relf:.4f}) is above nf4's ({rel:.4f}) and below 0.25")
+    check(np.array_equal(qf[fbases[0] + ".quant_map"].view(np.uint32), FP4.view(np.uint32)),
+          "fp4 quant_map is get_4bit_type('fp4') bit for bit")
+    _, orig = load(os.path.join(SAMPLE, "model.safetensors"))
+    same_codes = 0
+    for b in fbases:
+        x = (orig[b].astype(np.uint32) << 16).view(np.float32)
+        packed = qf[b].reshape(-1)
+        ours = np.empty(2 * packed.size, dtype=np.int64)
+        ours[0::2], ours[1::2] = packed >> 4, packed & 0x0F
+        same_codes += int(np.array_equal(ours[: x.size], fp4_codes(x, 64)))
+    check(same_codes == len(fbases) == 36, f"fp4 codes equal a numpy dQuantizeFP4 on {same_codes}/{len(fbases)} weights")
+    cfg = json.load(open(os.path.join(qdir, "config.json")))["quantization_config"]
+    check(cfg["bnb_4bit_quant_type"] == "fp4" and cfg["load_in_4bit"], "config.json says bnb_4bit_quant_type fp4")
 
     # --- bnb NF4 without double quantization, block 128
     qdir = os.path.join(tmp, "nf4-128")

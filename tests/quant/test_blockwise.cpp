@@ -3,6 +3,7 @@
 // derived here by numerical integration.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -54,6 +55,19 @@ double expected_mse(const std::vector<float>& lv, int B) {
   }
   return (B - 1) * acc * dt / 3;
 }
+
+// One block of 16 quantized without double quantization: checks its absmax and packed bytes,
+// returns the dequantized values.
+std::vector<float> golden_block(const char* scheme, const std::vector<float>& x, float absmax,
+                                const std::vector<std::uint8_t>& packed) {
+  const auto q = quantize(x, spec_of(scheme, 16, DoubleQuant::None));
+  REQUIRE(q.absmax.size() == 1);
+  CHECK(q.absmax[0] == absmax);
+  CHECK(q.packed == packed);
+  std::vector<float> y(x.size());
+  dequantize(q, y);
+  return y;
+}
 }  // namespace
 
 TEST_CASE("packing is MSB-first: high nibble first for 4 bits", "[quant][pack]") {
@@ -82,18 +96,27 @@ TEST_CASE("NF4 golden example: codes, bytes and dequantized values by hand", "[q
     x[static_cast<std::size_t>(i)] = 2.0f * t[static_cast<std::size_t>(i)];
   x[7] = 0.1f;   // 0.1/2 = 0.05 > midpoint 0.0397901 -> code 8 (0.0795803)
   x[8] = 0.07f;  // 0.035 < 0.0397901 -> code 7 (0)
-  const auto q = quantize(x, spec_of("nf4", 16, DoubleQuant::None));
-  REQUIRE(q.absmax.size() == 1);
-  CHECK(q.absmax[0] == 2.0f);
-  const std::vector<std::uint8_t> expect = {0x01, 0x23, 0x45, 0x68, 0x79, 0xAB, 0xCD, 0xEF};
-  CHECK(q.packed == expect);
-  std::vector<float> y(16);
-  dequantize(q, y);
+  const auto y = golden_block("nf4", x, 2.0f, {0x01, 0x23, 0x45, 0x68, 0x79, 0xAB, 0xCD, 0xEF});
   CHECK(y[7] == 2.0f * t[8]);
   CHECK(y[8] == 0.0f);
   CHECK(y[0] == -2.0f);
   CHECK(y[15] == 2.0f);
   CHECK(y[3] == 2.0f * t[3]);
+}
+
+TEST_CASE("FP4 golden example: bitsandbytes' sign-magnitude codes by hand", "[quant][fp4]") {
+  // absmax 12, so x/12 is the normalized value: 1 -> 0b0011, -0.5 -> 0b1101, 0.25 -> 0b0111,
+  // 0.0625/12 -> 0b0001, -0.0025 (below 0.00260417) -> 0b1000 (-0), 0 -> 0, -0.2 -> 0b1110,
+  // 0.75 -> 0b0010; then eight zeros.
+  std::vector<float> x = {12.0f, -6.0f, 3.0f, 0.0625f, -0.03f, 0.0f, -2.4f, 9.0f};
+  x.resize(16, 0.0f);
+  const auto y = golden_block("fp4", x, 12.0f, {0x3D, 0x71, 0x80, 0xE2, 0, 0, 0, 0});
+  const std::vector<float> back = {12.0f, -6.0f, 3.0f, 0.0625f, -0.0f, 0.0f, -2.0f, 8.0f};
+  for (std::size_t i = 0; i < back.size(); ++i) {
+    INFO("element " << i);
+    CHECK(y[i] == back[i]);
+  }
+  CHECK(std::signbit(y[4]));  // -0: the sign bit survives, as in bnb's tree
 }
 
 TEST_CASE("partial last block gets its own absmax (bnb rule, no padding)", "[quant][nf4]") {
@@ -129,6 +152,15 @@ TEST_CASE("NF4 error on Gaussian data matches the derived expectation", "[quant]
   const double mse2 = error_stats(x, y).mse, expect2 = expected_mse(normal_float_levels(2), 128);
   INFO("NF2 block 128: measured " << mse2 << ", expected " << expect2);
   CHECK(std::fabs(mse2 / expect2 - 1) < 0.02);
+  // FP4 at block 64: its sorted levels (bnb's thresholds are these midpoints to ~1e-7).
+  const auto q4 = quantize(x, spec_of("fp4", B, DoubleQuant::None));
+  dequantize(q4, y);
+  std::vector<float> fp4(fp4_table().begin(), fp4_table().end());
+  std::sort(fp4.begin(), fp4.end());
+  const double mse4 = error_stats(x, y).mse, expect4 = expected_mse(fp4, B);
+  INFO("FP4 block 64: measured " << mse4 << ", expected " << expect4);
+  CHECK(std::fabs(mse4 / expect4 - 1) < 0.02);
+  CHECK(mse4 > mse);  // NF4 is the better 4-bit code for normal data (QLoRA)
 }
 
 TEST_CASE("bits per parameter equal the published formulas", "[quant][bits]") {
@@ -242,7 +274,7 @@ TEST_CASE("INT schemes: symmetric absmax error bound", "[quant][int]") {
 TEST_CASE("error measured while quantizing equals the error of dequantize()", "[quant][errors]") {
   const auto x = test::gaussian(64 * 300 + 17, 21);
   for (auto dq : {DoubleQuant::None, DoubleQuant::Bnb, DoubleQuant::Lq}) {
-    for (const char* scheme : {"nf4", "nf3", "int8"}) {
+    for (const char* scheme : {"nf4", "nf3", "int8", "fp4"}) {
       ErrorStats fused;
       const auto q = quantize(x, spec_of(scheme, 64, dq), &fused);
       std::vector<float> y(x.size());
@@ -266,7 +298,7 @@ TEST_CASE("quantize_bf16 equals quantize of the widened values, bit for bit", "[
   }
   const std::span<const std::byte> bytes(raw.data() + 1, 2 * x.size());
   for (auto dq : {DoubleQuant::None, DoubleQuant::Bnb, DoubleQuant::Lq}) {
-    for (const char* scheme : {"nf4", "nf3", "int8"}) {
+    for (const char* scheme : {"nf4", "nf3", "int8", "fp4"}) {
       for (int block : {16, 64, 4096}) {
         INFO(scheme << " dq " << int(dq) << " block " << block);
         ErrorStats ef, eb;

@@ -180,3 +180,59 @@ TEST_CASE("encode and encode_many count the midpoints below x (std::lower_bound)
     CHECK(bad_batch == 0);
   }
 }
+
+namespace {
+// bitsandbytes' dQuantizeFP4 (csrc/kernels.cu) as written there: a branch tree on |x|.
+std::uint8_t fp4_tree(float x) {
+  const int sign = x < 0 ? 0b1000 : 0b0000;
+  x = std::fabs(x);
+  if (x > 0.29166667f) {
+    if (x > 0.583333f) return static_cast<std::uint8_t>((x > 0.8333333f ? 0b0011 : 0b0010) + sign);
+    return static_cast<std::uint8_t>((x > 0.4166667f ? 0b101 : 0b100) + sign);
+  }
+  if (x > 0.0859375f) return static_cast<std::uint8_t>((x > 0.20833333f ? 0b0111 : 0b0110) + sign);
+  return static_cast<std::uint8_t>((x > 0.00260417f ? 0b0001 : 0b0000) + sign);
+}
+}  // namespace
+
+TEST_CASE("FP4 table equals bitsandbytes' dequantization constants", "[quant][codebook][fp4]") {
+  // dDequantizeFP4Tree's literals for the magnitude bits 000..111, sign from bit 3.
+  const char* magnitude[8] = {"0.0", "5.208333333e-03", "0.66666667", "1.0", "0.33333333",
+                              "0.5", "0.16666667",      "0.25"};
+  const auto t = fp4_table();
+  for (int code = 0; code < 16; ++code) {
+    const float m = std::strtof(magnitude[code & 7], nullptr);
+    const float want = (code & 8) ? -m : m;
+    INFO("code " << code << ": ours " << t[static_cast<std::size_t>(code)] << " want " << want);
+    CHECK(bits_of(t[static_cast<std::size_t>(code)]) == bits_of(want));
+  }
+}
+
+TEST_CASE("FP4 encoding equals bitsandbytes' quantization tree", "[quant][codebook][fp4]") {
+  // Every threshold and its float neighbours, signed zeros, and a sweep of [-1.01, 1.01].
+  std::vector<float> v = {0.0f, -0.0f, 1.0f, -1.0f, 1.5f, -1.5f};
+  for (float t :
+       {0.00260417f, 0.0859375f, 0.20833333f, 0.29166667f, 0.4166667f, 0.583333f, 0.8333333f}) {
+    for (float s : {1.0f, -1.0f}) {
+      v.push_back(s * t);
+      v.push_back(s * std::nextafter(t, 0.0f));
+      v.push_back(s * std::nextafter(t, 1.0f));
+    }
+  }
+  for (int i = -101000; i <= 101000; ++i)
+    v.push_back(static_cast<float>(i) * 1e-5f);
+  std::vector<std::uint8_t> codes(v.size());
+  std::vector<float> levels(v.size());
+  encode_fp4(v.data(), v.size(), 1.0f, codes.data(), levels.data());
+  std::size_t same = 0;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    same += codes[i] == fp4_tree(v[i]) ? 1 : 0;
+    CHECK(bits_of(levels[i]) == bits_of(fp4_table()[codes[i]]));
+  }
+  CHECK(same == v.size());
+  // The scale is applied as x * inv, as the kernel multiplies by 1/absmax.
+  const float x = 3.0f, inv = 1.0f / 12.0f;
+  std::uint8_t c;
+  encode_fp4(&x, 1, inv, &c, nullptr);
+  CHECK(c == fp4_tree(x * inv));
+}

@@ -53,11 +53,15 @@ quant::QuantSpec nf4_spec(int block) {
   return s;
 }
 
-std::string nf4_state_json(const quant::QuantSpec& spec, DType dtype, const Shape& shape,
-                           std::optional<double> offset) {
-  std::string j = "{\"quant_type\": \"nf4\", \"blocksize\": " + std::to_string(spec.block) +
-                  ", \"dtype\": \"" + torch_dtype_name(dtype) +
-                  "\", \"shape\": " + shape_json(shape);
+std::string_view state_suffix(const quant::QuantSpec& spec) {
+  return spec.scheme.family == quant::Family::FP ? kFp4StateSuffix : kNf4StateSuffix;
+}
+
+std::string bnb4_state_json(const quant::QuantSpec& spec, DType dtype, const Shape& shape,
+                            std::optional<double> offset) {
+  std::string j = "{\"quant_type\": \"" + spec.scheme.name() +
+                  "\", \"blocksize\": " + std::to_string(spec.block) + ", \"dtype\": \"" +
+                  torch_dtype_name(dtype) + "\", \"shape\": " + shape_json(shape);
   if (spec.dq == quant::DoubleQuant::Bnb) {
     j += ", \"nested_blocksize\": " + std::to_string(spec.nested_block) +
          ", \"nested_dtype\": \"float32\", \"nested_offset\": ";
@@ -66,8 +70,8 @@ std::string nf4_state_json(const quant::QuantSpec& spec, DType dtype, const Shap
   return j + "}";
 }
 
-std::vector<TensorSpec> nf4_specs(const std::string& name, const quant::QuantSpec& spec,
-                                  DType dtype, const Shape& shape) {
+std::vector<TensorSpec> bnb4_specs(const std::string& name, const quant::QuantSpec& spec,
+                                   DType dtype, const Shape& shape) {
   const std::int64_t n = numel(shape), nb = (n + spec.block - 1) / spec.block;
   const bool dq = spec.dq == quant::DoubleQuant::Bnb;
   std::vector<TensorSpec> o = {{name, DType::U8, {(n + 1) / 2, 1}},
@@ -79,16 +83,16 @@ std::vector<TensorSpec> nf4_specs(const std::string& name, const quant::QuantSpe
     o.push_back({name + ".nested_quant_map", DType::F32, {256}});
   }
   o.push_back(
-      {name + std::string(kNf4StateSuffix),
+      {name + std::string(state_suffix(spec)),
        DType::U8,
-       {static_cast<std::int64_t>(nf4_state_json(spec, dtype, shape, std::nullopt).size())}});
+       {static_cast<std::int64_t>(bnb4_state_json(spec, dtype, shape, std::nullopt).size())}});
   return o;
 }
 
-std::vector<OwnedTensor> nf4_tensors(const std::string& name, const quant::QuantSpec& spec,
-                                     DType dtype, const Shape& shape,
-                                     const quant::QuantizedTensor& q) {
-  const auto plan = nf4_specs(name, spec, dtype, shape);
+std::vector<OwnedTensor> bnb4_tensors(const std::string& name, const quant::QuantSpec& spec,
+                                      DType dtype, const Shape& shape,
+                                      const quant::QuantizedTensor& q) {
+  const auto plan = bnb4_specs(name, spec, dtype, shape);
   const bool dq = spec.dq == quant::DoubleQuant::Bnb;
   std::vector<std::vector<std::byte>> data;
   data.push_back(as_bytes(q.packed));
@@ -98,19 +102,20 @@ std::vector<OwnedTensor> nf4_tensors(const std::string& name, const quant::Quant
     data.push_back(as_bytes(q.nested_absmax));
     data.push_back(as_bytes(q.nested_map));
   }
-  data.push_back(padded_bytes(nf4_state_json(spec, dtype, shape, static_cast<double>(q.offset)),
+  data.push_back(padded_bytes(bnb4_state_json(spec, dtype, shape, static_cast<double>(q.offset)),
                               plan.back().nbytes()));
   return planned_tensors(plan, std::move(data));
 }
 
-nlohmann::json quantization_config(bool four_bit, const std::string& compute_dtype,
-                                   bool double_quant, const std::vector<std::string>& skip) {
+nlohmann::json quantization_config(bool four_bit, const std::string& quant_type,
+                                   const std::string& compute_dtype, bool double_quant,
+                                   const std::vector<std::string>& skip) {
   nlohmann::json c;
   c["_load_in_4bit"] = four_bit;
   c["_load_in_8bit"] = !four_bit;
   c["bnb_4bit_compute_dtype"] = four_bit ? compute_dtype : "float32";
   c["bnb_4bit_quant_storage"] = "uint8";
-  c["bnb_4bit_quant_type"] = four_bit ? "nf4" : "fp4";
+  c["bnb_4bit_quant_type"] = four_bit ? quant_type : "fp4";  // BitsAndBytesConfig's default
   c["bnb_4bit_use_double_quant"] = four_bit && double_quant;
   c["llm_int8_enable_fp32_cpu_offload"] = false;
   c["llm_int8_has_fp16_weight"] = false;

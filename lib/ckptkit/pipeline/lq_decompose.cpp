@@ -79,9 +79,9 @@ QuantSpec resolve_spec(const LqDecomposeOptions& o) {
 QuantLayout pick_layout(const std::string& layout, const QuantSpec& s, const std::string& what) {
   const QuantLayout autol = default_quant_layout(s);
   if (layout == "ckptkit") return QuantLayout::Ckptkit;
-  if (layout == "bnb" && autol != QuantLayout::BnbNf4)
+  if (layout == "bnb" && autol != QuantLayout::Bnb4bit)
     fail(ErrorKind::Usage,
-         "--layout bnb: bitsandbytes stores nf4 (block >= 32, double quant bnb "
+         "--layout bnb: bitsandbytes stores nf4 and fp4 (block >= 32, double quant bnb "
          "or none), not " +
              what);
   return autol;
@@ -479,17 +479,20 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   if (wo.metadata.empty()) wo.metadata = {{"format", "pt"}};
   const auto files = stream_checkpoint(job, quant_dir, wo, o.common.exec, "lq-decompose");
 
-  // config.json: transformers' quantization_config when every target is bnb nf4, else ckptkit's.
+  // config.json: transformers' quantization_config when every target is bnb 4-bit, else ckptkit's.
   copy_files(in.extra_files(), quant_dir, {"config.json"});
   if (in.config()) {
     nlohmann::json c = *in.config();
     bool all_bnb = true, any_dq = false;
+    std::string quant_type = uniform.scheme.name();  // the budget mixes NF widths only
     for (const auto& tg : targets) {
-      all_bnb = all_bnb && tg.layout == QuantLayout::BnbNf4;
+      all_bnb = all_bnb && tg.layout == QuantLayout::Bnb4bit;
       any_dq = any_dq || tg.spec.dq == DoubleQuant::Bnb;
+      quant_type = tg.spec.scheme.name();
     }
     if (all_bnb) {
-      c["quantization_config"] = bnb::quantization_config(true, o.compute_dtype, any_dq, skip);
+      c["quantization_config"] =
+          bnb::quantization_config(true, quant_type, o.compute_dtype, any_dq, skip);
     } else {
       c["ckptkit_quantization"] = {{"format", "ckptkit-quant"},
                                    {"version", 1},

@@ -29,7 +29,7 @@ struct QuantizedBase {
   std::size_t companion_count() const;
   /// The weight dequantized to f32 with its original shape and dtype.
   DequantizedWeight dequantize(const Checkpoint& ckpt, const QuantizedGroup& g) const;
-  /// "bnb-nf4", "bnb-int8", "ckptkit" (for reports).
+  /// "bnb-4bit", "bnb-int8", "ckptkit" (for reports).
   std::string layout_name(const QuantizedGroup& g) const;
 };
 

@@ -105,7 +105,7 @@ void validate_options(const MpoInitOptions& o) {
 // same layout `ckptkit quantize` writes, so `ckptkit quantize --dequantize` and bitsandbytes read
 // it.
 struct QuantizedResidual {
-  std::vector<OwnedTensor> tensors;  // in bnb::nf4_specs order
+  std::vector<OwnedTensor> tensors;  // in bnb::bnb4_specs order
   std::vector<float> dequantized;    // stored orientation
 };
 
@@ -116,7 +116,7 @@ QuantizedResidual quantize_residual(const std::string& p, DType dtype, const Sha
   QuantizedResidual r;
   r.dequantized.resize(x.size());
   quant::dequantize(q, r.dequantized);
-  r.tensors = bnb::nf4_tensors(p, spec, dtype, shape, q);
+  r.tensors = bnb::bnb4_tensors(p, spec, dtype, shape, q);
   return r;
 }
 
@@ -316,8 +316,8 @@ Json run_mpo_init(const MpoInitOptions& o) {
     if (it != target_of.end()) {
       const Target& tg = targets[it->second];
       p.passthrough = false;
-      p.outputs = quantized ? bnb::nf4_specs(t.info.name, bnb::nf4_spec(o.quant_block),
-                                             t.info.dtype, t.info.shape)
+      p.outputs = quantized ? bnb::bnb4_specs(t.info.name, bnb::nf4_spec(o.quant_block),
+                                              t.info.dtype, t.info.shape)
                             : std::vector<TensorSpec>{{t.info.name, t.info.dtype, t.info.shape}};
       p.working_set = static_cast<std::uint64_t>(tg.rows * tg.cols) * sizeof(float) * 7;
     }
@@ -341,7 +341,7 @@ Json run_mpo_init(const MpoInitOptions& o) {
         skip.push_back(TargetSelector::module_name(t.info.name));
     copy_files(in.extra_files(), residual_dir, {"config.json"});
     nlohmann::json c = *in.config();
-    c["quantization_config"] = bnb::quantization_config(true, "bfloat16", true, skip);
+    c["quantization_config"] = bnb::quantization_config(true, "nf4", "bfloat16", true, skip);
     write_text_file(residual_dir / "config.json", c.dump(2) + "\n");
   } else {
     copy_files(in.extra_files(), residual_dir);

@@ -17,8 +17,6 @@ using quant::QuantSpec;
 
 namespace {
 
-constexpr std::string_view kBnbNf4State = bnb::kNf4StateSuffix;
-constexpr std::string_view kBnbFp4State = ".quant_state.bitsandbytes__fp4";
 constexpr std::string_view kCkState = ".quant_state.ckptkit";
 constexpr std::size_t kFloatReprMax = 24;  // longest Python repr of a double
 
@@ -105,16 +103,17 @@ nlohmann::json state_of(const Checkpoint& in, const QuantizedGroup& g, const std
   return parse_state(need(in, g.companions.back(), g.weight, DType::U8, std::nullopt), where);
 }
 
-/// The bnb 4-bit state's spec, original dtype and shape (nf4 only).
+/// The bnb 4-bit state's spec, original dtype and shape (nf4 or fp4).
 void read_bnb4_state(const nlohmann::json& st, const std::string& where, QuantizedTensor& q,
                      DType& orig, Shape& shape) {
-  if (st.value("quant_type", "") != "nf4")
-    fail(ErrorKind::Unsupported, where + "quant_type is not nf4");
+  const std::string type = st.value("quant_type", "");
+  if (type != "nf4" && type != "fp4")
+    fail(ErrorKind::Unsupported, where + "quant_type '" + type + "' is not nf4 or fp4");
   const auto od = bnb::dtype_from_torch_name(st.value("dtype", ""));
   if (!od) fail(ErrorKind::Format, where + "unknown dtype in quant_state");
   orig = *od;
   shape = st.at("shape").get<Shape>();
-  q.spec.scheme = quant::Scheme::parse("nf4");
+  q.spec.scheme = quant::Scheme::parse(type);
   q.spec.block = st.at("blocksize").get<int>();
   q.numel = numel(shape);
   q.spec.dq = st.contains("nested_blocksize") ? DoubleQuant::Bnb : DoubleQuant::None;
@@ -193,8 +192,8 @@ void load_ck_tensors(const Checkpoint& in, const std::string& P, QuantizedTensor
 
 std::string quant_layout_name(QuantLayout layout) {
   switch (layout) {
-    case QuantLayout::BnbNf4:
-      return "bnb-nf4";
+    case QuantLayout::Bnb4bit:
+      return "bnb-4bit";
     case QuantLayout::BnbInt8:
       return "bnb-int8";
     case QuantLayout::Ckptkit:
@@ -208,12 +207,12 @@ std::string quant_dq_name(quant::DoubleQuant dq) {
 }
 
 bool bnb_can_store(const quant::QuantSpec& spec) {
-  return spec.scheme.family == quant::Family::NF && spec.scheme.bits == 4 &&
+  return spec.scheme.family != quant::Family::INT && spec.scheme.bits == 4 &&
          spec.dq != DoubleQuant::Lq && spec.block >= 32;
 }
 
 QuantLayout default_quant_layout(const quant::QuantSpec& spec) {
-  return bnb_can_store(spec) ? QuantLayout::BnbNf4 : QuantLayout::Ckptkit;
+  return bnb_can_store(spec) ? QuantLayout::Bnb4bit : QuantLayout::Ckptkit;
 }
 
 std::vector<TensorSpec> quantized_specs(QuantLayout layout, const quant::QuantSpec& s,
@@ -225,7 +224,7 @@ std::vector<TensorSpec> quantized_specs(QuantLayout layout, const quant::QuantSp
             {prefix + "SCB", DType::F32, {t.shape.empty() ? 1 : t.shape[0]}},
             {prefix + "weight_format", DType::U8, {}}};
   }
-  if (layout == QuantLayout::BnbNf4) return bnb::nf4_specs(P, s, t.dtype, t.shape);
+  if (layout == QuantLayout::Bnb4bit) return bnb::bnb4_specs(P, s, t.dtype, t.shape);
   const std::int64_t n = numel(t.shape);
   const std::int64_t nb = (n + s.block - 1) / s.block;
   const auto levels = static_cast<std::int64_t>(quant::scheme_levels(s.scheme).size());
@@ -251,7 +250,7 @@ std::vector<TensorSpec> quantized_specs(QuantLayout layout, const quant::QuantSp
 std::vector<OwnedTensor> quantized_tensors(QuantLayout layout, const quant::QuantSpec& spec,
                                            const TensorInfo& t, const quant::QuantizedTensor& q) {
   CKPT_ASSERT(layout != QuantLayout::BnbInt8);
-  if (layout == QuantLayout::BnbNf4) return bnb::nf4_tensors(t.name, spec, t.dtype, t.shape, q);
+  if (layout == QuantLayout::Bnb4bit) return bnb::bnb4_tensors(t.name, spec, t.dtype, t.shape, q);
   const auto plan = quantized_specs(layout, spec, t);
   std::vector<std::vector<std::byte>> data;
   data.push_back(as_bytes(q.packed));
@@ -292,15 +291,13 @@ std::vector<QuantizedGroup> quantized_groups(const Checkpoint& ckpt) {
   };
   for (const auto& t : ckpt.tensors()) {
     const std::string& n = t.info.name;
-    if (ends_with(n, kBnbFp4State))
-      fail(ErrorKind::Unsupported,
-           located(ckpt.file_of(t), n, "bitsandbytes fp4 is not supported (nf4 and int8 are)"));
-    if (ends_with(n, kBnbNf4State)) {
-      const std::string w = n.substr(0, n.size() - kBnbNf4State.size());
+    static_assert(bnb::kNf4StateSuffix.size() == bnb::kFp4StateSuffix.size());
+    if (ends_with(n, bnb::kNf4StateSuffix) || ends_with(n, bnb::kFp4StateSuffix)) {
+      const std::string w = n.substr(0, n.size() - bnb::kNf4StateSuffix.size());
       auto c =
           present({w + ".absmax", w + ".quant_map", w + ".nested_absmax", w + ".nested_quant_map"});
       c.push_back(n);
-      by_weight[w] = {QuantLayout::BnbNf4, w, std::move(c)};
+      by_weight[w] = {QuantLayout::Bnb4bit, w, std::move(c)};
     } else if (ends_with(n, kCkState)) {
       const std::string w = n.substr(0, n.size() - kCkState.size());
       auto c =
@@ -340,7 +337,7 @@ TensorSpec dequantized_spec(const Checkpoint& ckpt, const QuantizedGroup& g) {
   if (g.layout == QuantLayout::BnbInt8) return {g.weight, DType::F16, t->info.shape};
   const auto st = state_of(ckpt, g, where);
   try {
-    const auto od = g.layout == QuantLayout::BnbNf4
+    const auto od = g.layout == QuantLayout::Bnb4bit
                         ? bnb::dtype_from_torch_name(st.value("dtype", ""))
                         : parse_dtype(st.value("dtype", ""));
     if (!od) fail(ErrorKind::Format, where + "unknown dtype in quant_state");
@@ -368,8 +365,12 @@ DequantizedWeight dequantize_weight(const Checkpoint& in, const QuantizedGroup& 
     const auto st = state_of(in, g, where);
     QuantizedTensor q;
     DequantizedWeight d;
-    if (g.layout == QuantLayout::BnbNf4) {
+    if (g.layout == QuantLayout::Bnb4bit) {
       read_bnb4_state(st, where, q, d.dtype, d.shape);
+      if (!ends_with(g.companions.back(), bnb::state_suffix(q.spec)))
+        fail(ErrorKind::Format, where + "quant_type '" + q.spec.scheme.name() +
+                                    "' disagrees with the quant_state's key " +
+                                    g.companions.back());
       load_bnb4_tensors(in, P, q);
     } else {
       read_ck_state(st, where, q, d.dtype, d.shape);

@@ -15,24 +15,24 @@ namespace ckpt {
 
 /// How one quantized weight is stored.
 enum class QuantLayout {
-  BnbNf4,   ///< bitsandbytes Params4bit (nf4): W uint8 [n/2,1], absmax, quant_map, nested_*,
-            ///< quant_state
+  Bnb4bit,  ///< bitsandbytes Params4bit (nf4 or fp4): W uint8 [n/2,1], absmax, quant_map,
+            ///< nested_*, quant_state
   BnbInt8,  ///< bitsandbytes Int8Params (row-wise LLM.int8): W int8, SCB, weight_format
   Ckptkit   ///< any scheme: W packed codes + .qscales* + .codebook + .quant_state.ckptkit
 };
 
-/// "bnb-nf4", "bnb-int8", "ckptkit".
+/// "bnb-4bit", "bnb-int8", "ckptkit".
 std::string quant_layout_name(QuantLayout layout);
 
 /// "bnb", "lq", "none" (the spelling of --double-quant and of the ckptkit quant_state).
 std::string quant_dq_name(quant::DoubleQuant dq);
 
-/// True when bitsandbytes' 4-bit layout can store `spec` (nf4, block >= 32, double quant bnb or
-/// none).
+/// True when bitsandbytes' 4-bit layout can store `spec` (nf4 or fp4, block >= 32, double quant
+/// bnb or none).
 bool bnb_can_store(const quant::QuantSpec& spec);
 
-/// The layout `auto` picks for a spec: BnbNf4 when bitsandbytes can store it (nf4, block >= 32,
-/// double quant bnb or none), else Ckptkit. (Row-wise int8 is chosen explicitly, not here.)
+/// The layout `auto` picks for a spec: Bnb4bit when bitsandbytes can store it (nf4/fp4, block >=
+/// 32, double quant bnb or none), else Ckptkit. (Row-wise int8 is chosen explicitly, not here.)
 QuantLayout default_quant_layout(const quant::QuantSpec& spec);
 
 /// The tensors written in place of weight `weight` (plan order = write order). For BnbInt8 the
@@ -40,7 +40,7 @@ QuantLayout default_quant_layout(const quant::QuantSpec& spec);
 std::vector<TensorSpec> quantized_specs(QuantLayout layout, const quant::QuantSpec& spec,
                                         const TensorInfo& weight);
 
-/// Those tensors' contents for a blockwise-quantized weight (layouts BnbNf4, Ckptkit).
+/// Those tensors' contents for a blockwise-quantized weight (layouts Bnb4bit, Ckptkit).
 std::vector<OwnedTensor> quantized_tensors(QuantLayout layout, const quant::QuantSpec& spec,
                                            const TensorInfo& weight,
                                            const quant::QuantizedTensor& q);
@@ -51,13 +51,12 @@ std::vector<OwnedTensor> quantized_tensors_int8(const TensorInfo& weight,
 
 /// One quantized weight found in a checkpoint: its main tensor and its companions.
 struct QuantizedGroup {
-  QuantLayout layout = QuantLayout::BnbNf4;
+  QuantLayout layout = QuantLayout::Bnb4bit;
   std::string weight;                   ///< the main tensor's name, e.g. "model.x.weight"
   std::vector<std::string> companions;  ///< every other tensor that belongs to it
 };
 
-/// Every quantized weight in `ckpt`, in the checkpoint's tensor order. Error(Unsupported) naming
-/// the tensor for layouts ckptkit does not read (bitsandbytes fp4).
+/// Every quantized weight in `ckpt`, in the checkpoint's tensor order.
 std::vector<QuantizedGroup> quantized_groups(const Checkpoint& ckpt);
 
 /// True when `ckpt` holds at least one quantized weight.

@@ -35,7 +35,7 @@ bool ends_with(const std::string& s, std::string_view suffix) {
 using Layout = QuantLayout;
 
 struct Resolved {
-  Layout layout = Layout::BnbNf4;
+  Layout layout = Layout::Bnb4bit;
   QuantSpec spec;
 };
 
@@ -72,16 +72,16 @@ Resolved resolve(const QuantizeOptions& o) {
   const bool bnb_ok = bnb_can_store(r.spec);
   if (o.layout == "bnb" && !bnb_ok)
     fail(ErrorKind::Usage,
-         "--layout bnb: bitsandbytes stores nf4 (block >= 32, double quant bnb or none) and "
-         "row-wise int8 only");
+         "--layout bnb: bitsandbytes stores nf4 and fp4 (block >= 32, double quant bnb or none) "
+         "and row-wise int8 only");
   r.layout = o.layout == "ckptkit" ? Layout::Ckptkit : default_quant_layout(r.spec);
   return r;
 }
 
 nlohmann::json bnb_quantization_config(const Resolved& r, const QuantizeOptions& o,
                                        const std::vector<std::string>& skip) {
-  return bnb::quantization_config(r.layout == Layout::BnbNf4, o.compute_dtype,
-                                  r.spec.dq == DoubleQuant::Bnb, skip);
+  return bnb::quantization_config(r.layout == Layout::Bnb4bit, r.spec.scheme.name(),
+                                  o.compute_dtype, r.spec.dq == DoubleQuant::Bnb, skip);
 }
 
 void reject_quantized_input(const Checkpoint& in) {

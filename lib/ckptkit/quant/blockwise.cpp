@@ -214,7 +214,8 @@ struct Bf16Source {
 }  // namespace
 
 std::string Scheme::name() const {
-  return (family == Family::NF ? "nf" : "int") + std::to_string(bits);
+  const char* prefix = family == Family::NF ? "nf" : family == Family::FP ? "fp" : "int";
+  return prefix + std::to_string(bits);
 }
 
 Scheme Scheme::parse(const std::string& text) {
@@ -226,9 +227,11 @@ Scheme Scheme::parse(const std::string& text) {
   } else if (text.rfind("int", 0) == 0) {
     s.family = Family::INT;
     digits = text.substr(3);
+  } else if (text == "fp4") {
+    return {Family::FP, 4};
   } else {
     fail(ErrorKind::Usage,
-         "--scheme: unknown scheme '" + text + "' (nf4, nf3, nf2, int8, int4, lossless)");
+         "--scheme: unknown scheme '" + text + "' (nf4, nf3, nf2, int8, int4, fp4, lossless)");
   }
   if (digits.size() != 1 || digits[0] < '2' || digits[0] > '8')
     fail(ErrorKind::Usage, "--scheme: '" + text + "' needs a width of 2..8 bits (e.g. nf4, int8)");
@@ -257,6 +260,7 @@ void QuantSpec::validate() const {
 }
 
 std::vector<float> scheme_levels(const Scheme& s) {
+  if (s.family == Family::FP) return {fp4_table().begin(), fp4_table().end()};
   if (s.family == Family::NF) {
     if (s.bits == 4) return {nf4_table().begin(), nf4_table().end()};
     return normal_float_levels(s.bits);
@@ -305,7 +309,8 @@ QuantizedTensor quantize_source(const Source& x, const QuantSpec& spec, ErrorSta
   q.spec = spec;
   q.numel = x.size();
   q.codebook = scheme_levels(spec.scheme);
-  const Codebook cb(q.codebook);
+  const bool fp4 = spec.scheme.family == Family::FP;  // sign-magnitude codes, not a sorted book
+  const Codebook cb = fp4 ? Codebook() : Codebook(q.codebook);
   const int bits = spec.scheme.bits;
   const std::int64_t B = spec.block, n = q.numel, nb = q.blocks();
 
@@ -383,8 +388,12 @@ QuantizedTensor quantize_source(const Source& x, const QuantSpec& spec, ErrorSta
   for (std::int64_t b = 0; b < nb; ++b) {
     const std::int64_t cnt = std::min(B, n - b * B);
     const float* xb = x.block(b * B, cnt, scratch.data());
-    encode_block(cb, xb, cnt, code_scale[static_cast<std::size_t>(b)], codes.data(),
-                 err ? y.data() : nullptr);
+    const float scale = code_scale[static_cast<std::size_t>(b)];
+    if (fp4)  // bnb's scale 0 gives 0 * inf = NaN, which its tree codes as 0 (+0.0), as here
+      encode_fp4(xb, static_cast<std::size_t>(cnt), scale == 0.0f ? 0.0f : 1.0f / scale,
+                 codes.data(), err ? y.data() : nullptr);
+    else
+      encode_block(cb, xb, cnt, scale, codes.data(), err ? y.data() : nullptr);
     pack_into(codes.data(), cnt, bits, q.packed.data() + b * B * bits / 8);
     if (err) {
       // Same float32 product as dequantize() (level * scale); the error itself in double, as

@@ -20,10 +20,11 @@
 
 namespace ckpt::quant {
 
-enum class Family { NF, INT };
+enum class Family { NF, INT, FP };
 enum class DoubleQuant { None, Bnb, Lq };
 
-/// A codebook family and its width: nf4, nf3, nf2 (nf2..nf8), int8, int4 (int2..int8).
+/// A codebook family and its width: nf4, nf3, nf2 (nf2..nf8), int8, int4 (int2..int8), and
+/// bitsandbytes' fp4 (4 bits only).
 struct Scheme {
   Family family = Family::NF;
   int bits = 4;
@@ -44,7 +45,8 @@ struct QuantSpec {
   void validate() const;
 };
 
-/// The sorted levels of a scheme (NF4 = bitsandbytes' table exactly).
+/// The levels of a scheme, index = code: sorted for NF and INT (NF4 = bitsandbytes' table
+/// exactly), bitsandbytes' sign-magnitude order for FP4.
 std::vector<float> scheme_levels(const Scheme& s);
 
 /// A quantized tensor in memory (layout-independent).

@@ -26,6 +26,19 @@ constexpr std::array<float, 16> kNf4 = {-1.0f,
                                         0.7229568362236023f,
                                         1.0f};
 
+// get_4bit_type("fp4")'s [0, 0.0625, 8, 12, 4, 6, 2, 3, -0, ...] / 12 in float32: the same floats
+// as the literals of dDequantizeFP4Tree (5.208333333e-03f, 0.66666667f, ...); a test checks both.
+constexpr std::array<float, 16> kFp4 = {
+    0.0f,          0.0625f / 12.0f, 8.0f / 12.0f,  12.0f / 12.0f,    4.0f / 12.0f,  6.0f / 12.0f,
+    2.0f / 12.0f,  3.0f / 12.0f,    -0.0f,         -0.0625f / 12.0f, -8.0f / 12.0f, -12.0f / 12.0f,
+    -4.0f / 12.0f, -6.0f / 12.0f,   -2.0f / 12.0f, -3.0f / 12.0f};
+
+// dQuantizeFP4's thresholds in ascending order and the magnitude pattern of each rank.
+constexpr std::array<float, 7> kFp4Thresholds = {0.00260417f, 0.0859375f, 0.20833333f, 0.29166667f,
+                                                 0.4166667f,  0.583333f,  0.8333333f};
+constexpr std::array<std::uint8_t, 8> kFp4CodeOfRank = {0b000, 0b001, 0b110, 0b111,
+                                                        0b100, 0b101, 0b010, 0b011};
+
 // torch.linspace(start, end, steps) for float32 on CPU: step in float, values from the start
 // below halfway and from the end above it. The kernel evaluates pairs of 8-lane vectors as
 // base + lane*step while two whole vectors remain, then the scalar formula for the tail; this
@@ -68,6 +81,24 @@ void check_bits(int bits, int lo, int hi, const char* what) {
 
 std::span<const float, 16> nf4_table() {
   return std::span<const float, 16>(kNf4);
+}
+
+std::span<const float, 16> fp4_table() {
+  return std::span<const float, 16>(kFp4);
+}
+
+void encode_fp4(const float* x, std::size_t n, float inv, std::uint8_t* codes, float* levels) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const float v = x[i] * inv;
+    const float a = std::fabs(v);
+    int rank = 0;
+    for (const float t : kFp4Thresholds)
+      rank += a > t ? 1 : 0;
+    const auto code =
+        static_cast<std::uint8_t>(kFp4CodeOfRank[static_cast<std::size_t>(rank)] | (v < 0 ? 8 : 0));
+    codes[i] = code;
+    if (levels) levels[i] = kFp4[code];
+  }
 }
 
 double normal_cdf(double x) {

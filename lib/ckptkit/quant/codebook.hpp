@@ -15,6 +15,17 @@ namespace ckpt::quant {
 /// bitsandbytes' NF4 table (functional.py get_4bit_type("nf4")), index = code, bit for bit.
 std::span<const float, 16> nf4_table();
 
+/// bitsandbytes' FP4 table (get_4bit_type("fp4"): the E2M1-like values 0, 0.0625, 8, 12, 4, 6, 2, 3
+/// and their negatives over 12), index = code, as the dequantization kernel writes them. Not
+/// sorted: bit 3 is the sign, bits 0..2 the magnitude's pattern.
+std::span<const float, 16> fp4_table();
+
+/// Codes of bitsandbytes' FP4 quantizer (dQuantizeFP4 in csrc/kernels.cu) for already normalized
+/// values: the sign bit from x < 0, the magnitude against the kernel's own seven thresholds (its
+/// literals, which differ from the float midpoints in the last digits); ties go to the smaller
+/// magnitude on both sides. With `levels`, also fp4_table()[code] of each value.
+void encode_fp4(const float* x, std::size_t n, float inv, std::uint8_t* codes, float* levels);
+
 /// Standard normal CDF and its inverse (Acklam's rational approximation refined by one Halley
 /// step on erfc, accurate to ~1e-15 relative in (0, 1)).
 double normal_cdf(double x);
