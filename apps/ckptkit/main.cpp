@@ -8,6 +8,7 @@
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/interrupt.hpp"
+#include "ckptkit/linalg/blas_threads.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 
@@ -32,6 +33,7 @@ void tune_allocator() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ckpt::quiet_blas_threads();
   tune_allocator();
   ckpt::install_interrupt_handlers();
   auto& args = ckpt::cli::argv_store();

@@ -5,16 +5,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <mutex>
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/rng.hpp"
+#include "ckptkit/linalg/blas_threads.hpp"
 
 #ifdef CKPTKIT_HAVE_LAPACKE
 #include <lapacke.h>
-// OpenBLAS's own thread pool would fight TBB (perf-baselines §5): run it single-threaded. Weak, so
-// a LAPACK without this symbol still links.
-extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 #endif
 
 namespace ckpt {
@@ -30,15 +27,6 @@ void check_shape(std::span<const float> w, std::int64_t m, std::int64_t n) {
   CKPT_ASSERT(m > 0 && n > 0);
   CKPT_ASSERT(static_cast<std::int64_t>(w.size()) == m * n);
 }
-
-#ifdef CKPTKIT_HAVE_LAPACKE
-void blas_single_threaded() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    if (openblas_set_num_threads) openblas_set_num_threads(1);
-  });
-}
-#endif
 
 // Rows per block of a big product. Fixed (a function of nothing but this constant), so the
 // blocks, and therefore every rounding, are the same whatever the thread count.

@@ -2,17 +2,14 @@
 
 #include <Eigen/Dense>
 #include <algorithm>
-#include <mutex>
 #include <string>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/linalg/blas_threads.hpp"
 
 #ifdef CKPTKIT_HAVE_LAPACKE
 #include <cblas.h>
 #include <lapacke.h>
-// OpenBLAS's own thread pool would fight TBB (perf-baselines §5) and could change the order of
-// sums with the thread count: run it single-threaded. Weak, so a BLAS without it still links.
-extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 #endif
 
 namespace ckpt {
@@ -21,15 +18,6 @@ namespace {
 
 using MatD = Eigen::MatrixXd;
 using RowMatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-#ifdef CKPTKIT_HAVE_LAPACKE
-void blas_single_threaded() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    if (openblas_set_num_threads) openblas_set_num_threads(1);
-  });
-}
-#endif
 
 void check_square(const SymMatrix& g) {
   CKPT_ASSERT(g.k >= 0);

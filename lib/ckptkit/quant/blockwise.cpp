@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/quant/nf4_kernel.hpp"
 
 namespace ckpt::quant {
 namespace {
@@ -172,9 +174,8 @@ struct F32Source {
 };
 
 // bf16 read in place (no float32 copy of the tensor): |x| ordered as its 15 low bits, so the
-// block absmax is an integer max; exponent bits all set = Inf/NaN. Blocks are copied into an
-// aligned buffer first (the mapped bytes need not be 2-aligned), which also lets the loops
-// vectorize.
+// block absmax is an integer max; exponent bits all set = Inf/NaN. The mapped bytes need not be
+// 2-aligned: values are read with memcpy, which compiles to unaligned vector loads.
 struct Bf16Source {
   static constexpr bool kAbsmaxSeesNonFinite = true;  // the integer max keeps Inf/NaN bits
   std::span<const std::byte> bytes;
@@ -200,8 +201,15 @@ struct Bf16Source {
         if ((h[i] & 0x7FFF) >= 0x7F80) fail_non_finite(i0 + i, (h[i] & 0x7FFF) > 0x7F80);
     }
   }
-  float absmax(std::int64_t i0, std::int64_t n) const {
-    return bf16_to_f32(max_magnitude(load(i0, n), n));
+  float absmax(std::int64_t i0, std::int64_t n) const {  // straight from the mapped bytes
+    const std::byte* p = bytes.data() + 2 * i0;
+    std::uint16_t m = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      std::uint16_t h;
+      std::memcpy(&h, p + 2 * i, 2);
+      m = std::max<std::uint16_t>(m, h & 0x7FFF);
+    }
+    return bf16_to_f32(m);
   }
   const float* block(std::int64_t i0, std::int64_t n, float* scratch) const {
     decode_to_f32(DType::BF16,
@@ -384,35 +392,32 @@ QuantizedTensor quantize_source(const Source& x, const QuantSpec& spec, ErrorSta
   std::vector<float> y(static_cast<std::size_t>(B));        // the block's levels (err)
   std::vector<float> recon;
   if (err) recon = spec.dq == DoubleQuant::None ? q.absmax : q.block_scales();
-  double se = 0, sx = 0, mx = 0;
+  // NF4 and any other sorted 16-level book: codes, packing and errors in one fused pass.
+  const bool fused = !fp4 && bits == 4 && cb.size() == 16;
+  const std::optional<Book16> book =
+      fused ? std::optional<Book16>(std::in_place, cb.levels(), cb.midpoints()) : std::nullopt;
+  // Error sums over the whole tensor in 16 lanes (blocks are multiples of 16 long, so element i
+  // lands in lane i % 16), folded once in a fixed order: deterministic for any threads.
+  LaneSums sums;
   for (std::int64_t b = 0; b < nb; ++b) {
     const std::int64_t cnt = std::min(B, n - b * B);
     const float* xb = x.block(b * B, cnt, scratch.data());
     const float scale = code_scale[static_cast<std::size_t>(b)];
-    if (fp4)  // bnb's scale 0 gives 0 * inf = NaN, which its tree codes as 0 (+0.0), as here
-      encode_fp4(xb, static_cast<std::size_t>(cnt), scale == 0.0f ? 0.0f : 1.0f / scale,
-                 codes.data(), err ? y.data() : nullptr);
-    else
-      encode_block(cb, xb, cnt, scale, codes.data(), err ? y.data() : nullptr);
-    pack_into(codes.data(), cnt, bits, q.packed.data() + b * B * bits / 8);
-    if (err) {
-      // Same float32 product as dequantize() (level * scale); the error itself in double, as
-      // error_stats(). The simd reductions use a fixed lane order: deterministic for any threads.
-      const float s = recon[static_cast<std::size_t>(b)];
-      const float* yl = y.data();
-      double bse = 0, bsx = 0, bmx = 0;
-#pragma omp simd reduction(+ : bse, bsx) reduction(max : bmx)
-      for (std::int64_t i = 0; i < cnt; ++i) {
-        const double xv = xb[i], e = xv - double(yl[i] * s);
-        bse += e * e;
-        bsx += xv * xv;
-        bmx = std::max(bmx, std::fabs(e));
-      }
-      se += bse;
-      sx += bsx;
-      mx = std::max(mx, bmx);
+    const float s = err ? recon[static_cast<std::size_t>(b)] : 0.0f;  // what dequantize() uses
+    std::uint8_t* out = q.packed.data() + b * B * bits / 8;
+    if (fused && scale != 0.0f) {
+      encode_pack_nf4(*book, xb, cnt, 1.0f / scale, s, out, err ? &sums : nullptr);
+    } else {
+      if (fp4)  // bnb's scale 0 gives 0 * inf = NaN, which its tree codes as 0 (+0.0), as here
+        encode_fp4(xb, static_cast<std::size_t>(cnt), scale == 0.0f ? 0.0f : 1.0f / scale,
+                   codes.data(), err ? y.data() : nullptr);
+      else
+        encode_block(cb, xb, cnt, scale, codes.data(), err ? y.data() : nullptr);
+      pack_into(codes.data(), cnt, bits, out);
+      if (err) sums.add(xb, y.data(), s, cnt);
     }
   }
+  const double se = sums.sum_se(), sx = sums.sum_sx(), mx = sums.max_abs;
   if (err) {
     err->mse = n ? se / static_cast<double>(n) : 0;
     err->rel_fro = sx > 0 ? std::sqrt(se / sx) : (se > 0 ? INFINITY : 0);
