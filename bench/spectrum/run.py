@@ -3,7 +3,7 @@
 checkpoint(s), same matrices and metrics. Runs each command REPS times (after one warm-up), prints
 a Markdown table of median wall time, median CPU time (user+sys of the child) and the ratio.
 
-  bench/spectrum/run.py CKPTKIT_BIN BASE [FT] [--reps 5]
+  bench/spectrum/run.py CKPTKIT_BIN BASE [FT] [--reps 5] [--one-thread]
 """
 import argparse, json, os, resource, statistics, subprocess, sys, tempfile, time
 
@@ -11,6 +11,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def timed(cmd, env=None):
+    env = {**os.environ, **(env or {})}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -25,12 +26,12 @@ def timed(cmd, env=None):
 def bench_all(cmds, reps):
     """Runs every command once per round (interleaved, so that a change of machine load hits all
     tools alike), after one warm-up round. Returns {name: {wall, cpu, walls}} with medians."""
-    for _, cmd in cmds:
-        timed(cmd)
-    res = {name: {"walls": [], "cpus": []} for name, _ in cmds}
+    for _, cmd, env in cmds:
+        timed(cmd, env)
+    res = {name: {"walls": [], "cpus": []} for name, _, _ in cmds}
     for _ in range(reps):
-        for name, cmd in cmds:
-            w, c = timed(cmd)
+        for name, cmd, env in cmds:
+            w, c = timed(cmd, env)
             res[name]["walls"].append(w)
             res[name]["cpus"].append(c)
     return {n: {"name": n, "wall": statistics.median(r["walls"]), "cpu": statistics.median(r["cpus"]),
@@ -43,24 +44,28 @@ def main():
     ap.add_argument("base")
     ap.add_argument("ft", nargs="?")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--one-thread", action="store_true",
+                    help="like for like: ckptkit --threads 1, numpy with OPENBLAS/OMP_NUM_THREADS=1")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-spectrum-")
     peer = [sys.executable, os.path.join(HERE, "peer_numpy.py")]
+    ours = ["--threads", "1"] if a.one_thread else []
+    one = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"} if a.one_thread else {}
     rows = []
-    cmds = [("ckptkit analyze-spectrum", [a.bin, "analyze-spectrum", a.base, "-o", f"{tmp}/o", "--force", "-q"]),
-            ("numpy svd f64 + metrics", peer + [a.base]),
-            ("numpy svd f32 + metrics", peer + [a.base, "--dtype", "f32"])]
+    cmds = [("ckptkit analyze-spectrum", [a.bin, "analyze-spectrum", a.base, "-o", f"{tmp}/o", "--force", "-q", *ours], {}),
+            ("numpy svd f64 + metrics", peer + [a.base], one),
+            ("numpy svd f32 + metrics", peer + [a.base, "--dtype", "f32"], one)]
     r = bench_all(cmds, a.reps)
     rows.append(("spectrum", r[cmds[0][0]], [r[cmds[1][0]], r[cmds[2][0]]]))
     if a.ft:
         cmds = [("ckptkit analyze-spectrum --compare",
-                 [a.bin, "analyze-spectrum", a.base, "--compare", a.ft, "-o", f"{tmp}/c", "--force", "-q"]),
-                ("numpy full svd f64 + drift", peer + [a.base, "--compare", a.ft]),
-                ("numpy full svd f32 + drift", peer + [a.base, "--compare", a.ft, "--dtype", "f32"])]
+                 [a.bin, "analyze-spectrum", a.base, "--compare", a.ft, "-o", f"{tmp}/c", "--force", "-q", *ours], {}),
+                ("numpy full svd f64 + drift", peer + [a.base, "--compare", a.ft], one),
+                ("numpy full svd f32 + drift", peer + [a.base, "--compare", a.ft, "--dtype", "f32"], one)]
         r = bench_all(cmds, a.reps)
         rows.append(("compare", r[cmds[0][0]], [r[cmds[1][0]], r[cmds[2][0]]]))
     load = os.getloadavg()
-    print(f"reps {a.reps} (+1 warm-up), {os.cpu_count()} cores, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n")
+    print(f"{'one thread each' if a.one_thread else 'default threads'}, reps {a.reps} (+1 warm-up), {os.cpu_count()} cores, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n")
     print("| mode | tool | median wall s | median CPU s | wall ratio (peer / ckptkit) | CPU ratio |")
     print("|---|---|---:|---:|---:|---:|")
     for mode, ck, peers in rows:
