@@ -143,7 +143,8 @@ TEST_CASE("N partial streams stitch into the single stream's files, byte for byt
                                          std::vector<std::string>{"ckptkit", "test"});
     stream_checkpoint(job, part, w, e, "test");
     parts.push_back(part);
-    for (const auto& t : Checkpoint::open(part).tensors())
+    const Checkpoint written = Checkpoint::open(part);  // alive for the whole loop
+    for (const auto& t : written.tensors())
       owners[t.info.name] += 1;
   }
   CHECK(owners.size() == in.tensors().size());  // every tensor in some part

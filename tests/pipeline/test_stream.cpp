@@ -101,7 +101,8 @@ TEST_CASE("computed tensors: plan order, cast values, errors name the tensor", "
   };
   fs::create_directories(dir / "bad");
   try {
-    stream_checkpoint(job, dir / "bad", {}, {2, 0, false}, "test");
+    stream_checkpoint(job, dir / "bad", {}, {.threads = 2, .progress = false, .shard = nullptr},
+                      "test");
     FAIL("no error");
   } catch (const Error& e) {
     const std::string msg = e.what();

@@ -55,8 +55,11 @@ TEST_CASE("markdown table escapes pipes and right-aligns numbers") {
 TEST_CASE("html page is self-contained and escapes text") {
   HtmlPage page("Report <1>");
   page.section("S & T").paragraph("x < y").table(Json::array({{{"k", "<b>"}, {"n", 2.5}}}));
-  page.svg(svg::bar_chart({.title = "t", .categories = {"a"}, .series = {{"s", {1.0}, ""}}}),
-           "cap");
+  svg::BarChart chart;
+  chart.title = "t";
+  chart.categories = {"a"};
+  chart.series = {{"s", {1.0}, ""}};
+  page.svg(svg::bar_chart(chart), "cap");
   const std::string html = page.str();
   CHECK(html.find("<title>Report &lt;1&gt;</title>") != std::string::npos);
   CHECK(html.find("S &amp; T") != std::string::npos);
@@ -85,8 +88,9 @@ TEST_CASE("svg line plot: balanced markup, log ticks are decades, legend entries
   std::vector<double> x, y;
   for (int i = 1; i <= 1000; ++i)
     x.push_back(i), y.push_back(1000.0 / i);
-  p.series.push_back({"a & b", x, y});
-  p.series.push_back({"zero/neg skipped", {1, 2, 3}, {0.0, -1.0, 5.0}});
+  p.series.push_back({.label = "a & b", .x = x, .y = y, .color = ""});
+  p.series.push_back(
+      {.label = "zero/neg skipped", .x = {1, 2, 3}, .y = {0.0, -1.0, 5.0}, .color = ""});
   const std::string s = svg::line_plot(p);
   CHECK(s.rfind("<svg", 0) == 0);
   CHECK(count(s, "<svg") == count(s, "</svg>"));

@@ -67,9 +67,7 @@ void encode_block(const Codebook& cb, const float* x, std::int64_t n, float scal
   }
   const float inv = 1.0f / scale;
   const float* mids = cb.midpoints().data();
-  switch (cb.size()) {
-    case 16:
-      return encode_small<15>(x, n, inv, mids, lv, codes, out_levels);
+  switch (cb.size()) {  // 16 levels (NF4) take the fused kernel of nf4_kernel.hpp instead
     case 15:
       return encode_small<14>(x, n, inv, mids, lv, codes, out_levels);
     case 8:
