@@ -22,7 +22,8 @@ void setup_lq_decompose(CLI::App& app, Run& run) {
   cmd->add_option("checkpoint", f->o.input, "Input checkpoint")->required();
   cmd->add_option("--rank,-r", f->o.rank, "Rank of L1 L2 (default 64; 0: plain quantization)");
   cmd->add_option("--alpha", f->alpha, "lora_alpha of the adapter (default 16; s = alpha/r)");
-  cmd->add_option("--scheme", f->o.scheme, "Quantizer of Q: nf2..nf8, int2..int8 (default nf4)");
+  cmd->add_option("--scheme", f->o.scheme,
+                  "Quantizer of Q: nf2..nf8, int2..int8, fp4 (default nf4)");
   cmd->add_option("--block", f->o.block, "Block size B0 (default 64)");
   cmd->add_option("--double-quant", f->o.double_quant,
                   "Block scales: lq (LQ-LoRA b0-bit codes, default), bnb (QLoRA), none")
