@@ -71,11 +71,18 @@ void encode_pack_nf4_portable(const Book16& book, const float* x, std::int64_t n
 }
 
 #ifdef CKPT_NF4_AVX512
+// GCC 12 reports its own `__m512 __Y = __Y` idiom (_mm512_undefined_*) as maybe-uninitialized
+// when the intrinsics are used under a target attribute rather than -mavx512f.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 namespace {
 
 // 16 values per step: the count of midpoints below v by a 4-step binary search through a
 // register (mids[c + step - 1] < v, so the same count as the portable loop); the levels by the
-// same permute; two codes per byte through 16-bit lanes.
+// same permute; two codes per byte through 16-bit lanes. AVX-512F only (no DQ/BW), so the
+// target attribute alone makes it compile on any x86-64 build.
 __attribute__((target("avx512f"))) void encode_pack_nf4_avx512(const Book16& book, const float* x,
                                                                std::int64_t n, float inv, float s,
                                                                std::uint8_t* out, LaneSums* err) {
@@ -85,7 +92,6 @@ __attribute__((target("avx512f"))) void encode_pack_nf4_avx512(const Book16& boo
                 three = _mm512_set1_epi32(3), four = _mm512_set1_epi32(4),
                 seven = _mm512_set1_epi32(7), eight = _mm512_set1_epi32(8);
   const __m128i low_byte = _mm_set1_epi16(0x00FF);
-  const __m512d sign = _mm512_set1_pd(-0.0);
   __m512d se_lo = _mm512_setzero_pd(), se_hi = se_lo, sx_lo = se_lo, sx_hi = se_lo, mx = se_lo;
   if (err) {
     se_lo = _mm512_loadu_pd(err->se), se_hi = _mm512_loadu_pd(err->se + 8);
@@ -122,8 +128,7 @@ __attribute__((target("avx512f"))) void encode_pack_nf4_avx512(const Book16& boo
       se_hi = _mm512_fmadd_pd(e_hi, e_hi, se_hi);
       sx_lo = _mm512_fmadd_pd(x_lo, x_lo, sx_lo);
       sx_hi = _mm512_fmadd_pd(x_hi, x_hi, sx_hi);
-      mx = _mm512_max_pd(mx,
-                         _mm512_max_pd(_mm512_andnot_pd(sign, e_lo), _mm512_andnot_pd(sign, e_hi)));
+      mx = _mm512_max_pd(mx, _mm512_max_pd(_mm512_abs_pd(e_lo), _mm512_abs_pd(e_hi)));
     }
   }
   if (err) {
@@ -136,6 +141,9 @@ __attribute__((target("avx512f"))) void encode_pack_nf4_avx512(const Book16& boo
 }
 
 }  // namespace
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 bool nf4_kernel_is_avx512() {
