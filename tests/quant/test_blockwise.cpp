@@ -63,7 +63,7 @@ std::vector<float> golden_block(const char* scheme, const std::vector<float>& x,
   const auto q = quantize(x, spec_of(scheme, 16, DoubleQuant::None));
   REQUIRE(q.absmax.size() == 1);
   CHECK(q.absmax[0] == absmax);
-  CHECK(q.packed == packed);
+  CHECK(std::vector<std::uint8_t>(q.packed_u8(), q.packed_u8() + q.packed.size()) == packed);
   std::vector<float> y(x.size());
   dequantize(q, y);
   return y;
@@ -281,8 +281,9 @@ TEST_CASE("error measured while quantizing equals the error of dequantize()", "[
       dequantize(q, y);
       const auto ref = error_stats(x, y);
       INFO(scheme << " dq " << int(dq) << ": fused " << fused.rel_fro << " vs " << ref.rel_fro);
-      CHECK(fused.rel_fro == Approx(ref.rel_fro).epsilon(1e-12));
-      CHECK(fused.max_abs == ref.max_abs);
+      // The fused pass sums each block in float (LaneSums), and rounds x - y·s to float.
+      CHECK(fused.rel_fro == Approx(ref.rel_fro).epsilon(1e-6));
+      CHECK(fused.max_abs == Approx(ref.max_abs).epsilon(1.2e-7));
     }
   }
 }

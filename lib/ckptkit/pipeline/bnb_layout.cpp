@@ -90,12 +90,11 @@ std::vector<TensorSpec> bnb4_specs(const std::string& name, const quant::QuantSp
 }
 
 std::vector<OwnedTensor> bnb4_tensors(const std::string& name, const quant::QuantSpec& spec,
-                                      DType dtype, const Shape& shape,
-                                      const quant::QuantizedTensor& q) {
+                                      DType dtype, const Shape& shape, quant::QuantizedTensor q) {
   const auto plan = bnb4_specs(name, spec, dtype, shape);
   const bool dq = spec.dq == quant::DoubleQuant::Bnb;
   std::vector<std::vector<std::byte>> data;
-  data.push_back(as_bytes(q.packed));
+  data.push_back(std::move(q.packed));
   data.push_back(dq ? as_bytes(q.scale_codes) : as_bytes(q.absmax));
   data.push_back(as_bytes(q.codebook));
   if (dq) {

@@ -47,10 +47,10 @@ std::string bnb4_state_json(const quant::QuantSpec& spec, DType dtype, const Sha
 std::vector<TensorSpec> bnb4_specs(const std::string& name, const quant::QuantSpec& spec,
                                    DType dtype, const Shape& shape);
 
-/// The bytes of bnb4_specs(name, spec, dtype, shape) for the quantized weight `q`.
+/// The bytes of bnb4_specs(name, spec, dtype, shape) for the quantized weight `q` (its packed
+/// codes move into the first tensor).
 std::vector<OwnedTensor> bnb4_tensors(const std::string& name, const quant::QuantSpec& spec,
-                                      DType dtype, const Shape& shape,
-                                      const quant::QuantizedTensor& q);
+                                      DType dtype, const Shape& shape, quant::QuantizedTensor q);
 
 /// transformers' BitsAndBytesConfig.to_dict(): 4-bit `quant_type` ("nf4" or "fp4"; with
 /// `compute_dtype`, double quant or not) or LLM.int8 when !four_bit. `skip`: linear modules left

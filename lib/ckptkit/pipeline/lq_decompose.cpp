@@ -469,7 +469,7 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
     const Target& tg = targets[target_of.at(t.info.name)];
     auto [done, r] = work(tg, v);
     TensorResult res;
-    res.outputs = quantized_tensors(tg.layout, tg.spec, t.info, r.q);
+    res.outputs = quantized_tensors(tg.layout, tg.spec, t.info, std::move(r.q));
     auto d = std::make_shared<Done>(std::move(done));
     res.on_commit = [d, &collect] { collect(*d); };
     return res;

@@ -112,11 +112,11 @@ struct QuantizedResidual {
 QuantizedResidual quantize_residual(const std::string& p, DType dtype, const Shape& shape,
                                     const std::vector<float>& x, int block) {
   const quant::QuantSpec spec = bnb::nf4_spec(block);
-  const quant::QuantizedTensor q = quant::quantize(x, spec);
+  quant::QuantizedTensor q = quant::quantize(x, spec);
   QuantizedResidual r;
   r.dequantized.resize(x.size());
   quant::dequantize(q, r.dequantized);
-  r.tensors = bnb::bnb4_tensors(p, spec, dtype, shape, q);
+  r.tensors = bnb::bnb4_tensors(p, spec, dtype, shape, std::move(q));
   return r;
 }
 

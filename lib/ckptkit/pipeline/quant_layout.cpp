@@ -151,7 +151,7 @@ void read_ck_state(const nlohmann::json& st, const std::string& where, Quantized
 
 void load_bnb4_tensors(const Checkpoint& in, const std::string& P, QuantizedTensor& q) {
   const std::int64_t nb = q.blocks();
-  q.packed = vec_of<std::uint8_t>(need(in, P, P, DType::U8, (q.numel + 1) / 2));
+  q.packed = vec_of<std::byte>(need(in, P, P, DType::U8, (q.numel + 1) / 2));
   q.codebook = vec_of<float>(need(in, P + ".quant_map", P, DType::F32, 16));
   if (q.spec.dq == DoubleQuant::Bnb) {
     q.scale_codes = vec_of<std::uint8_t>(need(in, P + ".absmax", P, DType::U8, nb));
@@ -166,8 +166,7 @@ void load_bnb4_tensors(const Checkpoint& in, const std::string& P, QuantizedTens
 void load_ck_tensors(const Checkpoint& in, const std::string& P, QuantizedTensor& q) {
   const std::int64_t nb = q.blocks();
   const auto levels = static_cast<std::int64_t>(quant::scheme_levels(q.spec.scheme).size());
-  q.packed =
-      vec_of<std::uint8_t>(need(in, P, P, DType::U8, (q.numel * q.spec.scheme.bits + 7) / 8));
+  q.packed = vec_of<std::byte>(need(in, P, P, DType::U8, (q.numel * q.spec.scheme.bits + 7) / 8));
   q.codebook = vec_of<float>(need(in, P + ".codebook", P, DType::F32, levels));
   if (q.spec.dq == DoubleQuant::None)
     q.absmax = vec_of<float>(need(in, P + ".qscales", P, DType::F32, nb));
@@ -248,12 +247,13 @@ std::vector<TensorSpec> quantized_specs(QuantLayout layout, const quant::QuantSp
 }
 
 std::vector<OwnedTensor> quantized_tensors(QuantLayout layout, const quant::QuantSpec& spec,
-                                           const TensorInfo& t, const quant::QuantizedTensor& q) {
+                                           const TensorInfo& t, quant::QuantizedTensor q) {
   CKPT_ASSERT(layout != QuantLayout::BnbInt8);
-  if (layout == QuantLayout::Bnb4bit) return bnb::bnb4_tensors(t.name, spec, t.dtype, t.shape, q);
+  if (layout == QuantLayout::Bnb4bit)
+    return bnb::bnb4_tensors(t.name, spec, t.dtype, t.shape, std::move(q));
   const auto plan = quantized_specs(layout, spec, t);
   std::vector<std::vector<std::byte>> data;
-  data.push_back(as_bytes(q.packed));
+  data.push_back(std::move(q.packed));
   if (spec.dq == DoubleQuant::None) data.push_back(as_bytes(q.absmax));
   if (spec.dq == DoubleQuant::Bnb) {
     data.push_back(as_bytes(q.scale_codes));

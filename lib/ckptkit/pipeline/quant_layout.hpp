@@ -40,10 +40,10 @@ QuantLayout default_quant_layout(const quant::QuantSpec& spec);
 std::vector<TensorSpec> quantized_specs(QuantLayout layout, const quant::QuantSpec& spec,
                                         const TensorInfo& weight);
 
-/// Those tensors' contents for a blockwise-quantized weight (layouts Bnb4bit, Ckptkit).
+/// Those tensors' contents for a blockwise-quantized weight (layouts Bnb4bit, Ckptkit); the
+/// packed codes of `q` move into the first tensor.
 std::vector<OwnedTensor> quantized_tensors(QuantLayout layout, const quant::QuantSpec& spec,
-                                           const TensorInfo& weight,
-                                           const quant::QuantizedTensor& q);
+                                           const TensorInfo& weight, quant::QuantizedTensor q);
 
 /// Those tensors' contents for a row-wise int8 weight (layout BnbInt8).
 std::vector<OwnedTensor> quantized_tensors_int8(const TensorInfo& weight,

@@ -261,8 +261,8 @@ Json run_quant(const QuantizeOptions& o) {
       throw Error(e.kind(), located(in.file_of(t), t.info.name, e.what()));
     }
     TensorResult res;
-    res.outputs =
-        q8 ? quantized_tensors_int8(t.info, *q8) : quantized_tensors(r.layout, r.spec, t.info, *q);
+    res.outputs = q8 ? quantized_tensors_int8(t.info, *q8)
+                     : quantized_tensors(r.layout, r.spec, t.info, std::move(*q));
     std::uint64_t bytes = 0;
     for (const auto& ot : res.outputs)
       bytes += ot.bytes.size();

@@ -157,8 +157,8 @@ float round_to(DType t, float v) {
 }
 
 // Inputs of quantize_source(): the element count, a finiteness check that names the first bad
-// element, per-block absmax and a block as float32 (a pointer into the input, or widened into
-// `scratch`).
+// element, the absmax of every block, a block as float32 (a pointer into the input, or widened
+// into `scratch`) and the fused 16-level kernel on a block.
 struct F32Source {
   static constexpr bool kAbsmaxSeesNonFinite = false;  // std::max drops NaN: check first
   std::span<const float> x;
@@ -167,53 +167,45 @@ struct F32Source {
     if (const auto bad = first_non_finite(x); bad >= 0)
       fail_non_finite(bad, std::isnan(x[static_cast<std::size_t>(bad)]));
   }
-  float absmax(std::int64_t i0, std::int64_t n) const { return block_absmax(x.data() + i0, n); }
+  void absmax(std::int64_t block, float* out) const {
+    for (std::int64_t lo = 0, b = 0; lo < size(); lo += block, ++b)
+      out[b] = block_absmax(x.data() + lo, std::min(block, size() - lo));
+  }
   const float* block(std::int64_t i0, std::int64_t, float*) const { return x.data() + i0; }
+  void encode_pack16(const Book16& book, std::int64_t i0, std::int64_t n, float inv, float s,
+                     std::uint8_t* out, LaneSums* err) const {
+    encode_pack_nf4(book, x.data() + i0, n, inv, s, out, err);
+  }
 };
 
-// bf16 read in place (no float32 copy of the tensor): |x| ordered as its 15 low bits, so the
-// block absmax is an integer max; exponent bits all set = Inf/NaN. The mapped bytes need not be
-// 2-aligned: values are read with memcpy, which compiles to unaligned vector loads.
+// bf16 read in place (no float32 copy of the tensor): the block absmax compares the 15 magnitude
+// bits as integers, and a block with Inf/NaN gets an Inf/NaN absmax (the caller then looks for
+// the element); the fused kernel widens 16 values at a time. The mapped bytes need not be
+// 2-aligned.
 struct Bf16Source {
-  static constexpr bool kAbsmaxSeesNonFinite = true;  // the integer max keeps Inf/NaN bits
+  static constexpr bool kAbsmaxSeesNonFinite = true;
   std::span<const std::byte> bytes;
-  mutable std::vector<std::uint16_t> raw = std::vector<std::uint16_t>(4096);  // one block at most
 
   std::int64_t size() const { return static_cast<std::int64_t>(bytes.size() / 2); }
-  const std::uint16_t* load(std::int64_t i0, std::int64_t n) const {
-    std::memcpy(raw.data(), bytes.data() + 2 * i0, static_cast<std::size_t>(2 * n));
-    return raw.data();
-  }
-  static std::uint16_t max_magnitude(const std::uint16_t* h, std::int64_t n) {
-    std::uint16_t m = 0;
-    for (std::int64_t i = 0; i < n; ++i)
-      m = std::max<std::uint16_t>(m, h[i] & 0x7FFF);
-    return m;
-  }
   void check_finite() const {
-    for (std::int64_t i0 = 0; i0 < size(); i0 += 4096) {
-      const std::int64_t n = std::min<std::int64_t>(4096, size() - i0);
-      const std::uint16_t* h = load(i0, n);
-      if (max_magnitude(h, n) < 0x7F80) continue;
-      for (std::int64_t i = 0; i < n; ++i)
-        if ((h[i] & 0x7FFF) >= 0x7F80) fail_non_finite(i0 + i, (h[i] & 0x7FFF) > 0x7F80);
+    for (std::int64_t i = 0; i < size(); ++i) {
+      std::uint16_t h;
+      std::memcpy(&h, bytes.data() + 2 * i, 2);
+      if ((h & 0x7FFF) >= 0x7F80) fail_non_finite(i, (h & 0x7FFF) > 0x7F80);
     }
   }
-  float absmax(std::int64_t i0, std::int64_t n) const {  // straight from the mapped bytes
-    const std::byte* p = bytes.data() + 2 * i0;
-    std::uint16_t m = 0;
-    for (std::int64_t i = 0; i < n; ++i) {
-      std::uint16_t h;
-      std::memcpy(&h, p + 2 * i, 2);
-      m = std::max<std::uint16_t>(m, h & 0x7FFF);
-    }
-    return bf16_to_f32(m);
+  void absmax(std::int64_t block, float* out) const {
+    bf16_block_absmax(bytes.data(), size(), block, out);
   }
   const float* block(std::int64_t i0, std::int64_t n, float* scratch) const {
     decode_to_f32(DType::BF16,
                   bytes.subspan(static_cast<std::size_t>(2 * i0), static_cast<std::size_t>(2 * n)),
                   {scratch, static_cast<std::size_t>(n)});
     return scratch;
+  }
+  void encode_pack16(const Book16& book, std::int64_t i0, std::int64_t n, float inv, float s,
+                     std::uint8_t* out, LaneSums* err) const {
+    encode_pack_nf4_bf16(book, bytes.data() + 2 * i0, n, inv, s, out, err);
   }
 };
 
@@ -321,8 +313,7 @@ QuantizedTensor quantize_source(const Source& x, const QuantSpec& spec, ErrorSta
   const std::int64_t B = spec.block, n = q.numel, nb = q.blocks();
 
   std::vector<float> s0(static_cast<std::size_t>(nb));
-  for (std::int64_t b = 0; b < nb; ++b)
-    s0[static_cast<std::size_t>(b)] = x.absmax(b * B, std::min(B, n - b * B));
+  x.absmax(B, s0.data());
   if constexpr (Source::kAbsmaxSeesNonFinite)  // an Inf/NaN element makes its block's absmax one
     if (std::any_of(s0.begin(), s0.end(), [](float v) { return !std::isfinite(v); }))
       x.check_finite();
@@ -384,7 +375,7 @@ QuantizedTensor quantize_source(const Source& x, const QuantSpec& spec, ErrorSta
     code_scale = q.block_scales();  // LQ-LoRA: codes against the reconstructed scale
   }
 
-  q.packed.assign(static_cast<std::size_t>(packed_bytes(n, bits)), 0);
+  q.packed.assign(static_cast<std::size_t>(packed_bytes(n, bits)), std::byte{0});
   std::vector<std::uint8_t> codes(static_cast<std::size_t>(B));
   std::vector<float> scratch(static_cast<std::size_t>(B));  // one widened block (bf16 input)
   std::vector<float> y(static_cast<std::size_t>(B));        // the block's levels (err)
@@ -399,13 +390,13 @@ QuantizedTensor quantize_source(const Source& x, const QuantSpec& spec, ErrorSta
   LaneSums sums;
   for (std::int64_t b = 0; b < nb; ++b) {
     const std::int64_t cnt = std::min(B, n - b * B);
-    const float* xb = x.block(b * B, cnt, scratch.data());
     const float scale = code_scale[static_cast<std::size_t>(b)];
     const float s = err ? recon[static_cast<std::size_t>(b)] : 0.0f;  // what dequantize() uses
-    std::uint8_t* out = q.packed.data() + b * B * bits / 8;
+    std::uint8_t* out = q.packed_u8() + b * B * bits / 8;
     if (fused && scale != 0.0f) {
-      encode_pack_nf4(*book, xb, cnt, 1.0f / scale, s, out, err ? &sums : nullptr);
+      x.encode_pack16(*book, b * B, cnt, 1.0f / scale, s, out, err ? &sums : nullptr);
     } else {
+      const float* xb = x.block(b * B, cnt, scratch.data());
       if (fp4)  // bnb's scale 0 gives 0 * inf = NaN, which its tree codes as 0 (+0.0), as here
         encode_fp4(xb, static_cast<std::size_t>(cnt), scale == 0.0f ? 0.0f : 1.0f / scale,
                    codes.data(), err ? y.data() : nullptr);
@@ -446,7 +437,7 @@ void dequantize(const QuantizedTensor& q, std::span<float> out) {
     // Fast path (NF4, any 16-level book): every nibble is a valid code.
     for (std::int64_t b = 0; b < q.blocks(); ++b) {
       const std::int64_t cnt = std::min(B, n - b * B);
-      const std::uint8_t* p = q.packed.data() + b * B / 2;
+      const std::uint8_t* p = q.packed_u8() + b * B / 2;
       const float s = scales[static_cast<std::size_t>(b)];
       float* o = out.data() + b * B;
       for (std::int64_t i = 0; i + 1 < cnt; i += 2) {
@@ -459,7 +450,7 @@ void dequantize(const QuantizedTensor& q, std::span<float> out) {
   }
   for (std::int64_t b = 0; b < q.blocks(); ++b) {
     const std::int64_t cnt = std::min(B, n - b * B);
-    unpack_from(q.packed.data() + b * B * bits / 8, cnt, bits, codes.data());
+    unpack_from(q.packed_u8() + b * B * bits / 8, cnt, bits, codes.data());
     const float s = scales[static_cast<std::size_t>(b)];
     float* o = out.data() + b * B;
     for (std::int64_t i = 0; i < cnt; ++i) {

@@ -53,9 +53,10 @@ std::vector<float> scheme_levels(const Scheme& s);
 struct QuantizedTensor {
   QuantSpec spec;
   std::int64_t numel = 0;
-  std::vector<float> codebook;       // levels; code = index
-  std::vector<std::uint8_t> packed;  // codes, `bits` wide, MSB-first (bnb: high nibble first)
-  std::vector<float> absmax;         // DoubleQuant::None: fp32 scale per block
+  std::vector<float> codebook;    // levels; code = index
+  std::vector<std::byte> packed;  // codes, `bits` wide, MSB-first (bnb: high nibble first),
+                                  // the bytes a layout stores as they are
+  std::vector<float> absmax;      // DoubleQuant::None: fp32 scale per block
   std::vector<std::uint8_t>
       scale_codes;                   // Bnb: dynamic-map code per block; Lq: b0-bit code per block
   std::vector<float> nested_absmax;  // Bnb: per nested block; Lq: s1 per group (already rounded)
@@ -63,6 +64,11 @@ struct QuantizedTensor {
   float offset = 0.0f;               // Bnb: mean; Lq: min
 
   std::int64_t blocks() const { return (numel + spec.block - 1) / spec.block; }
+  /// `packed` as bytes to compute with.
+  const std::uint8_t* packed_u8() const {
+    return reinterpret_cast<const std::uint8_t*>(packed.data());
+  }
+  std::uint8_t* packed_u8() { return reinterpret_cast<std::uint8_t*>(packed.data()); }
   /// The scale each block dequantizes with (float32 arithmetic, the order documented in
   /// docs/formats-quant.md: Bnb map[q]*nested + offset; Lq q*s1/(2^b0-1) + offset).
   std::vector<float> block_scales() const;

@@ -1,30 +1,216 @@
 #include "ckptkit/quant/nf4_kernel.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "ckptkit/core/error.hpp"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
-#define CKPT_NF4_AVX512 1
+#define CKPT_QUANT_X86 1
 #endif
 
 namespace ckpt::quant {
+namespace {
+
+// Inputs as the kernels read them: x[i] as float, and the input advanced by k elements.
+struct F32In {
+  const float* p;
+  float operator[](std::int64_t i) const { return p[i]; }
+  F32In operator+(std::int64_t k) const { return {p + k}; }
+};
+struct Bf16In {
+  const std::byte* p;
+  float operator[](std::int64_t i) const {
+    return std::bit_cast<float>(std::uint32_t{half(i)} << 16);
+  }
+  std::uint16_t half(std::int64_t i) const {
+    std::uint16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    return h;
+  }
+  Bf16In operator+(std::int64_t k) const { return {p + 2 * k}; }
+};
+
+// One kernel call's sums, per lane in float (folded into LaneSums' f64 lanes once per call).
+struct RunSums {
+  float se[16] = {}, sx[16] = {};
+  float max_abs = 0;
+};
+
+template <bool kErr, class In>
+void encode_pack_portable(const Book16& book, In x, std::int64_t n, float inv, float s,
+                          std::uint8_t* out, RunSums& r) {
+  for (std::int64_t i0 = 0; i0 < n; i0 += 16) {
+    const std::int64_t k = std::min<std::int64_t>(16, n - i0);
+    std::uint8_t c[16];
+    for (std::int64_t j = 0; j < k; ++j) {
+      const float xv = x[i0 + j];
+      const float v = xv * inv;
+      int code = 0;
+      for (int m = 0; m < 15; ++m)
+        code += v > book.mids[m] ? 1 : 0;
+      c[j] = static_cast<std::uint8_t>(code);
+      if constexpr (kErr) {
+        const float e = xv - book.levels[code] * s;  // the float product dequantize() computes
+        r.se[j] = std::fma(e, e, r.se[j]);
+        r.sx[j] = std::fma(xv, xv, r.sx[j]);
+        r.max_abs = std::max(r.max_abs, std::fabs(e));
+      }
+    }
+    std::int64_t j = 0;
+    for (; j + 1 < k; j += 2)
+      out[(i0 + j) / 2] = static_cast<std::uint8_t>((c[j] << 4) | c[j + 1]);
+    if (j < k) out[(i0 + j) / 2] = static_cast<std::uint8_t>(c[j] << 4);
+  }
+}
+
+template <class In>
+void encode_pack_portable(const Book16& book, In x, std::int64_t n, float inv, float s,
+                          std::uint8_t* out, LaneSums* err) {
+  RunSums r;
+  if (!err) return encode_pack_portable<false>(book, x, n, inv, s, out, r);
+  encode_pack_portable<true>(book, x, n, inv, s, out, r);
+  err->fold(r.se, r.sx, r.max_abs);
+}
+
+std::uint16_t max_magnitude(Bf16In x, std::int64_t n) {
+  std::uint16_t m = 0;
+  for (std::int64_t i = 0; i < n; ++i)
+    m = std::max<std::uint16_t>(m, x.half(i) & 0x7FFF);
+  return m;
+}
+
+float bf16_value(std::uint16_t h) {
+  return std::bit_cast<float>(std::uint32_t{h} << 16);
+}
+
+#ifdef CKPT_QUANT_X86
+// GCC 12 reports its own `__m512 __Y = __Y` idiom (_mm512_undefined_*) as maybe-uninitialized
+// when the intrinsics are used under a target attribute rather than -mavx512f.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#define CKPT_AVX512 __attribute__((target("avx512f")))
+
+CKPT_AVX512 inline __m512 load16(F32In x, std::int64_t i) {
+  return _mm512_loadu_ps(x.p + i);
+}
+CKPT_AVX512 inline __m512 load16(Bf16In x, std::int64_t i) {  // bf16 -> f32: the bits << 16
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.p + 2 * i));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// 16 values per step: the count of midpoints below v by a 4-step binary search through a
+// register (mids[c + step - 1] < v, so the same count as the portable loop); the levels by the
+// same permute; two codes per byte through 16-bit lanes. AVX-512F only (no DQ/BW), so the
+// target attribute alone makes it compile on any x86-64 build.
+template <bool kErr, class In>
+CKPT_AVX512 void encode_pack_avx512(const Book16& book, In x, std::int64_t n, float inv, float s,
+                                    std::uint8_t* out, RunSums& r) {
+  const __m512 mids = _mm512_loadu_ps(book.mids), levels = _mm512_loadu_ps(book.levels);
+  const __m512 vinv = _mm512_set1_ps(inv), vs = _mm512_set1_ps(s);
+  const __m512i one = _mm512_set1_epi32(1), three = _mm512_set1_epi32(3),
+                seven = _mm512_set1_epi32(7), two = _mm512_set1_epi32(2),
+                four = _mm512_set1_epi32(4), eight = _mm512_set1_epi32(8);
+  const __m128i low_byte = _mm_set1_epi16(0x00FF);
+  __m512 se = _mm512_setzero_ps(), sx = se, mx = se;
+  std::int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 xv = load16(x, i);
+    const __m512 v = _mm512_mul_ps(xv, vinv);
+    __m512i c = _mm512_setzero_si512();
+    __mmask16 m = _mm512_cmp_ps_mask(v, _mm512_permutexvar_ps(seven, mids), _CMP_GT_OQ);
+    c = _mm512_mask_add_epi32(c, m, c, eight);
+    m = _mm512_cmp_ps_mask(v, _mm512_permutexvar_ps(_mm512_add_epi32(c, three), mids), _CMP_GT_OQ);
+    c = _mm512_mask_add_epi32(c, m, c, four);
+    m = _mm512_cmp_ps_mask(v, _mm512_permutexvar_ps(_mm512_add_epi32(c, one), mids), _CMP_GT_OQ);
+    c = _mm512_mask_add_epi32(c, m, c, two);
+    m = _mm512_cmp_ps_mask(v, _mm512_permutexvar_ps(c, mids), _CMP_GT_OQ);
+    c = _mm512_mask_add_epi32(c, m, c, one);
+    // 16-bit lane j holds codes 2j (low byte) and 2j+1: byte = code[2j] << 4 | code[2j+1].
+    const __m128i b = _mm512_cvtepi32_epi8(c);
+    const __m128i w =
+        _mm_or_si128(_mm_and_si128(_mm_slli_epi16(b, 4), low_byte), _mm_srli_epi16(b, 8));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i / 2), _mm_packus_epi16(w, w));
+    if constexpr (kErr) {
+      const __m512 e = _mm512_sub_ps(xv, _mm512_mul_ps(_mm512_permutexvar_ps(c, levels), vs));
+      se = _mm512_fmadd_ps(e, e, se);
+      sx = _mm512_fmadd_ps(xv, xv, sx);
+      mx = _mm512_max_ps(mx, _mm512_abs_ps(e));
+    }
+  }
+  if constexpr (kErr) {
+    _mm512_storeu_ps(r.se, se), _mm512_storeu_ps(r.sx, sx);
+    r.max_abs = _mm512_reduce_max_ps(mx);
+  }
+  // The tail starts at a multiple of 16, so its lanes line up with the portable kernel's.
+  if (i < n) encode_pack_portable<kErr>(book, x + i, n - i, inv, s, out + i / 2, r);
+}
+
+template <class In>
+CKPT_AVX512 void encode_pack_avx512(const Book16& book, In x, std::int64_t n, float inv, float s,
+                                    std::uint8_t* out, LaneSums* err) {
+  RunSums r;
+  if (!err) return encode_pack_avx512<false>(book, x, n, inv, s, out, r);
+  encode_pack_avx512<true>(book, x, n, inv, s, out, r);
+  err->fold(r.se, r.sx, r.max_abs);
+}
+#undef CKPT_AVX512
+
+// 16 magnitudes per step (15 low bits as unsigned 16-bit integers), reduced per block with
+// minpos on the complement.
+__attribute__((target("avx2"))) void bf16_block_absmax_avx2(Bf16In x, std::int64_t n,
+                                                            std::int64_t block, float* out) {
+  const __m256i magnitude = _mm256_set1_epi16(0x7FFF);
+  const __m128i ones = _mm_set1_epi16(-1);
+  for (std::int64_t lo = 0, b = 0; lo < n; lo += block, ++b) {
+    const std::int64_t cnt = std::min(block, n - lo);
+    __m256i acc = _mm256_setzero_si256();
+    std::int64_t i = 0;
+    for (; i + 16 <= cnt; i += 16) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.p + 2 * (lo + i)));
+      acc = _mm256_max_epu16(acc, _mm256_and_si256(h, magnitude));
+    }
+    const __m128i m = _mm_max_epu16(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    const auto top = static_cast<std::uint16_t>(
+        ~_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(m, ones))) & 0xFFFF);
+    out[b] = bf16_value(std::max(top, max_magnitude(x + (lo + i), cnt - i)));
+  }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+}  // namespace
 
 void LaneSums::add(const float* x, const float* y, float s, std::int64_t n) {
+  RunSums r;
   for (std::int64_t i0 = 0; i0 < n; i0 += 16) {
     const std::int64_t k = std::min<std::int64_t>(16, n - i0);
     for (std::int64_t j = 0; j < k; ++j) {
-      const double xv = x[i0 + j];
-      const float ys = y[i0 + j] * s;  // the float product dequantize() computes
-      const double e = xv - static_cast<double>(ys);
-      se[j] = std::fma(e, e, se[j]);
-      sx[j] = std::fma(xv, xv, sx[j]);
-      max_abs = std::max(max_abs, std::fabs(e));
+      const float xv = x[i0 + j];
+      const float e = xv - y[i0 + j] * s;  // the float product dequantize() computes
+      r.se[j] = std::fma(e, e, r.se[j]);
+      r.sx[j] = std::fma(xv, xv, r.sx[j]);
+      r.max_abs = std::max(r.max_abs, std::fabs(e));
     }
   }
+  fold(r.se, r.sx, r.max_abs);
+}
+
+void LaneSums::fold(const float* se_run, const float* sx_run, float max_run) {
+  for (int j = 0; j < 16; ++j) {
+    se[j] += se_run[j];
+    sx[j] += sx_run[j];
+  }
+  max_abs = std::max(max_abs, static_cast<double>(max_run));
 }
 
 double LaneSums::sum_se() const {
@@ -48,106 +234,8 @@ Book16::Book16(std::span<const float> lv, std::span<const float> m) {
   mids[15] = std::numeric_limits<float>::infinity();  // never below a finite value
 }
 
-void encode_pack_nf4_portable(const Book16& book, const float* x, std::int64_t n, float inv,
-                              float s, std::uint8_t* out, LaneSums* err) {
-  for (std::int64_t i0 = 0; i0 < n; i0 += 16) {
-    const std::int64_t k = std::min<std::int64_t>(16, n - i0);
-    std::uint8_t c[16];
-    float y[16];
-    for (std::int64_t j = 0; j < k; ++j) {
-      const float v = x[i0 + j] * inv;
-      int code = 0;
-      for (int m = 0; m < 15; ++m)
-        code += v > book.mids[m] ? 1 : 0;
-      c[j] = static_cast<std::uint8_t>(code);
-      y[j] = book.levels[code];
-    }
-    std::int64_t j = 0;
-    for (; j + 1 < k; j += 2)
-      out[(i0 + j) / 2] = static_cast<std::uint8_t>((c[j] << 4) | c[j + 1]);
-    if (j < k) out[(i0 + j) / 2] = static_cast<std::uint8_t>(c[j] << 4);
-    if (err) err->add(x + i0, y, s, k);
-  }
-}
-
-#ifdef CKPT_NF4_AVX512
-// GCC 12 reports its own `__m512 __Y = __Y` idiom (_mm512_undefined_*) as maybe-uninitialized
-// when the intrinsics are used under a target attribute rather than -mavx512f.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-namespace {
-
-// 16 values per step: the count of midpoints below v by a 4-step binary search through a
-// register (mids[c + step - 1] < v, so the same count as the portable loop); the levels by the
-// same permute; two codes per byte through 16-bit lanes. AVX-512F only (no DQ/BW), so the
-// target attribute alone makes it compile on any x86-64 build.
-__attribute__((target("avx512f"))) void encode_pack_nf4_avx512(const Book16& book, const float* x,
-                                                               std::int64_t n, float inv, float s,
-                                                               std::uint8_t* out, LaneSums* err) {
-  const __m512 mids = _mm512_loadu_ps(book.mids), levels = _mm512_loadu_ps(book.levels);
-  const __m512 vinv = _mm512_set1_ps(inv), vs = _mm512_set1_ps(s);
-  const __m512i one = _mm512_set1_epi32(1), two = _mm512_set1_epi32(2),
-                three = _mm512_set1_epi32(3), four = _mm512_set1_epi32(4),
-                seven = _mm512_set1_epi32(7), eight = _mm512_set1_epi32(8);
-  const __m128i low_byte = _mm_set1_epi16(0x00FF);
-  __m512d se_lo = _mm512_setzero_pd(), se_hi = se_lo, sx_lo = se_lo, sx_hi = se_lo, mx = se_lo;
-  if (err) {
-    se_lo = _mm512_loadu_pd(err->se), se_hi = _mm512_loadu_pd(err->se + 8);
-    sx_lo = _mm512_loadu_pd(err->sx), sx_hi = _mm512_loadu_pd(err->sx + 8);
-  }
-  std::int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 xv = _mm512_loadu_ps(x + i);
-    const __m512 v = _mm512_mul_ps(xv, vinv);
-    __m512i c = _mm512_setzero_si512();
-    __mmask16 m = _mm512_cmp_ps_mask(v, _mm512_permutexvar_ps(seven, mids), _CMP_GT_OQ);
-    c = _mm512_mask_add_epi32(c, m, c, eight);
-    m = _mm512_cmp_ps_mask(v, _mm512_permutexvar_ps(_mm512_add_epi32(c, three), mids), _CMP_GT_OQ);
-    c = _mm512_mask_add_epi32(c, m, c, four);
-    m = _mm512_cmp_ps_mask(v, _mm512_permutexvar_ps(_mm512_add_epi32(c, one), mids), _CMP_GT_OQ);
-    c = _mm512_mask_add_epi32(c, m, c, two);
-    m = _mm512_cmp_ps_mask(v, _mm512_permutexvar_ps(c, mids), _CMP_GT_OQ);
-    c = _mm512_mask_add_epi32(c, m, c, one);
-    // 16-bit lane j holds codes 2j (low byte) and 2j+1: byte = code[2j] << 4 | code[2j+1].
-    const __m128i b = _mm512_cvtepi32_epi8(c);
-    const __m128i w =
-        _mm_or_si128(_mm_and_si128(_mm_slli_epi16(b, 4), low_byte), _mm_srli_epi16(b, 8));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i / 2), _mm_packus_epi16(w, w));
-    if (err) {
-      const __m512 ys = _mm512_mul_ps(_mm512_permutexvar_ps(c, levels), vs);
-      const __m512d x_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(xv));
-      const __m512d x_hi =
-          _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xv), 1)));
-      const __m512d y_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(ys));
-      const __m512d y_hi =
-          _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(ys), 1)));
-      const __m512d e_lo = _mm512_sub_pd(x_lo, y_lo), e_hi = _mm512_sub_pd(x_hi, y_hi);
-      se_lo = _mm512_fmadd_pd(e_lo, e_lo, se_lo);
-      se_hi = _mm512_fmadd_pd(e_hi, e_hi, se_hi);
-      sx_lo = _mm512_fmadd_pd(x_lo, x_lo, sx_lo);
-      sx_hi = _mm512_fmadd_pd(x_hi, x_hi, sx_hi);
-      mx = _mm512_max_pd(mx, _mm512_max_pd(_mm512_abs_pd(e_lo), _mm512_abs_pd(e_hi)));
-    }
-  }
-  if (err) {
-    _mm512_storeu_pd(err->se, se_lo), _mm512_storeu_pd(err->se + 8, se_hi);
-    _mm512_storeu_pd(err->sx, sx_lo), _mm512_storeu_pd(err->sx + 8, sx_hi);
-    err->max_abs = std::max(err->max_abs, _mm512_reduce_max_pd(mx));
-  }
-  // The tail starts at a multiple of 16, so its lanes line up with the portable kernel's.
-  if (i < n) encode_pack_nf4_portable(book, x + i, n - i, inv, s, out + i / 2, err);
-}
-
-}  // namespace
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-#endif
-
 bool nf4_kernel_is_avx512() {
-#ifdef CKPT_NF4_AVX512
+#ifdef CKPT_QUANT_X86
   static const bool has = __builtin_cpu_supports("avx512f");
   return has;
 #else
@@ -155,12 +243,44 @@ bool nf4_kernel_is_avx512() {
 #endif
 }
 
+void encode_pack_nf4_portable(const Book16& book, const float* x, std::int64_t n, float inv,
+                              float s, std::uint8_t* out, LaneSums* err) {
+  encode_pack_portable(book, F32In{x}, n, inv, s, out, err);
+}
+
+void encode_pack_nf4_bf16_portable(const Book16& book, const std::byte* x, std::int64_t n,
+                                   float inv, float s, std::uint8_t* out, LaneSums* err) {
+  encode_pack_portable(book, Bf16In{x}, n, inv, s, out, err);
+}
+
 void encode_pack_nf4(const Book16& book, const float* x, std::int64_t n, float inv, float s,
                      std::uint8_t* out, LaneSums* err) {
-#ifdef CKPT_NF4_AVX512
-  if (nf4_kernel_is_avx512()) return encode_pack_nf4_avx512(book, x, n, inv, s, out, err);
+#ifdef CKPT_QUANT_X86
+  if (nf4_kernel_is_avx512()) return encode_pack_avx512(book, F32In{x}, n, inv, s, out, err);
 #endif
-  encode_pack_nf4_portable(book, x, n, inv, s, out, err);
+  encode_pack_portable(book, F32In{x}, n, inv, s, out, err);
+}
+
+void encode_pack_nf4_bf16(const Book16& book, const std::byte* x, std::int64_t n, float inv,
+                          float s, std::uint8_t* out, LaneSums* err) {
+#ifdef CKPT_QUANT_X86
+  if (nf4_kernel_is_avx512()) return encode_pack_avx512(book, Bf16In{x}, n, inv, s, out, err);
+#endif
+  encode_pack_portable(book, Bf16In{x}, n, inv, s, out, err);
+}
+
+void bf16_block_absmax_portable(const std::byte* x, std::int64_t n, std::int64_t block,
+                                float* out) {
+  for (std::int64_t lo = 0, b = 0; lo < n; lo += block, ++b)
+    out[b] = bf16_value(max_magnitude(Bf16In{x} + lo, std::min(block, n - lo)));
+}
+
+void bf16_block_absmax(const std::byte* x, std::int64_t n, std::int64_t block, float* out) {
+#ifdef CKPT_QUANT_X86
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return bf16_block_absmax_avx2(Bf16In{x}, n, block, out);
+#endif
+  bf16_block_absmax_portable(x, n, block, out);
 }
 
 }  // namespace ckpt::quant

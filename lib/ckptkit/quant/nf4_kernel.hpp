@@ -1,22 +1,28 @@
-// The inner loop of 4-bit quantization against a sorted 16-level codebook (NF4, any 16 sorted
-// levels): one block's codes, packed high nibble first, and its error sums, in one pass. A
-// portable version and an AVX-512 one (chosen at run time) give the same bytes and the same sums:
-// both add element i to lane i % 16 with explicit fused multiply-adds, and LaneSums folds the
-// lanes in a fixed order.
+// The inner loops of blockwise quantization: one block's codes against a sorted 16-level codebook
+// (NF4, any 16 sorted levels), packed high nibble first, with its error sums, in one pass over
+// float32 or bf16 input; and the block absmax of bf16 input. A portable version and an AVX-512
+// (absmax: AVX2) one, chosen at run time, give the same bytes and the same sums: both add element
+// i to lane i % 16 with the same float operations (this file is built with -ffp-contract=off, and
+// the fused multiply-adds are explicit), and LaneSums folds the lanes in a fixed order.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 
 namespace ckpt::quant {
 
-/// Error sums in 16 lanes: Σ (x - y·s)², Σ x² in f64 and max |x - y·s|. Runs of elements whose
-/// lengths are multiples of 16 keep every element in lane (index % 16).
+/// Error sums in 16 lanes: Σ (x - y·s)², Σ x² and max |x - y·s|. Runs of elements whose lengths
+/// are multiples of 16 keep every element in lane (index % 16). Each run (one kernel call, i.e.
+/// one block of at most 4096 values) is summed in float per lane, then added to the f64 lanes:
+/// the block sums carry float rounding (≤ 2^-24 · 256 relative), the totals do not grow it.
 struct LaneSums {
   double se[16] = {}, sx[16] = {};
   double max_abs = 0;
   /// Adds x[0..n) against their levels y[0..n) times s, element i to lane i % 16.
   void add(const float* x, const float* y, float s, std::int64_t n);
+  /// Adds one run's per-lane float sums.
+  void fold(const float* se_run, const float* sx_run, float max_run);
   double sum_se() const;  ///< lanes 0..15 in order
   double sum_sx() const;
 };
@@ -34,10 +40,21 @@ struct Book16 {
 /// adds the error of levels · s against x. Dispatches to the AVX-512 kernel when the CPU has it.
 void encode_pack_nf4(const Book16& book, const float* x, std::int64_t n, float inv, float s,
                      std::uint8_t* out, LaneSums* err);
-/// The portable kernel (the reference the AVX-512 one must equal; tests compare them).
+/// The same for bf16 input: n values read from 2n bytes (any alignment), widened on the fly.
+void encode_pack_nf4_bf16(const Book16& book, const std::byte* x, std::int64_t n, float inv,
+                          float s, std::uint8_t* out, LaneSums* err);
+/// The portable kernels (the reference the AVX-512 ones must equal; tests compare them).
 void encode_pack_nf4_portable(const Book16& book, const float* x, std::int64_t n, float inv,
                               float s, std::uint8_t* out, LaneSums* err);
+void encode_pack_nf4_bf16_portable(const Book16& book, const std::byte* x, std::int64_t n,
+                                   float inv, float s, std::uint8_t* out, LaneSums* err);
 /// True when encode_pack_nf4 runs the AVX-512 kernel on this CPU.
 bool nf4_kernel_is_avx512();
+
+/// Per block of `block` values (the last one may be shorter), max |x| of bf16 input x[0..n)
+/// (2n bytes, any alignment), as float: out[0..ceil(n/block)). Compares the 15 magnitude bits as
+/// integers, so a block holding Inf or NaN gets Inf or NaN. `block` is a multiple of 16.
+void bf16_block_absmax(const std::byte* x, std::int64_t n, std::int64_t block, float* out);
+void bf16_block_absmax_portable(const std::byte* x, std::int64_t n, std::int64_t block, float* out);
 
 }  // namespace ckpt::quant
