@@ -6,8 +6,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "ckptkit/quant/codebook.hpp"
+#include "ckptkit/quant/nf4_kernel.hpp"
 
 using namespace ckpt::quant;
 
@@ -151,19 +153,23 @@ TEST_CASE("codebook encoding is the nearest level by midpoints", "[quant][codebo
 TEST_CASE("encode and encode_many count the midpoints below x (std::lower_bound), any size",
           "[quant][codebook]") {
   // The branch-free search must agree with std::lower_bound everywhere, also exactly on a
-  // midpoint (ties go to the lower level), beyond both ends and for 1..256 levels.
+  // midpoint (ties go to the lower level), beyond both ends and for 1..256 levels (17 and 33:
+  // midpoint counts that fill whole runs of 16). NaN gets code 0 like std::lower_bound's.
+  const float inf = std::numeric_limits<float>::infinity();
   std::uint32_t state = 12345;
   const auto next = [&] {
     state = state * 1664525u + 1013904223u;
     return static_cast<float>(state >> 8) / 16777216.0f * 2.4f - 1.2f;
   };
-  for (std::size_t size : {1u, 2u, 3u, 4u, 7u, 8u, 15u, 16u, 100u, 255u, 256u}) {
+  for (std::size_t size : {1u, 2u, 3u, 4u, 7u, 8u, 15u, 16u, 17u, 33u, 100u, 255u, 256u}) {
     std::vector<float> levels(size);
     for (std::size_t i = 0; i < size; ++i)
       levels[i] = size == 1 ? 0.0f : -1.0f + 2.0f * static_cast<float>(i) / float(size - 1);
     const Codebook cb(levels);
     const auto& m = cb.midpoints();
     std::vector<float> probes(m.begin(), m.end());
+    for (const float special : {inf, -inf, -0.0f, 1.0f, -1.0f, std::nanf("")})
+      probes.push_back(special);
     for (int k = 0; k < 2000; ++k)
       probes.push_back(next());
     std::vector<std::uint8_t> batch(probes.size());
@@ -178,6 +184,19 @@ TEST_CASE("encode and encode_many count the midpoints below x (std::lower_bound)
               << probes.size() << " probes differ");
     CHECK(bad == 0);
     CHECK(bad_batch == 0);
+
+    // The portable twin of the search (the AVX-512 one runs above where the CPU has it) on the
+    // tables the header specifies.
+    const std::size_t runs = (m.size() + 15) / 16;
+    std::vector<float> padded(16 * (runs + 1), inf);
+    std::copy(m.begin(), m.end(), padded.begin());
+    std::vector<float> run_last(16, inf);
+    for (std::size_t k = 0; k < runs; ++k)
+      run_last[k] = padded[16 * k + 15];
+    std::vector<std::uint8_t> portable(probes.size());
+    count_midpoints_below_portable(run_last.data(), padded.data(), probes.data(), probes.size(),
+                                   portable.data());
+    CHECK(portable == batch);
   }
 }
 

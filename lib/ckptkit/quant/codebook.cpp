@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/quant/nf4_kernel.hpp"
 
 namespace ckpt::quant {
 namespace {
@@ -214,6 +216,14 @@ Codebook::Codebook(std::vector<float> levels) : levels_(std::move(levels)) {
   CKPT_ASSERT(std::is_sorted(levels_.begin(), levels_.end()));
   for (std::size_t i = 0; i + 1 < levels_.size(); ++i)
     mids_.push_back((levels_[i] + levels_[i + 1]) * 0.5f);
+  // encode_many's tables: the midpoints padded with +inf to whole runs of 16 plus one more run
+  // (read when x is above them all), and the last midpoint of every run (+inf past the end).
+  const std::size_t runs = (mids_.size() + 15) / 16;
+  padded_mids_.assign(16 * (runs + 1), std::numeric_limits<float>::infinity());
+  std::copy(mids_.begin(), mids_.end(), padded_mids_.begin());
+  run_last_.fill(std::numeric_limits<float>::infinity());
+  for (std::size_t k = 0; k < runs; ++k)
+    run_last_[k] = padded_mids_[16 * k + 15];
   std::size_t z = 0;
   for (std::size_t i = 0; i < levels_.size(); ++i)
     if (std::fabs(levels_[i]) < std::fabs(levels_[z])) z = i;
@@ -227,27 +237,11 @@ std::uint8_t Codebook::encode(float x) const {
 }
 
 void Codebook::encode_many(const float* x, std::size_t n, std::uint8_t* codes) const {
-  // std::lower_bound without branches (each step's outcome is unpredictable), 16 values in
-  // lockstep so their searches overlap: the number of midpoints below each x.
-  const std::size_t size = mids_.size();
-  if (size == 0) {
+  if (padded_mids_.empty()) {  // a default-constructed codebook
     std::fill(codes, codes + n, std::uint8_t{0});
     return;
   }
-  const float* m = mids_.data();
-  for (std::size_t i0 = 0; i0 < n; i0 += 16) {
-    const std::size_t k = std::min<std::size_t>(16, n - i0);
-    std::uint32_t pos[16] = {};
-    for (std::size_t len = size; len > 1;) {
-      const std::size_t half = len / 2;
-      for (std::size_t j = 0; j < k; ++j)
-        pos[j] =
-            m[pos[j] + half - 1] < x[i0 + j] ? pos[j] + static_cast<std::uint32_t>(half) : pos[j];
-      len -= half;
-    }
-    for (std::size_t j = 0; j < k; ++j)
-      codes[i0 + j] = static_cast<std::uint8_t>(pos[j] + (m[pos[j]] < x[i0 + j] ? 1 : 0));
-  }
+  count_midpoints_below(run_last_.data(), padded_mids_.data(), x, n, codes);
 }
 
 }  // namespace ckpt::quant

@@ -62,11 +62,13 @@ class Codebook {
   std::uint8_t zero_code() const { return zero_code_; }
   /// Nearest level of an already normalized value: the number of midpoints strictly below x.
   std::uint8_t encode(float x) const;
-  /// encode() of x[0..n) into codes, searching 16 values in lockstep (independent chains).
+  /// encode() of x[0..n) into codes.
   void encode_many(const float* x, std::size_t n, std::uint8_t* codes) const;
 
  private:
   std::vector<float> levels_, mids_;
+  std::vector<float> padded_mids_;    // mids_, +inf to a multiple of 16, then 16 more +inf
+  std::array<float, 16> run_last_{};  // padded_mids_[16k + 15]; at most 255 midpoints = 16 runs
   std::uint8_t zero_code_ = 0;
 };
 

@@ -183,6 +183,21 @@ __attribute__((target("avx2"))) void bf16_block_absmax_avx2(Bf16In x, std::int64
   }
 }
 
+__attribute__((target("avx512f,popcnt"))) void count_midpoints_below_avx512(const float* run_last,
+                                                                            const float* padded,
+                                                                            const float* x,
+                                                                            std::size_t n,
+                                                                            std::uint8_t* codes) {
+  const __m512 last = _mm512_loadu_ps(run_last);
+  for (std::size_t i = 0; i < n; ++i) {
+    const __m512 v = _mm512_set1_ps(x[i]);
+    const unsigned runs = std::popcount(unsigned{_mm512_cmp_ps_mask(last, v, _CMP_LT_OQ)});
+    const __m512 run = _mm512_loadu_ps(padded + 16 * runs);
+    const unsigned below = std::popcount(unsigned{_mm512_cmp_ps_mask(run, v, _CMP_LT_OQ)});
+    codes[i] = static_cast<std::uint8_t>(16 * runs + below);
+  }
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -267,6 +282,27 @@ void encode_pack_nf4_bf16(const Book16& book, const std::byte* x, std::int64_t n
   if (nf4_kernel_is_avx512()) return encode_pack_avx512(book, Bf16In{x}, n, inv, s, out, err);
 #endif
   encode_pack_portable(book, Bf16In{x}, n, inv, s, out, err);
+}
+
+void count_midpoints_below_portable(const float* run_last, const float* padded, const float* x,
+                                    std::size_t n, std::uint8_t* codes) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    unsigned runs = 0, below = 0;
+    for (int k = 0; k < 16; ++k)
+      runs += run_last[k] < v ? 1u : 0u;
+    for (int j = 0; j < 16; ++j)
+      below += padded[16 * runs + j] < v ? 1u : 0u;
+    codes[i] = static_cast<std::uint8_t>(16 * runs + below);
+  }
+}
+
+void count_midpoints_below(const float* run_last, const float* padded, const float* x,
+                           std::size_t n, std::uint8_t* codes) {
+#ifdef CKPT_QUANT_X86
+  if (nf4_kernel_is_avx512()) return count_midpoints_below_avx512(run_last, padded, x, n, codes);
+#endif
+  count_midpoints_below_portable(run_last, padded, x, n, codes);
 }
 
 void bf16_block_absmax_portable(const std::byte* x, std::int64_t n, std::int64_t block,

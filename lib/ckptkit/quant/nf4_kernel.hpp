@@ -51,6 +51,16 @@ void encode_pack_nf4_bf16_portable(const Book16& book, const std::byte* x, std::
 /// True when encode_pack_nf4 runs the AVX-512 kernel on this CPU.
 bool nf4_kernel_is_avx512();
 
+/// Codes by the midpoint rule for a sorted codebook of up to 256 levels (Codebook::encode_many):
+/// codes[i] = the number of midpoints strictly below x[i] (NaN: 0). `padded` holds the midpoints
+/// then +inf up to 16·(runs + 1) floats (runs = ceil(midpoints / 16)); `run_last[k]` =
+/// padded[16k + 15] for k < runs and +inf after (16 floats). Two counts of 16 comparisons: the
+/// whole runs below x, then x's place in the next run. AVX-512 when the CPU has it.
+void count_midpoints_below(const float* run_last, const float* padded, const float* x,
+                           std::size_t n, std::uint8_t* codes);
+void count_midpoints_below_portable(const float* run_last, const float* padded, const float* x,
+                                    std::size_t n, std::uint8_t* codes);
+
 /// Per block of `block` values (the last one may be shorter), max |x| of bf16 input x[0..n)
 /// (2n bytes, any alignment), as float: out[0..ceil(n/block)). Compares the 15 magnitude bits as
 /// integers, so a block holding Inf or NaN gets Inf or NaN. `block` is a multiple of 16.
