@@ -5,7 +5,8 @@
    checkpoint, against (a) memcpy bandwidth measured in the same run (numpy copyto of the same
    number of bytes), (b) a numpy reference quantizer (same rules: blockwise absmax, midpoint
    search over the NF4 table, high-nibble-first packing, mean offset + dynamic-map double quant),
-   (c) the same reference in PyTorch when `import torch` works.
+   (c) the same reference in PyTorch when `import torch` works; and the quantizer alone in memory
+   against memcpy in its own process (build/bench/ckptkit-quant-throughput, when built).
 2. Lossless archives: ratio and MB/s both ways on a bf16 and an f32 checkpoint against plain
    `zstd -3` and `zstd -19` of the same file.
 Every figure is the median of --runs runs (default 3).
@@ -106,6 +107,7 @@ def main():
     ap.add_argument("--bf16", default="data/bytegpt-base-bf16/model.safetensors")
     ap.add_argument("--f32", default="../shared/data/bytegpt-base/model.safetensors")
     ap.add_argument("--only", choices=["nf4", "lossless"], help="run one half of the benchmark")
+    ap.add_argument("--throughput-bin", help="ckptkit-quant-throughput (default: bench/ beside --bin)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="ckpt-bench-quant-")
     res = {"runs": a.runs, "cpus": os.cpu_count()}
@@ -168,6 +170,7 @@ def nf4_part(a, tmp, res):
             t = time.perf_counter()
             numpy_nf4(one)
             return time.perf_counter() - t
+        in_memory_part(a, res)
         res["numpy_nf4_gbps"] = one.nbytes / median_of(a.runs, np_ref) / 1e9
         try:
             import torch
@@ -184,6 +187,17 @@ def nf4_part(a, tmp, res):
             res["torch_nf4_gbps"] = None
             res["torch_error"] = str(e)
 
+
+def in_memory_part(a, res):
+    """The quantizer alone, in memory, against memcpy in the same process (no file I/O, no
+    process start): bench/quant_throughput.cpp, when it was built."""
+    exe = a.throughput_bin or os.path.join(os.path.dirname(a.bin), "bench", "ckptkit-quant-throughput")
+    if not os.path.exists(exe):
+        res["in_memory"] = None
+        return
+    cmd = [exe, "--mb", str(a.mb), "--runs", str(max(a.runs, 5)), "--threads", str(a.threads)]
+    res["in_memory"] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    res["in_memory_cmd"] = " ".join(cmd)
 
 
 def lossless_part(a, tmp, res):
