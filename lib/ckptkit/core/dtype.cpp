@@ -70,10 +70,6 @@ bool is_float(DType t) {
   return t == DType::F64 || t == DType::F32 || t == DType::F16 || t == DType::BF16;
 }
 
-float bf16_to_f32(std::uint16_t h) {
-  return std::bit_cast<float>(std::uint32_t{h} << 16);
-}
-
 std::uint16_t f32_to_bf16(float f) {
   std::uint32_t u = std::bit_cast<std::uint32_t>(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x0040u);

@@ -1,6 +1,7 @@
 // Element types of safetensors files and exact conversions between the float ones.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -27,7 +28,10 @@ std::optional<DType> parse_float_dtype(std::string_view name);
 bool is_float(DType t);
 
 // Scalar conversions; to-16-bit conversions round to nearest even and keep NaN a NaN.
-float bf16_to_f32(std::uint16_t h);
+/// Exact: bf16 is the top half of a float32 (inline: the quantization kernels call it per value).
+inline float bf16_to_f32(std::uint16_t h) {
+  return std::bit_cast<float>(std::uint32_t{h} << 16);
+}
 std::uint16_t f32_to_bf16(float f);
 float f16_to_f32(std::uint16_t h);
 std::uint16_t f32_to_f16(float f);

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 
+#include "ckptkit/core/dtype.hpp"
 #include "ckptkit/core/error.hpp"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -24,9 +25,7 @@ struct F32In {
 };
 struct Bf16In {
   const std::byte* p;
-  float operator[](std::int64_t i) const {
-    return std::bit_cast<float>(std::uint32_t{half(i)} << 16);
-  }
+  float operator[](std::int64_t i) const { return bf16_to_f32(half(i)); }
   std::uint16_t half(std::int64_t i) const {
     std::uint16_t h;
     std::memcpy(&h, p + 2 * i, 2);
@@ -39,6 +38,13 @@ struct Bf16In {
 struct RunSums {
   float se[16] = {}, sx[16] = {};
   float max_abs = 0;
+  // x against its level times s in lane j: the float operations the AVX-512 kernel does per lane.
+  void add(int j, float x, float level, float s) {
+    const float e = x - level * s;  // the float product dequantize() computes
+    se[j] = std::fma(e, e, se[j]);
+    sx[j] = std::fma(x, x, sx[j]);
+    max_abs = std::max(max_abs, std::fabs(e));
+  }
 };
 
 template <bool kErr, class In>
@@ -54,12 +60,7 @@ void encode_pack_portable(const Book16& book, In x, std::int64_t n, float inv, f
       for (int m = 0; m < 15; ++m)
         code += v > book.mids[m] ? 1 : 0;
       c[j] = static_cast<std::uint8_t>(code);
-      if constexpr (kErr) {
-        const float e = xv - book.levels[code] * s;  // the float product dequantize() computes
-        r.se[j] = std::fma(e, e, r.se[j]);
-        r.sx[j] = std::fma(xv, xv, r.sx[j]);
-        r.max_abs = std::max(r.max_abs, std::fabs(e));
-      }
+      if constexpr (kErr) r.add(static_cast<int>(j), xv, book.levels[code], s);
     }
     std::int64_t j = 0;
     for (; j + 1 < k; j += 2)
@@ -68,24 +69,11 @@ void encode_pack_portable(const Book16& book, In x, std::int64_t n, float inv, f
   }
 }
 
-template <class In>
-void encode_pack_portable(const Book16& book, In x, std::int64_t n, float inv, float s,
-                          std::uint8_t* out, LaneSums* err) {
-  RunSums r;
-  if (!err) return encode_pack_portable<false>(book, x, n, inv, s, out, r);
-  encode_pack_portable<true>(book, x, n, inv, s, out, r);
-  err->fold(r.se, r.sx, r.max_abs);
-}
-
 std::uint16_t max_magnitude(Bf16In x, std::int64_t n) {
   std::uint16_t m = 0;
   for (std::int64_t i = 0; i < n; ++i)
     m = std::max<std::uint16_t>(m, x.half(i) & 0x7FFF);
   return m;
-}
-
-float bf16_value(std::uint16_t h) {
-  return std::bit_cast<float>(std::uint32_t{h} << 16);
 }
 
 #ifdef CKPT_QUANT_X86
@@ -152,14 +140,6 @@ CKPT_AVX512 void encode_pack_avx512(const Book16& book, In x, std::int64_t n, fl
   if (i < n) encode_pack_portable<kErr>(book, x + i, n - i, inv, s, out + i / 2, r);
 }
 
-template <class In>
-CKPT_AVX512 void encode_pack_avx512(const Book16& book, In x, std::int64_t n, float inv, float s,
-                                    std::uint8_t* out, LaneSums* err) {
-  RunSums r;
-  if (!err) return encode_pack_avx512<false>(book, x, n, inv, s, out, r);
-  encode_pack_avx512<true>(book, x, n, inv, s, out, r);
-  err->fold(r.se, r.sx, r.max_abs);
-}
 #undef CKPT_AVX512
 
 // 16 magnitudes per step (15 low bits as unsigned 16-bit integers), reduced per block with
@@ -179,7 +159,7 @@ __attribute__((target("avx2"))) void bf16_block_absmax_avx2(Bf16In x, std::int64
     const __m128i m = _mm_max_epu16(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
     const auto top = static_cast<std::uint16_t>(
         ~_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(m, ones))) & 0xFFFF);
-    out[b] = bf16_value(std::max(top, max_magnitude(x + (lo + i), cnt - i)));
+    out[b] = bf16_to_f32(std::max(top, max_magnitude(x + (lo + i), cnt - i)));
   }
 }
 
@@ -203,20 +183,31 @@ __attribute__((target("avx512f,popcnt"))) void count_midpoints_below_avx512(cons
 #endif
 #endif
 
+template <bool kErr, class In>
+void encode_pack_run(const Book16& book, In x, std::int64_t n, float inv, float s,
+                     std::uint8_t* out, RunSums& r, bool avx512) {
+#ifdef CKPT_QUANT_X86
+  if (avx512) return encode_pack_avx512<kErr>(book, x, n, inv, s, out, r);
+#endif
+  encode_pack_portable<kErr>(book, x, n, inv, s, out, r);
+}
+
+// One block through the chosen kernel; with `err`, its float sums folded into err's lanes.
+template <class In>
+void encode_pack(const Book16& book, In x, std::int64_t n, float inv, float s, std::uint8_t* out,
+                 LaneSums* err, bool avx512) {
+  RunSums r;
+  if (!err) return encode_pack_run<false>(book, x, n, inv, s, out, r, avx512);
+  encode_pack_run<true>(book, x, n, inv, s, out, r, avx512);
+  err->fold(r.se, r.sx, r.max_abs);
+}
+
 }  // namespace
 
 void LaneSums::add(const float* x, const float* y, float s, std::int64_t n) {
   RunSums r;
-  for (std::int64_t i0 = 0; i0 < n; i0 += 16) {
-    const std::int64_t k = std::min<std::int64_t>(16, n - i0);
-    for (std::int64_t j = 0; j < k; ++j) {
-      const float xv = x[i0 + j];
-      const float e = xv - y[i0 + j] * s;  // the float product dequantize() computes
-      r.se[j] = std::fma(e, e, r.se[j]);
-      r.sx[j] = std::fma(xv, xv, r.sx[j]);
-      r.max_abs = std::max(r.max_abs, std::fabs(e));
-    }
-  }
+  for (std::int64_t i = 0; i < n; ++i)
+    r.add(static_cast<int>(i % 16), x[i], y[i], s);
   fold(r.se, r.sx, r.max_abs);
 }
 
@@ -260,28 +251,22 @@ bool nf4_kernel_is_avx512() {
 
 void encode_pack_nf4_portable(const Book16& book, const float* x, std::int64_t n, float inv,
                               float s, std::uint8_t* out, LaneSums* err) {
-  encode_pack_portable(book, F32In{x}, n, inv, s, out, err);
+  encode_pack(book, F32In{x}, n, inv, s, out, err, false);
 }
 
 void encode_pack_nf4_bf16_portable(const Book16& book, const std::byte* x, std::int64_t n,
                                    float inv, float s, std::uint8_t* out, LaneSums* err) {
-  encode_pack_portable(book, Bf16In{x}, n, inv, s, out, err);
+  encode_pack(book, Bf16In{x}, n, inv, s, out, err, false);
 }
 
 void encode_pack_nf4(const Book16& book, const float* x, std::int64_t n, float inv, float s,
                      std::uint8_t* out, LaneSums* err) {
-#ifdef CKPT_QUANT_X86
-  if (nf4_kernel_is_avx512()) return encode_pack_avx512(book, F32In{x}, n, inv, s, out, err);
-#endif
-  encode_pack_portable(book, F32In{x}, n, inv, s, out, err);
+  encode_pack(book, F32In{x}, n, inv, s, out, err, nf4_kernel_is_avx512());
 }
 
 void encode_pack_nf4_bf16(const Book16& book, const std::byte* x, std::int64_t n, float inv,
                           float s, std::uint8_t* out, LaneSums* err) {
-#ifdef CKPT_QUANT_X86
-  if (nf4_kernel_is_avx512()) return encode_pack_avx512(book, Bf16In{x}, n, inv, s, out, err);
-#endif
-  encode_pack_portable(book, Bf16In{x}, n, inv, s, out, err);
+  encode_pack(book, Bf16In{x}, n, inv, s, out, err, nf4_kernel_is_avx512());
 }
 
 void count_midpoints_below_portable(const float* run_last, const float* padded, const float* x,
@@ -308,7 +293,7 @@ void count_midpoints_below(const float* run_last, const float* padded, const flo
 void bf16_block_absmax_portable(const std::byte* x, std::int64_t n, std::int64_t block,
                                 float* out) {
   for (std::int64_t lo = 0, b = 0; lo < n; lo += block, ++b)
-    out[b] = bf16_value(max_magnitude(Bf16In{x} + lo, std::min(block, n - lo)));
+    out[b] = bf16_to_f32(max_magnitude(Bf16In{x} + lo, std::min(block, n - lo)));
 }
 
 void bf16_block_absmax(const std::byte* x, std::int64_t n, std::int64_t block, float* out) {
