@@ -23,7 +23,7 @@
 #include "ckptkit/core/units.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/writer.hpp"
-#include "ckptkit/pipeline/engine.hpp"
+#include "ckptkit/engine/engine.hpp"
 
 namespace {
 

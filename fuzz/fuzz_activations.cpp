@@ -1,4 +1,4 @@
-// libFuzzer target for activation dumps as velora-init reads them (pipeline/velora_init.cpp):
+// libFuzzer target for activation dumps as velora-init reads them (commands/velora_init/run.cpp):
 // the input is written as activations.safetensors and run_velora_init runs on it end to end
 // (module selection and shape checks, f64 decoding, non-finite rejection, both passes of
 // analysis/velora, the safetensors/JSON/report outputs). The first byte picks --groups and
@@ -10,7 +10,7 @@
 #include <filesystem>
 
 #include "ckptkit/core/error.hpp"
-#include "ckptkit/pipeline/velora_init.hpp"
+#include "ckptkit/commands/velora_init/velora_init.hpp"
 #include "fuzz_file_input.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

@@ -1,4 +1,4 @@
-// libFuzzer target for quantized checkpoints (pipeline/quant_layout.hpp): bitsandbytes'
+// libFuzzer target for quantized checkpoints (formats/quant_layout.hpp): bitsandbytes'
 // quant_state JSON tensors and ckptkit's own .quant_state.ckptkit, with their companion tensors
 // (absmax, quant_map, nested_*, SCB, qscales, codebook). The input is a safetensors file written
 // to disk and opened as a checkpoint; every quantized group found is dequantized. A dequantized
@@ -10,7 +10,7 @@
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/io/checkpoint.hpp"
-#include "ckptkit/pipeline/quant_layout.hpp"
+#include "ckptkit/formats/quant_layout.hpp"
 #include "fuzz_file_input.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

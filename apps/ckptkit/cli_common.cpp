@@ -3,7 +3,7 @@
 #include <cstdio>
 
 #include "ckptkit/core/units.hpp"
-#include "ckptkit/pipeline/shard.hpp"
+#include "ckptkit/engine/shard.hpp"
 
 namespace ckpt::cli {
 

@@ -7,7 +7,7 @@
 
 #include "ckptkit/core/dtype.hpp"
 #include "ckptkit/core/error.hpp"
-#include "ckptkit/pipeline/common.hpp"
+#include "ckptkit/engine/options.hpp"
 #include "ckptkit/report/report.hpp"
 
 namespace ckpt::cli {

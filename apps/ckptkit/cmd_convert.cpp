@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "ckptkit/core/error.hpp"
-#include "ckptkit/pipeline/convert.hpp"
+#include "ckptkit/commands/convert/convert.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

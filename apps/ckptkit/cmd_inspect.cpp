@@ -3,7 +3,7 @@
 #include <string>
 
 #include "ckptkit/core/units.hpp"
-#include "ckptkit/pipeline/inspect.hpp"
+#include "ckptkit/commands/inspect/inspect.hpp"
 #include "commands.hpp"
 
 namespace ckpt::cli {

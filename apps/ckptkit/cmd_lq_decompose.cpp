@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "ckptkit/core/error.hpp"
-#include "ckptkit/pipeline/lq_decompose.hpp"
+#include "ckptkit/commands/lq_decompose/lq_decompose.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

@@ -3,7 +3,7 @@
 #include <cstdio>
 
 #include "ckptkit/core/error.hpp"
-#include "ckptkit/pipeline/merge.hpp"
+#include "ckptkit/commands/merge/merge.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

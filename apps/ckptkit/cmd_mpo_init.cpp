@@ -4,7 +4,7 @@
 #include <cstdio>
 
 #include "ckptkit/core/error.hpp"
-#include "ckptkit/pipeline/mpo_init.hpp"
+#include "ckptkit/commands/mpo_init/mpo_init.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

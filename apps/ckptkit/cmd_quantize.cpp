@@ -4,7 +4,7 @@
 #include <cstdio>
 
 #include "ckptkit/core/error.hpp"
-#include "ckptkit/pipeline/quantize.hpp"
+#include "ckptkit/commands/quantize/quantize.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

@@ -3,7 +3,8 @@
 #include <string>
 #include <vector>
 
-#include "ckptkit/pipeline/stitch.hpp"
+#include "ckptkit/commands/registry.hpp"
+#include "ckptkit/engine/stitch.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 
@@ -39,6 +40,7 @@ void setup_stitch(CLI::App& app, Run& run) {
       o.force = f->force;
       o.progress = !f->quiet && !f->json;
       if (!f->report.empty()) o.report_path = f->report;
+      o.commands = command_specs();
       const Json report = run_stitch(o);
       CommonFlags cf;
       cf.quiet = f->quiet;

@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "ckptkit/core/error.hpp"
-#include "ckptkit/pipeline/svd_init.hpp"
+#include "ckptkit/commands/svd_init/svd_init.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

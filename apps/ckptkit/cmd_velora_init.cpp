@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "ckptkit/core/error.hpp"
-#include "ckptkit/pipeline/velora_init.hpp"
+#include "ckptkit/commands/velora_init/velora_init.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

@@ -30,7 +30,4 @@ inline std::vector<Setup> all_commands() {
       setup_analyze_spectrum, setup_velora_init, setup_inspect,      setup_convert,  setup_stitch};
 }
 
-/// Registers a subcommand this build does not ship yet: listed in --help, exits 2 when run.
-void add_planned(CLI::App& app, Run& run, const std::string& name, const std::string& what);
-
 }  // namespace ckpt::cli

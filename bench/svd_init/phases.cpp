@@ -19,7 +19,7 @@
 
 #include "ckptkit/core/tensor.hpp"
 #include "ckptkit/core/tensor_math.hpp"
-#include "ckptkit/decompose/svd_init.hpp"
+#include "ckptkit/decompose/pissa.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/linalg/svd.hpp"
 

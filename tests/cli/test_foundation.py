@@ -154,8 +154,12 @@ def test_round_trip(tmp):
         os.makedirs(src_dir)
         shutil.copy(src, os.path.join(src_dir, "model.safetensors"))
         label = os.path.relpath(src, os.path.dirname(os.path.dirname(os.path.dirname(src))))
-        for tag, extra in (("copy", []), ("reshard 4MB", ["--max-shard-size", "4MB"]),
-                           ("zstd", ["--zstd"]), ("reshard+zstd", ["--zstd", "--max-shard-size", "10MB"])):
+        # Shard limits relative to the file, so that every input (a 0.4 MB adapter as well as a
+        # 20 MB model) is split into several shards.
+        size = os.path.getsize(src)
+        third, half = str(max(size // 3, 1)), str(max(size // 2, 1))
+        for tag, extra in (("copy", []), ("reshard thirds", ["--max-shard-size", third]),
+                           ("zstd", ["--zstd"]), ("reshard+zstd", ["--zstd", "--max-shard-size", half])):
             out = os.path.join(tmp, f"out{i}-{tag.replace(' ', '_').replace('+', '_')}")
             r = run("convert", src, "-o", out, "--quiet", *extra)
             check(r.returncode == 0, f"convert {label} ({tag}) exits 0 {r.stderr.strip()[:200]}")
@@ -164,7 +168,7 @@ def test_round_trip(tmp):
             if tag.startswith("reshard"):
                 n = len([f for f in os.listdir(out) if ".safetensors" in f and not f.endswith(".json")])
                 check(n > 1 and os.path.exists(os.path.join(out, "model.safetensors.index.json")),
-                      f"{tag}: {n} shards and an index")
+                      f"{label} {tag}: {n} shards and an index")
             same_checkpoint(src_dir, out, f"{label} {tag}")
             if tag == "reshard+zstd":
                 # And back: the compressed, sharded output is itself a valid input.

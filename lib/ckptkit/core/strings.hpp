@@ -1,5 +1,5 @@
 #pragma once
-/// Small string formatting helpers for messages.
+/// Small string formatting helpers (messages, and numbers as other tools print them).
 
 #include <cstdint>
 #include <string>
@@ -16,5 +16,9 @@ inline std::string join(const std::vector<std::int64_t>& v) {
   }
   return s;
 }
+
+/// Python's repr() of a double (shortest round-trip, scientific below 1e-4 and from 1e16), as
+/// json.dumps writes floats: the bitsandbytes quant_state JSON is written the same way.
+std::string python_float_repr(double v);
 
 }  // namespace ckpt

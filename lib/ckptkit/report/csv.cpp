@@ -69,4 +69,50 @@ CsvWriter CsvWriter::from_rows(const nlohmann::ordered_json& rows,
   return w;
 }
 
+std::vector<std::string> csv_records(std::string_view text) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool quoted = false;
+  for (char c : text) {
+    cur.push_back(c);
+    if (c == '"') quoted = !quoted;
+    if (c == '\n' && !quoted) {
+      out.push_back(std::move(cur));
+      cur.clear();
+    }
+  }
+  if (!cur.empty()) out.push_back(std::move(cur));
+  return out;
+}
+
+std::vector<std::string> csv_fields(std::string_view record) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool quoted = false;
+  for (std::size_t i = 0; i < record.size(); ++i) {
+    const char c = record[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < record.size() && record[i + 1] == '"') {
+        cur.push_back('"');
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        cur.push_back(c);
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      out.push_back(std::move(cur));
+      cur.clear();
+    } else if (c == '\n' || c == '\r') {
+      break;
+    } else {
+      cur.push_back(c);
+    }
+  }
+  out.push_back(std::move(cur));
+  return out;
+}
+
 }  // namespace ckpt

@@ -1,4 +1,4 @@
-// CSV output (RFC 4180): fields containing a comma, quote, CR or LF are quoted, quotes doubled.
+// CSV output (RFC 4180), and reading back what it wrote: fields containing a comma, quote, CR or LF are quoted, quotes doubled.
 // Numbers are written with up to 9 significant digits (round-trips f32 and is stable across runs).
 //
 // Example:
@@ -38,6 +38,11 @@ class CsvWriter {
   std::vector<std::string> header_;
   std::string text_;
 };
+
+/// The records of a CSV text, each with its line break (a quoted field may hold a newline).
+std::vector<std::string> csv_records(std::string_view text);
+/// The fields of one record, unquoted (RFC 4180; the line break ends the record).
+std::vector<std::string> csv_fields(std::string_view record);
 
 /// One field, quoted when it has to be.
 std::string csv_quote(std::string_view field);

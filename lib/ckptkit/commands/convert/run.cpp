@@ -1,0 +1,58 @@
+#include "ckptkit/commands/convert/convert.hpp"
+
+#include <chrono>
+
+#include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/engine/stream.hpp"
+
+namespace ckpt {
+
+Json run_convert(const ConvertOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  const Checkpoint in = Checkpoint::open(options.input);
+  OutputDir out(options.common.output, options.common.force, {options.input});
+  Report report("convert", options.common.argv);
+  report.add_input("checkpoint", options.input.string(), fingerprint(in));
+  report.settings() = {{"dtype", options.dtype ? std::string(dtype_name(*options.dtype)) : "unchanged"},
+                       {"max_shard_size", options.common.max_shard_size},
+                       {"zstd", options.common.zstd}};
+  std::uint64_t cast = 0;
+  StreamJob job;
+  job.input = &in;
+  job.plan = [&](const CheckpointTensor& t) {
+    TensorPlan p;
+    if (options.dtype && is_float(t.info.dtype) && t.info.dtype != *options.dtype) {
+      p.passthrough = false;
+      p.outputs = {{t.info.name, *options.dtype, t.info.shape}};
+      p.working_set = t.info.nbytes() * 3;
+    }
+    return p;
+  };
+  job.compute = [&](const CheckpointTensor& t, const TensorView& v) {
+    TensorResult r;
+    r.outputs.push_back({t.info.name, *options.dtype, t.info.shape,
+                         convert_float_bytes(v.dtype, *options.dtype, v.bytes)});
+    r.on_commit = [&cast] { ++cast; };
+    return r;
+  };
+  WriterOptions w = writer_options(options.common, in.metadata());
+  w.write_metadata = in.shards().front().header.has_metadata;
+  const auto files = stream_checkpoint(job, out.path(), w, options.common.exec, "convert");
+  copy_files(in.extra_files(), out.path());
+  for (const auto& t : in.tensors())
+    report.add_row({{"name", t.info.name},
+                    {"dtype", std::string(dtype_name(t.info.dtype))},
+                    {"shape", t.info.shape},
+                    {"bytes", t.info.nbytes()}});
+  report.totals() = {{"tensors", in.tensors().size()},
+                     {"cast", cast},
+                     {"bytes_in", in.total_bytes()},
+                     {"files", files},
+                     {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
+  out.commit();
+  Json j = report.to_json();
+  if (options.common.report_path) report.write(*options.common.report_path);
+  return j;
+}
+
+}  // namespace ckpt

@@ -1,0 +1,89 @@
+#include "ckptkit/commands/inspect/inspect.hpp"
+
+#include <cmath>
+#include <map>
+
+#include "ckptkit/io/checkpoint.hpp"
+#include "ckptkit/engine/stream.hpp"
+
+namespace ckpt {
+
+Json run_inspect(const InspectOptions& options) {
+  const Checkpoint c = Checkpoint::open(options.input);
+  const TargetSelector targets(options.targets, c.config());
+  Json j;
+  j["path"] = options.input.string();
+  j["format"] = c.sharded() ? "sharded" : "single";
+  j["shards"] = Json::array();
+  const auto fps = fingerprint(c);
+  for (std::size_t i = 0; i < c.shards().size(); ++i) {
+    const auto& s = c.shards()[i];
+    j["shards"].push_back({{"file", fps[i].file},
+                           {"bytes", fps[i].bytes},
+                           {"tensors", s.header.tensors.size()},
+                           {"header_bytes", s.header.data_start},
+                           {"header_sha256", fps[i].header_sha256}});
+  }
+  Json arch = Json::object();
+  if (c.config() && c.config()->is_object()) {
+    for (const char* k : {"model_type", "architectures", "hidden_size", "intermediate_size",
+                          "num_hidden_layers", "num_attention_heads", "vocab_size", "torch_dtype"})
+      if (c.config()->contains(k)) arch[k] = (*c.config())[k];
+  }
+  j["architecture"] = arch;
+  j["fan_in_fan_out"] = targets.fan_in_fan_out();
+  Json meta = Json::object();
+  for (const auto& [k, v] : c.metadata()) meta[k] = v;
+  j["metadata"] = meta;
+
+  struct Totals {
+    std::uint64_t count = 0, params = 0, bytes = 0;
+  };
+  std::map<std::string, Totals> by_dtype;
+  Totals all, picked;
+  std::uint64_t nonfinite = 0;
+  j["tensors"] = Json::array();
+  for (const auto& t : c.tensors()) {
+    const auto d = targets.decide(t.info);
+    const auto params = static_cast<std::uint64_t>(numel(t.info.shape));
+    auto& bt = by_dtype[std::string(dtype_name(t.info.dtype))];
+    for (Totals* tot : {&bt, &all}) {
+      tot->count += 1;
+      tot->params += params;
+      tot->bytes += t.info.nbytes();
+    }
+    if (d.selected) {
+      picked.count += 1;
+      picked.params += params;
+      picked.bytes += t.info.nbytes();
+    }
+    Json row = {{"name", t.info.name},
+                {"dtype", std::string(dtype_name(t.info.dtype))},
+                {"shape", t.info.shape},
+                {"bytes", t.info.nbytes()},
+                {"shard", c.shards()[t.shard].path.filename().string()},
+                {"target", d.selected},
+                {"reason", d.reason}};
+    if (options.scan_values && is_float(t.info.dtype)) {
+      std::uint64_t bad = 0;
+      for (float v : to_f32(c.view(t)))
+        if (!std::isfinite(v)) ++bad;
+      row["nonfinite"] = bad;
+      nonfinite += bad;
+      c.release(t);
+    }
+    j["tensors"].push_back(std::move(row));
+  }
+  Json dt = Json::object();
+  for (const auto& [k, v] : by_dtype) dt[k] = {{"tensors", v.count}, {"params", v.params}, {"bytes", v.bytes}};
+  j["totals"] = {{"tensors", all.count}, {"params", all.params}, {"bytes", all.bytes}, {"by_dtype", dt}};
+  j["targets"] = {{"tensors", picked.count}, {"params", picked.params}, {"bytes", picked.bytes}};
+  std::string verdict = "valid: headers, offsets and index are consistent";
+  if (options.scan_values)
+    verdict += nonfinite ? "; " + std::to_string(nonfinite) + " non-finite values found" : "; all float values finite";
+  j["valid"] = nonfinite == 0;
+  j["verdict"] = verdict;
+  return j;
+}
+
+}  // namespace ckpt

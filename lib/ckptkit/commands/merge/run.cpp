@@ -1,0 +1,388 @@
+#include "ckptkit/commands/merge/merge.hpp"
+
+#include <Eigen/Core>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+
+#include "ckptkit/adapters/any_adapter.hpp"
+#include "ckptkit/core/error.hpp"
+#include "ckptkit/core/timing.hpp"
+#include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/formats/quantized_base.hpp"
+#include "ckptkit/engine/report_out.hpp"
+#include "ckptkit/engine/stream.hpp"
+
+namespace ckpt {
+namespace fs = std::filesystem;
+namespace {
+
+using RowF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// One adapter module applied to a base tensor with weight w_k.
+struct Part {
+  const AnyAdapter* adapter = nullptr;
+  std::size_t module = 0;
+  std::size_t adapter_index = 0;
+  double weight = 1;
+};
+
+/// A base tensor that receives deltas.
+struct Target {
+  std::vector<Part> parts;
+  DType out_dtype = DType::F32;
+  const QuantizedGroup* quantized = nullptr;  // quantized base weight (dequantized first)
+};
+
+/// Per-block numbers, reduced in block order so that reports do not depend on --threads.
+struct Stats {
+  double base_sq = 0, delta_sq = 0, out_sq = 0, max_abs_change = 0;
+  std::int64_t bad_at = -1;  // first element whose merged value is not finite after the cast
+  double bad_value = 0;
+};
+
+/// Stores d as `dtype` at `dst` with one rounding (round to nearest even) and returns the stored
+/// value.
+double store_one(DType dtype, double d, std::byte* dst) {
+  switch (dtype) {
+    case DType::F64:
+      std::memcpy(dst, &d, 8);
+      return d;
+    case DType::F32: {
+      const float f = static_cast<float>(d);
+      std::memcpy(dst, &f, 4);
+      return f;
+    }
+    default: {
+      // Round to odd into f32 (24 bits ≥ 11 + 2), then to nearest even in 16 bits: this equals a
+      // single correct rounding of d (no double rounding).
+      float f = static_cast<float>(d);
+      if (std::isfinite(f) && std::fabs(static_cast<double>(f)) > std::fabs(d))
+        f = std::nextafter(f, 0.0f);
+      if (std::isfinite(f) && static_cast<double>(f) != d)
+        f = std::bit_cast<float>(std::bit_cast<std::uint32_t>(f) | 1u);
+      const std::uint16_t h = dtype == DType::BF16 ? f32_to_bf16(f) : f32_to_f16(f);
+      std::memcpy(dst, &h, 2);
+      return dtype == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+    }
+  }
+}
+
+/// out = cast(base + Σ w_k·ΔW_k), row block by row block. Each block computes its slice of every
+/// factored delta with one f32 GEMM (L rows × R) and accumulates in f64; block boundaries depend
+/// only on the shape, so the bytes are the same for any thread count.
+Stats merge_matrix(std::span<const double> base_f64, const TensorView* base_view, std::int64_t rows,
+                   std::int64_t cols, const std::vector<Part>& parts,
+                   const std::vector<std::vector<float>>& dense, DType out_dtype, std::byte* out) {
+  const std::int64_t block = std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(cols, 1));
+  const std::size_t nblocks = static_cast<std::size_t>((rows + block - 1) / block);
+  std::vector<Stats> stats(nblocks);
+  const std::size_t out_size = dtype_size(out_dtype);
+  parallel_chunks(nblocks, 1, [&](std::size_t b0, std::size_t b1) {
+    std::vector<double> orig, acc;
+    RowF tmp;
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::int64_t r0 = static_cast<std::int64_t>(b) * block;
+      const std::int64_t r1 = std::min(rows, r0 + block);
+      const std::size_t n = static_cast<std::size_t>((r1 - r0) * cols);
+      const std::size_t off = static_cast<std::size_t>(r0 * cols);
+      orig.resize(n);
+      if (base_view) {
+        const std::size_t es = dtype_size(base_view->dtype);
+        decode_to_f64(base_view->dtype, base_view->bytes.subspan(off * es, n * es), orig);
+      } else {
+        std::copy_n(base_f64.data() + off, n, orig.data());
+      }
+      acc = orig;
+      for (std::size_t p = 0; p < parts.size(); ++p) {
+        const AdapterDelta& d = parts[p].adapter->modules[parts[p].module];
+        const float* t;
+        double c = parts[p].weight;
+        if (d.rank > 0) {
+          tmp.noalias() = Eigen::Map<const RowF>(d.L.data() + r0 * d.rank, r1 - r0, d.rank) *
+                          Eigen::Map<const RowF>(d.R.data(), d.rank, cols);
+          t = tmp.data();
+          c *= d.scale;
+        } else {
+          t = dense[p].data() + off;  // scale included
+        }
+        for (std::size_t i = 0; i < n; ++i)
+          acc[i] += c * static_cast<double>(t[i]);
+      }
+      Stats s;
+      for (std::size_t i = 0; i < n; ++i) {
+        const double stored = store_one(out_dtype, acc[i], out + (off + i) * out_size);
+        if (!std::isfinite(stored) && s.bad_at < 0) {
+          s.bad_at = static_cast<std::int64_t>(off + i);
+          s.bad_value = acc[i];
+        }
+        const double dd = acc[i] - orig[i];
+        s.base_sq += orig[i] * orig[i];
+        s.delta_sq += dd * dd;
+        s.out_sq += stored * stored;
+        s.max_abs_change = std::max(s.max_abs_change, std::fabs(stored - orig[i]));
+      }
+      stats[b] = s;
+    }
+  });
+  Stats total;
+  for (const auto& s : stats) {
+    total.base_sq += s.base_sq;
+    total.delta_sq += s.delta_sq;
+    total.out_sq += s.out_sq;
+    total.max_abs_change = std::max(total.max_abs_change, s.max_abs_change);
+    if (total.bad_at < 0 && s.bad_at >= 0) {
+      total.bad_at = s.bad_at;
+      total.bad_value = s.bad_value;
+    }
+  }
+  return total;
+}
+
+std::string torch_dtype_of(DType t) {
+  switch (t) {
+    case DType::BF16:
+      return "bfloat16";
+    case DType::F16:
+      return "float16";
+    case DType::F64:
+      return "float64";
+    default:
+      return "float32";
+  }
+}
+
+/// An svd-init / mpo-init output given alone: its residual plus its adapter.
+void expand_pair(MergeOptions& o) {
+  if (!o.adapters.empty()) return;
+  if (fs::is_directory(o.base / "residual") && fs::is_directory(o.base / "adapter")) {
+    o.adapters = {o.base / "adapter"};
+    o.base = o.base / "residual";
+    return;
+  }
+  fail(ErrorKind::Usage, located(o.base.string(), "",
+                                 "no adapter given (and not an svd-init/mpo-init output holding "
+                                 "residual/ and adapter/)"));
+}
+
+}  // namespace
+
+Json run_merge(const MergeOptions& opts) {
+  const auto start = Clock::now();
+  MergeOptions o = opts;
+  expand_pair(o);
+  if (!o.weights.empty() && o.weights.size() != o.adapters.size())
+    fail(ErrorKind::Usage, "--weights has " + std::to_string(o.weights.size()) + " value" +
+                               (o.weights.size() == 1 ? "" : "s") + " but " +
+                               std::to_string(o.adapters.size()) + " adapter" +
+                               (o.adapters.size() == 1 ? " was" : "s were") + " given");
+  for (double w : o.weights)
+    if (!std::isfinite(w)) fail(ErrorKind::Usage, "--weights must be finite numbers");
+  if (o.dtype && !is_float(*o.dtype)) fail(ErrorKind::Usage, "--dtype must be a float type");
+
+  const Checkpoint base = Checkpoint::open(o.base);
+  const QuantizedBase qbase = find_quantized_weights(base);
+  std::vector<AnyAdapter> adapters;
+  adapters.reserve(o.adapters.size());
+  for (const auto& p : o.adapters) {
+    adapters.push_back(read_any_adapter(p));
+    check_any_adapter_against(adapters.back(), base, &qbase.logical_shapes);
+  }
+
+  // Which base tensors receive which deltas (adapter order within a tensor).
+  std::map<std::string, Target> targets;
+  for (std::size_t a = 0; a < adapters.size(); ++a)
+    for (std::size_t m = 0; m < adapters[a].modules.size(); ++m) {
+      const std::string& name = adapters[a].modules[m].base_tensor;
+      Target& t = targets[name];
+      t.parts.push_back({&adapters[a], m, a, o.weights.empty() ? 1.0 : o.weights[a]});
+    }
+  for (auto& [name, t] : targets) {
+    t.quantized = qbase.group_of(name);
+    if (t.quantized) {
+      t.out_dtype = o.dtype.value_or(qbase.original_dtype(base, *t.quantized));
+      continue;
+    }
+    const CheckpointTensor* ct = base.find(name);
+    if (!is_float(ct->info.dtype))
+      fail(ErrorKind::Unsupported,
+           located(base.file_of(*ct), name,
+                   "base weight is " + std::string(dtype_name(ct->info.dtype)) +
+                       ", not a float type (quantized layout not recognised)"));
+    t.out_dtype = o.dtype.value_or(ct->info.dtype);
+  }
+
+  std::vector<fs::path> inputs{o.base};
+  for (const auto& p : o.adapters)
+    inputs.push_back(p);
+  OutputDir out(o.common.output, o.common.force, inputs);
+
+  std::vector<Json> rows;
+  std::size_t cast = 0, dequantized_plain = 0;
+  double max_change = 0;
+  StreamJob job;
+  job.input = &base;
+  job.plan = [&](const CheckpointTensor& t) {
+    TensorPlan p;
+    // A quantized weight's main tensor becomes the merged float weight; its companions vanish.
+    if (const QuantizedGroup* g = qbase.group_of_any(t.info.name)) {
+      p.passthrough = false;
+      if (t.info.name == g->weight) {
+        const auto it = targets.find(g->weight);
+        const DType dt = it != targets.end() ? it->second.out_dtype
+                                             : o.dtype.value_or(qbase.original_dtype(base, *g));
+        const Shape shape = qbase.logical_shape(g->weight);
+        p.outputs = {{g->weight, dt, shape}};
+        p.working_set = static_cast<std::uint64_t>(numel(shape)) * (8 + dtype_size(dt));
+      }
+      return p;
+    }
+    const auto it = targets.find(t.info.name);
+    if (it != targets.end()) {
+      p.passthrough = false;
+      p.outputs = {{t.info.name, it->second.out_dtype, t.info.shape}};
+      std::uint64_t dense = 0;
+      for (const auto& part : it->second.parts)
+        if (part.adapter->format == AdapterFormat::Mpo) dense += 4;
+      p.working_set = static_cast<std::uint64_t>(numel(t.info.shape)) *
+                      (dtype_size(it->second.out_dtype) + dense);
+    } else if (o.dtype && is_float(t.info.dtype) && t.info.dtype != *o.dtype) {
+      p.passthrough = false;
+      p.outputs = {{t.info.name, *o.dtype, t.info.shape}};
+      p.working_set = t.info.nbytes() * 3;
+    }
+    return p;
+  };
+  job.compute = [&](const CheckpointTensor& t, const TensorView& v) {
+    TensorResult r;
+    const QuantizedGroup* g = qbase.group_of_any(t.info.name);
+    if (g && t.info.name != g->weight) return r;  // a companion: folded into the weight
+    const auto it = targets.find(g ? g->weight : t.info.name);
+    if (it == targets.end() && !g) {  // --dtype cast of an untouched tensor
+      r.outputs.push_back(
+          {t.info.name, *o.dtype, t.info.shape, convert_float_bytes(v.dtype, *o.dtype, v.bytes)});
+      r.on_commit = [&cast] { ++cast; };
+      return r;
+    }
+    const auto t0 = Clock::now();
+    static const Target kNone{};
+    const Target& tg = it != targets.end() ? it->second : kNone;
+    const DType out_dtype =
+        it != targets.end() ? tg.out_dtype : o.dtype.value_or(qbase.original_dtype(base, *g));
+    std::vector<double> deq;
+    Shape shape = t.info.shape;
+    std::string in_dtype(dtype_name(t.info.dtype));
+    if (g) {
+      DequantizedWeight w = qbase.dequantize(base, *g);
+      deq.assign(w.values.begin(), w.values.end());
+      shape = w.shape;
+      in_dtype = qbase.layout_name(*g);
+    }
+    const std::int64_t rows_n = shape.empty() ? 1 : shape[0];
+    const std::int64_t cols_n = rows_n > 0 ? numel(shape) / rows_n : 0;
+    std::vector<std::vector<float>> dense(tg.parts.size());
+    for (std::size_t p = 0; p < tg.parts.size(); ++p)
+      if (tg.parts[p].adapter->modules[tg.parts[p].module].rank == 0)
+        dense[p] = any_adapter_dense(*tg.parts[p].adapter, tg.parts[p].module);
+    OwnedTensor res{t.info.name, out_dtype, shape, {}};
+    res.bytes.resize(static_cast<std::size_t>(numel(shape)) * dtype_size(out_dtype));
+    const Stats s = merge_matrix(deq, g ? nullptr : &v, rows_n, cols_n, tg.parts, dense, out_dtype,
+                                 res.bytes.data());
+    if (s.bad_at >= 0) {
+      const std::string module = TargetSelector::module_name(t.info.name);
+      std::string from;
+      for (const auto& part : tg.parts)
+        from += (from.empty() ? "" : ", ") + part.adapter->weights.string();
+      fail(ErrorKind::Format,
+           located(from.empty() ? base.file_of(t) : from, module,
+                   "merged value " +
+                       std::string(std::isnan(s.bad_value) ? "NaN" : std::to_string(s.bad_value)) +
+                       " at [" + std::to_string(s.bad_at / std::max<std::int64_t>(cols_n, 1)) +
+                       ", " + std::to_string(s.bad_at % std::max<std::int64_t>(cols_n, 1)) +
+                       "] is not finite in " + std::string(dtype_name(out_dtype)) +
+                       " (overflow or non-finite input)"));
+    }
+    Json parts = Json::array();
+    for (const auto& part : tg.parts) {
+      const AdapterDelta& d = part.adapter->modules[part.module];
+      parts.push_back({{"adapter", part.adapter_index},
+                       {"format", adapter_format_name(part.adapter->format)},
+                       {"rank", d.rank > 0 ? Json(d.rank) : Json(nullptr)},
+                       {"scaling", round_sig(d.scale)},
+                       {"weight", part.weight}});
+    }
+    const double base_fro = std::sqrt(s.base_sq);
+    auto row = std::make_shared<Json>(
+        Json{{"name", t.info.name},
+             {"module", TargetSelector::module_name(t.info.name)},
+             {"shape", shape},
+             {"dtype_in", in_dtype},
+             {"dtype_out", std::string(dtype_name(out_dtype))},
+             {"adapters", parts},
+             {"base_fro", round_sig(base_fro)},
+             {"delta_fro", round_sig(std::sqrt(s.delta_sq))},
+             {"merged_fro", round_sig(std::sqrt(s.out_sq))},
+             {"rel_change_fro", base_fro > 0 ? round_sig(std::sqrt(s.delta_sq) / base_fro) : 0.0},
+             {"max_abs_change", round_sig(s.max_abs_change)},
+             {"seconds", round_sig(seconds_since(t0), 4)}});
+    const double change = s.max_abs_change;
+    const bool plain = g && it == targets.end();
+    r.outputs.push_back(std::move(res));
+    r.on_commit = [row, change, plain, &rows, &max_change, &dequantized_plain] {
+      rows.push_back(std::move(*row));
+      max_change = std::max(max_change, change);
+      if (plain) ++dequantized_plain;
+    };
+    return r;
+  };
+  WriterOptions wo = writer_options(o.common, base.metadata());
+  wo.write_metadata = base.shards().front().header.has_metadata;
+  const auto files = stream_checkpoint(job, out.path(), wo, o.common.exec, "merge");
+
+  // Non-weight files. config.json: torch_dtype follows --dtype, and a quantized base's
+  // quantization_config goes (every weight is written as floats).
+  const auto& config = base.config();
+  const bool has_config = config && config->is_object();
+  const bool drop_quant =
+      has_config && !qbase.groups.empty() && config->contains("quantization_config");
+  const bool set_dtype = has_config && o.dtype && config->contains("torch_dtype");
+  const bool rewrite_config = drop_quant || set_dtype;
+  copy_files(base.extra_files(), out.path(),
+             rewrite_config ? std::vector<std::string>{"config.json"} : std::vector<std::string>{});
+  if (rewrite_config) {
+    nlohmann::ordered_json c = nlohmann::ordered_json::parse(config->dump());
+    if (set_dtype) c["torch_dtype"] = torch_dtype_of(*o.dtype);
+    if (drop_quant) c.erase("quantization_config");
+    write_text_file(out.path() / "config.json", c.dump(2) + "\n");
+  }
+
+  Report report("merge", o.common.argv);
+  report.add_input("base", o.base.string(), fingerprint(base));
+  Json adapters_json = Json::array();
+  for (std::size_t a = 0; a < adapters.size(); ++a) {
+    report.add_input("adapter", o.adapters[a].string(),
+                     fingerprint(Checkpoint::open(adapters[a].weights)));
+    adapters_json.push_back({{"path", o.adapters[a].string()},
+                             {"format", adapter_format_name(adapters[a].format)},
+                             {"modules", adapters[a].modules.size()},
+                             {"weight", o.weights.empty() ? 1.0 : o.weights[a]}});
+  }
+  report.settings() = {{"adapters", adapters_json},
+                       {"dtype", o.dtype ? std::string(dtype_name(*o.dtype)) : "base"},
+                       {"quantized_base", !qbase.groups.empty()},
+                       {"accumulation", "f32 GEMM per delta, f64 sum, one rounding to dtype"}};
+  for (auto& r : rows)
+    report.add_row(std::move(r));
+  report.totals() = {{"merged", targets.size()},
+                     {"dequantized_unmerged", dequantized_plain},
+                     {"cast", cast},
+                     {"tensors_out", base.tensors().size() - qbase.companion_count()},
+                     {"max_abs_change", round_sig(max_change)},
+                     {"files", files},
+                     {"seconds", round_sig(seconds_since(start), 4)}};
+  return commit_with_report(report, out, o.common);
+}
+
+}  // namespace ckpt

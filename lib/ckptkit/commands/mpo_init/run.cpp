@@ -1,0 +1,400 @@
+#include "ckptkit/commands/mpo_init/mpo_init.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+
+#include "ckptkit/adapters/mpo_adapter.hpp"
+#include "ckptkit/core/error.hpp"
+#include "ckptkit/core/strings.hpp"
+#include "ckptkit/core/tensor_math.hpp"
+#include "ckptkit/core/timing.hpp"
+#include "ckptkit/decompose/mpo.hpp"
+#include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/io/targets.hpp"
+#include "ckptkit/formats/bnb_layout.hpp"
+#include "ckptkit/engine/command_spec.hpp"
+#include "ckptkit/engine/report_out.hpp"
+#include "ckptkit/engine/stream.hpp"
+#include "ckptkit/quant/blockwise.hpp"
+
+namespace ckpt {
+namespace fs = std::filesystem;
+namespace {
+
+/// One weight to decompose, validated before any output exists.
+struct Target {
+  const CheckpointTensor* tensor = nullptr;
+  std::string module;
+  bool transposed = false;          // stored [in, out] (Conv1D): the MPO is of the transpose
+  std::int64_t rows = 0, cols = 0;  // [out, in]
+  MpoShape shape;
+  MpoTruncation trunc;
+  std::int64_t budget = 0;  // --params / --params-like-lora budget (0: none)
+};
+
+struct Done {
+  MpoModule module;
+  Json row;
+  double err_sq = 0, norm_sq = 0, q_err_sq = 0;
+};
+
+/// The factorization of one side, or a usage error naming the tensor with what to do instead.
+std::vector<std::int64_t> auto_factors(std::int64_t n, int cores, const std::string& side,
+                                       const std::string& file, const std::string& tensor,
+                                       const std::string& module) {
+  if (auto f = balanced_factorization(n, cores)) return *f;
+  int primes = 0;
+  std::int64_t m = n;
+  for (std::int64_t p = 2; p * p <= m; ++p)
+    while (m % p == 0) {
+      m /= p;
+      ++primes;
+    }
+  if (m > 1) ++primes;
+  std::string pad = std::to_string(n);
+  for (int k = 1; k < cores; ++k)
+    pad += ",1";
+  fail(ErrorKind::Usage,
+       located(file, tensor,
+               "the " + std::to_string(n) + " " + side + " cannot be split into " +
+                   std::to_string(cores) + " cores (" +
+                   (primes == 1 ? std::to_string(n) + " is prime"
+                                : "only " + std::to_string(primes) + " prime factors") +
+                   "); use --cores " + std::to_string(std::max(primes, 1)) +
+                   ", give --row-shape/--col-shape explicitly (factors of 1 are allowed, e.g. " +
+                   pad + "), or leave it out with --exclude " + module));
+}
+
+void validate_options(const MpoInitOptions& o) {
+  const bool explicit_shape = !o.row_shape.empty() || !o.col_shape.empty();
+  if (explicit_shape && (o.row_shape.empty() || o.col_shape.empty()))
+    fail(ErrorKind::Usage, "--row-shape and --col-shape go together");
+  if (explicit_shape && o.row_shape.size() != o.col_shape.size())
+    fail(ErrorKind::Usage, "--row-shape has " + std::to_string(o.row_shape.size()) +
+                               " factors but --col-shape " + std::to_string(o.col_shape.size()) +
+                               ": both need one per core");
+  for (auto f : o.row_shape)
+    if (f < 1) fail(ErrorKind::Usage, "--row-shape factors must be >= 1");
+  for (auto f : o.col_shape)
+    if (f < 1) fail(ErrorKind::Usage, "--col-shape factors must be >= 1");
+  if (!explicit_shape && o.cores < 1) fail(ErrorKind::Usage, "--cores must be at least 1");
+  if (o.bond && *o.bond < 1)
+    fail(ErrorKind::Usage,
+         "--bond must be at least 1 (bond " + std::to_string(*o.bond) +
+             " would drop the whole matrix); try --bond 8, or --params-like-lora 8");
+  if (o.tolerance && !(*o.tolerance > 0 && *o.tolerance < 1))
+    fail(ErrorKind::Usage, "--tolerance is a relative Frobenius error in (0, 1), e.g. 0.1");
+  if (o.params && *o.params < 1) fail(ErrorKind::Usage, "--params must be positive");
+  if (o.params_like_lora && *o.params_like_lora < 1)
+    fail(ErrorKind::Usage, "--params-like-lora must be at least 1");
+  if (o.params && o.params_like_lora)
+    fail(ErrorKind::Usage, "--params and --params-like-lora exclude each other");
+  if ((o.params || o.params_like_lora) && (o.bond || o.tolerance))
+    fail(ErrorKind::Usage, "a parameter budget sets the bond cap itself: drop --bond/--tolerance");
+  mpo_trainable_cores(explicit_shape ? o.row_shape.size() : static_cast<std::size_t>(o.cores),
+                      o.trainable);
+  if (!o.quantize_residual.empty() && o.quantize_residual != "nf4")
+    fail(ErrorKind::Usage,
+         "--quantize-residual supports nf4 (QDoTA), not '" + o.quantize_residual + "'");
+}
+
+// QDoTA: the residual in NF4 with bitsandbytes' double quantization, written in bnb's
+// safetensors layout (the six keys of Linear4bit's state dict, research quant-anchors §2.7), the
+// same layout `ckptkit quantize` writes, so `ckptkit quantize --dequantize` and bitsandbytes read
+// it.
+struct QuantizedResidual {
+  std::vector<OwnedTensor> tensors;  // in bnb::bnb4_specs order
+  std::vector<float> dequantized;    // stored orientation
+};
+
+QuantizedResidual quantize_residual(const std::string& p, DType dtype, const Shape& shape,
+                                    const std::vector<float>& x, int block) {
+  const quant::QuantSpec spec = bnb::nf4_spec(block);
+  quant::QuantizedTensor q = quant::quantize(x, spec);
+  QuantizedResidual r;
+  r.dequantized.resize(x.size());
+  quant::dequantize(q, r.dequantized);
+  r.tensors = bnb::bnb4_tensors(p, spec, dtype, shape, std::move(q));
+  return r;
+}
+
+Json discarded_json(const Mpo& m) {
+  Json d = Json::array();
+  for (double x : m.discarded)
+    d.push_back(round_sig(m.norm > 0 ? x / m.norm : 0.0));
+  return d;
+}
+
+}  // namespace
+
+Json mpo_init_totals(const Json& report, const std::vector<std::string>& residual_files) {
+  const Json& rows = report["tensors"];
+  std::int64_t adapter_params = 0, dense_params = 0;
+  for (const auto& r : rows) {
+    adapter_params += r["params"].get<std::int64_t>();
+    dense_params += r["dense_params"].get<std::int64_t>();
+  }
+  const double err_sq = sum_of_row_sums(rows, "err_sq");
+  const double norm_sq = sum_of_row_sums(rows, "norm_sq");
+  const double q_err_sq = sum_of_row_sums(rows, "q_err_sq");
+  const bool quantized = report["settings"]["quantize_residual"].is_string();
+  return {{"targets", rows.size()},
+          {"adapter_params", adapter_params},
+          {"dense_params", dense_params},
+          {"params_vs_dense", round_sig(static_cast<double>(adapter_params) /
+                                        static_cast<double>(dense_params))},
+          {"rel_err_fro", round_sig(norm_sq > 0 ? std::sqrt(err_sq / norm_sq) : 0.0)},
+          {quantized ? "qdota_rel_err_fro" : "stored_rel_err_fro",
+           round_sig(norm_sq > 0 ? std::sqrt(q_err_sq / norm_sq) : 0.0)},
+          {"residual_files", residual_files}};
+}
+
+Json run_mpo_init(const MpoInitOptions& o) {
+  const auto start = Clock::now();
+  validate_options(o);
+  const bool quantized = !o.quantize_residual.empty();
+  if (quantized) {
+    if (o.quant_block < 32)
+      fail(ErrorKind::Usage,
+           "--quant-block: bitsandbytes' NF4 blocks are 32..4096 (a power of two), not " +
+               std::to_string(o.quant_block));
+    bnb::nf4_spec(o.quant_block);  // validates the block size
+  }
+
+  const Checkpoint in = Checkpoint::open(o.input);
+  const TargetSelector selector(o.common.targets, in.config());
+  const bool explicit_targets = !o.common.targets.target.empty();
+
+  std::vector<Target> targets;
+  std::map<std::string, std::size_t> target_of;
+  for (const auto& t : in.tensors()) {
+    const TargetDecision d = selector.decide(t.info);
+    const std::string file = in.file_of(t);
+    if (!d.selected) {
+      if (explicit_targets && d.reason.rfind("matched but", 0) == 0)
+        fail(ErrorKind::Usage,
+             located(file, t.info.name,
+                     "matched by --target but is " + std::to_string(t.info.shape.size()) +
+                         "-D, not a matrix"));
+      continue;
+    }
+    Target tg;
+    tg.tensor = &t;
+    tg.module = TargetSelector::module_name(t.info.name);
+    tg.transposed = d.transposed;
+    tg.rows = tg.transposed ? t.info.shape[1] : t.info.shape[0];
+    tg.cols = tg.transposed ? t.info.shape[0] : t.info.shape[1];
+    if (!o.row_shape.empty()) {
+      tg.shape = {o.row_shape, o.col_shape};
+      if (const auto p = mpo_shape_problem(tg.shape, tg.rows, tg.cols); !p.empty())
+        fail(ErrorKind::Usage, located(file, t.info.name,
+                                       p + " of its [out, in] = [" + std::to_string(tg.rows) +
+                                           ", " + std::to_string(tg.cols) +
+                                           "]; restrict --target to matrices of this shape, "
+                                           "or use --cores N for an automatic factorization"));
+    } else {
+      tg.shape.row = auto_factors(tg.rows, o.cores, "rows", file, t.info.name, tg.module);
+      tg.shape.col = auto_factors(tg.cols, o.cores, "columns", file, t.info.name, tg.module);
+    }
+    if (o.bond) tg.trunc.bond_cap = *o.bond;
+    if (o.tolerance) tg.trunc.tolerance = *o.tolerance;
+    if (o.params || o.params_like_lora) {
+      tg.budget = o.params ? *o.params
+                           : static_cast<std::int64_t>(*o.params_like_lora) * (tg.rows + tg.cols);
+      const std::int64_t cap = mpo_cap_for_params(tg.shape, tg.budget);
+      if (cap == 0)
+        fail(ErrorKind::Usage,
+             located(file, t.info.name,
+                     "a budget of " + std::to_string(tg.budget) +
+                         " parameters is below the smallest MPO of row shape [" +
+                         join(tg.shape.row) + "] and column shape [" + join(tg.shape.col) +
+                         "] (bond 1: " +
+                         std::to_string(mpo_param_count(tg.shape, mpo_bonds_for_cap(tg.shape, 1))) +
+                         " parameters); raise the budget or use fewer cores"));
+      tg.trunc.bond_cap = cap;
+    }
+    target_of[t.info.name] = targets.size();
+    targets.push_back(tg);
+  }
+  if (targets.empty())
+    fail(ErrorKind::Usage, located(in.path().string(), "",
+                                   explicit_targets ? "--target matches no 2-D float weight"
+                                                    : "no linear weight to decompose"));
+
+  OutputDir out(o.common.output, o.common.force, {o.input});
+  const fs::path adapter_dir = out.path() / "adapter";
+  const fs::path residual_dir = out.path() / "residual";
+  fs::create_directories(adapter_dir);
+  fs::create_directories(residual_dir);
+
+  auto work = [&](const Target& tg, const TensorView& view, std::vector<OwnedTensor>& outputs) {
+    const auto t0 = Clock::now();
+    const auto& info = tg.tensor->info;
+    std::vector<float> w = to_f32(view);
+    check_finite(w, in.file_of(*tg.tensor), info.name);
+    if (tg.transposed) w = transpose(w, info.shape[0], info.shape[1]);
+    Mpo m = mpo_decompose(w.data(), tg.rows, tg.cols, tg.shape, tg.trunc);
+    const double decompose_seconds = seconds_since(t0);
+    // The residual comes from the cores as stored, so residual + MPO(cores on disk) = W.
+    for (auto& c : m.cores)
+      round_to(o.adapter_dtype, c.data);
+    const std::vector<float> delta = mpo_contract(tg.shape, m.cores);
+    std::vector<float> res(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i)
+      res[i] = w[i] - delta[i];
+
+    Done d;
+    d.norm_sq = sum_sq(w);
+    d.err_sq = sum_sq(res);
+    const double norm = std::sqrt(d.norm_sq);
+    // What the residual becomes on disk, in the math orientation: the cast, or NF4's
+    // dequantization.
+    std::vector<float> stored_res = res;
+    std::vector<float> stored_orient = tg.transposed ? transpose(res, tg.rows, tg.cols) : res;
+    if (quantized) {
+      QuantizedResidual q =
+          quantize_residual(info.name, info.dtype, info.shape, stored_orient, o.quant_block);
+      outputs = std::move(q.tensors);
+      stored_res =
+          tg.transposed ? transpose(q.dequantized, tg.cols, tg.rows) : std::move(q.dequantized);
+    } else {
+      outputs.push_back(make_tensor(info.name, info.dtype, info.shape, stored_orient));
+      round_to(info.dtype, stored_res);
+    }
+    double max_abs = 0;
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      const double e = static_cast<double>(stored_res[i]) + delta[i] - w[i];
+      d.q_err_sq += e * e;
+      max_abs = std::max(max_abs, std::fabs(e));
+    }
+    double bound_sq = 0;
+    for (double x : m.discarded)
+      bound_sq += x * x;
+    const std::int64_t params = m.params();
+    const std::int64_t dense = tg.rows * tg.cols;
+    const double rel = norm > 0 ? std::sqrt(d.err_sq) / norm : 0.0;
+    std::vector<std::int64_t> full{1};
+    full.insert(full.end(), m.full_bonds.begin(), m.full_bonds.end());
+    full.push_back(1);
+    d.row = {
+        {"name", info.name},
+        {"module", tg.module},
+        {"shape", info.shape},
+        {"dtype", std::string(dtype_name(info.dtype))},
+        {"transposed", tg.transposed},
+        {"row_shape", tg.shape.row},
+        {"col_shape", tg.shape.col},
+        {"bonds", m.bonds()},
+        {"full_bonds", full},
+        {"bond_cap", tg.trunc.bond_cap > 0 ? Json(tg.trunc.bond_cap) : Json(nullptr)},
+        {"params_budget", tg.budget > 0 ? Json(tg.budget) : Json(nullptr)},
+        {"params", params},
+        {"dense_params", dense},
+        {"params_vs_dense", round_sig(static_cast<double>(params) / static_cast<double>(dense))},
+        {"lora_rank_equal_params",
+         round_sig(static_cast<double>(params) / static_cast<double>(tg.rows + tg.cols), 4)},
+        {"rel_err_fro", round_sig(rel)},
+        {"energy_captured", round_sig(1.0 - rel * rel)},
+        {"discarded_rel_per_bond", discarded_json(m)},
+        {"tt_bound_rel", round_sig(norm > 0 ? std::sqrt(bound_sq) / norm : 0.0)},
+        {quantized ? "qdota_rel_err_fro" : "stored_rel_err_fro",
+         round_sig(norm > 0 ? std::sqrt(d.q_err_sq) / norm : 0.0)},
+        {"max_abs_err", round_sig(max_abs)},
+        {"decompose_seconds", round_sig(decompose_seconds, 4)},
+        {"seconds", round_sig(seconds_since(t0), 4)}};
+    d.module = {tg.module,
+                tg.rows,
+                tg.cols,
+                tg.shape,
+                std::move(m.cores),
+                mpo_trainable_cores(tg.shape.cores(), o.trainable)};
+    return d;
+  };
+
+  std::vector<MpoModule> modules;
+  std::vector<Json> rows;
+  auto collect = [&](Done& d) {
+    d.row["sums"] = {{"err_sq", d.err_sq}, {"norm_sq", d.norm_sq}, {"q_err_sq", d.q_err_sq}};
+    modules.push_back(std::move(d.module));
+    rows.push_back(std::move(d.row));
+  };
+
+  StreamJob job;
+  job.input = &in;
+  job.plan = [&](const CheckpointTensor& t) {
+    TensorPlan p;
+    const auto it = target_of.find(t.info.name);
+    if (it != target_of.end()) {
+      const Target& tg = targets[it->second];
+      p.passthrough = false;
+      p.outputs = quantized ? bnb::bnb4_specs(t.info.name, bnb::nf4_spec(o.quant_block),
+                                              t.info.dtype, t.info.shape)
+                            : std::vector<TensorSpec>{{t.info.name, t.info.dtype, t.info.shape}};
+      p.working_set = static_cast<std::uint64_t>(tg.rows * tg.cols) * sizeof(float) * 7;
+    }
+    return p;
+  };
+  job.compute = [&](const CheckpointTensor& t, const TensorView& v) {
+    TensorResult r;
+    auto d = std::make_shared<Done>(work(targets[target_of.at(t.info.name)], v, r.outputs));
+    r.on_commit = [d, &collect] { collect(*d); };
+    return r;
+  };
+  WriterOptions wo = writer_options(o.common, in.metadata());
+  wo.write_metadata = in.shards().front().header.has_metadata;
+  const auto residual_files = stream_checkpoint(job, residual_dir, wo, o.common.exec, "mpo-init");
+  if (quantized && in.config()) {
+    // The residual is a bnb 4-bit checkpoint: say so in config.json, as `ckptkit quantize` does.
+    std::vector<std::string> skip;
+    for (const auto& t : in.tensors())
+      if (!target_of.count(t.info.name) && t.info.shape.size() == 2 && t.info.name.size() > 7 &&
+          t.info.name.compare(t.info.name.size() - 7, 7, ".weight") == 0)
+        skip.push_back(TargetSelector::module_name(t.info.name));
+    copy_files(in.extra_files(), residual_dir, {"config.json"});
+    nlohmann::json c = *in.config();
+    c["quantization_config"] = bnb::quantization_config(true, "nf4", "bfloat16", true, skip);
+    write_text_file(residual_dir / "config.json", c.dump(2) + "\n");
+  } else {
+    copy_files(in.extra_files(), residual_dir);
+  }
+
+  MpoAdapter adapter;
+  adapter.base_model_name_or_path = (o.common.output / "residual").string();
+  adapter.trainable = o.trainable;
+  adapter.residual_quantization = o.quantize_residual;
+  adapter.fan_in_fan_out = selector.fan_in_fan_out();
+  adapter.modules = std::move(modules);
+  write_mpo_adapter(adapter_dir, adapter, o.adapter_dtype);
+
+  Report report("mpo-init", o.common.argv);
+  report.add_input("checkpoint", o.input.string(), fingerprint(in));
+  Json factorization = Json::object();
+  if (!o.row_shape.empty())
+    factorization = {{"row_shape", o.row_shape}, {"col_shape", o.col_shape}};
+  else
+    factorization = {{"cores", o.cores}, {"rule", "balanced"}};
+  report.settings() = {
+      {"factorization", factorization},
+      {"bond", o.bond ? Json(*o.bond) : Json(nullptr)},
+      {"tolerance", o.tolerance ? Json(*o.tolerance) : Json(nullptr)},
+      {"tolerance_per_bond", "tolerance * ||W||_F / sqrt(N - 1)"},
+      {"params", o.params ? Json(*o.params) : Json(nullptr)},
+      {"params_like_lora", o.params_like_lora ? Json(*o.params_like_lora) : Json(nullptr)},
+      {"trainable", o.trainable},
+      {"quantize_residual", quantized ? Json(o.quantize_residual) : Json(nullptr)},
+      {"quant_block", quantized ? Json(o.quant_block) : Json(nullptr)},
+      {"svd", "Eigen BDCSVD (f32), left-to-right TT-SVD truncating during the sweep"},
+      {"adapter_dtype", std::string(dtype_name(o.adapter_dtype))},
+      {"adapter_format_version", kMpoFormatVersion},
+      {"fan_in_fan_out", selector.fan_in_fan_out()}};
+  for (auto& r : rows)
+    report.add_row(r);
+  report.totals() = mpo_init_totals(report.to_json(), residual_files);
+  report.totals()["seconds"] = round_sig(seconds_since(start), 4);
+  return commit_with_report(report, out, o.common);
+}
+
+}  // namespace ckpt

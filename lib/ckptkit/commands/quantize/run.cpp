@@ -1,0 +1,403 @@
+#include "ckptkit/commands/quantize/quantize.hpp"
+
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "ckptkit/core/error.hpp"
+#include "ckptkit/core/tensor_math.hpp"
+#include "ckptkit/core/timing.hpp"
+#include "ckptkit/io/lossless.hpp"
+#include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/formats/bnb_layout.hpp"
+#include "ckptkit/formats/quant_layout.hpp"
+#include "ckptkit/engine/command_spec.hpp"
+#include "ckptkit/engine/report_out.hpp"
+#include "ckptkit/engine/stream.hpp"
+#include "ckptkit/quant/blockwise.hpp"
+
+namespace ckpt {
+namespace fs = std::filesystem;
+using quant::DoubleQuant;
+using quant::QuantizedTensor;
+using quant::QuantSpec;
+
+namespace {
+
+constexpr const char* kCkState = ".quant_state.ckptkit";
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+using Layout = QuantLayout;
+
+struct Resolved {
+  Layout layout = Layout::Bnb4bit;
+  QuantSpec spec;
+};
+
+Resolved resolve(const QuantizeOptions& o) {
+  Resolved r;
+  r.spec.scheme = quant::Scheme::parse(o.scheme);
+  const bool int8 = r.spec.scheme.family == quant::Family::INT && r.spec.scheme.bits == 8;
+  if (o.layout != "auto" && o.layout != "bnb" && o.layout != "ckptkit")
+    fail(ErrorKind::Usage, "--layout: '" + o.layout + "' is not auto, bnb or ckptkit");
+  if (int8 && o.block == 0 && o.layout != "ckptkit") {
+    if (!o.double_quant.empty() && o.double_quant != "none")
+      fail(ErrorKind::Usage,
+           "--double-quant: bitsandbytes int8 (row-wise LLM.int8) has no double quantization; give "
+           "--block for blockwise int8");
+    r.layout = Layout::BnbInt8;
+    return r;
+  }
+  r.spec.block = o.block == 0 ? 64 : o.block;
+  const std::string dq = o.double_quant.empty() ? "bnb" : o.double_quant;
+  if (dq == "bnb")
+    r.spec.dq = DoubleQuant::Bnb;
+  else if (dq == "lq")
+    r.spec.dq = DoubleQuant::Lq;
+  else if (dq == "none")
+    r.spec.dq = DoubleQuant::None;
+  else
+    fail(ErrorKind::Usage, "--double-quant: '" + dq + "' is not bnb, lq or none");
+  r.spec.lq_bits = o.lq_bits;
+  r.spec.lq_group = o.lq_group;
+  const auto sd = parse_float_dtype(o.lq_scale_dtype);
+  if (!sd) fail(ErrorKind::Usage, "--lq-scale-dtype: unknown type '" + o.lq_scale_dtype + "'");
+  r.spec.lq_scale_dtype = *sd;
+  r.spec.validate();
+  const bool bnb_ok = bnb_can_store(r.spec);
+  if (o.layout == "bnb" && !bnb_ok)
+    fail(ErrorKind::Usage,
+         "--layout bnb: bitsandbytes stores nf4 and fp4 (block >= 32, double quant bnb or none) "
+         "and row-wise int8 only");
+  r.layout = o.layout == "ckptkit" ? Layout::Ckptkit : default_quant_layout(r.spec);
+  return r;
+}
+
+nlohmann::json bnb_quantization_config(const Resolved& r, const QuantizeOptions& o,
+                                       const std::vector<std::string>& skip) {
+  return bnb::quantization_config(r.layout == Layout::Bnb4bit, r.spec.scheme.name(),
+                                  o.compute_dtype, r.spec.dq == DoubleQuant::Bnb, skip);
+}
+
+void reject_quantized_input(const Checkpoint& in) {
+  if (is_lossless_archive(in.shards().front().header)) return;  // decoded transparently
+  for (const auto& t : in.tensors()) {
+    const std::string& n = t.info.name;
+    if (n.find(".quant_state.bitsandbytes__") != std::string::npos || ends_with(n, kCkState) ||
+        (ends_with(n, "SCB") && t.info.dtype == DType::F32))
+      fail(ErrorKind::Usage, located(in.file_of(t), n,
+                                     "the input is already quantized; dequantize it first (ckptkit "
+                                     "quantize --dequantize)"));
+  }
+}
+
+void write_config(const Checkpoint& in, const fs::path& out,
+                  const std::function<void(nlohmann::json&)>& edit) {
+  copy_files(in.extra_files(), out, {"config.json"});
+  if (!in.config()) return;
+  nlohmann::json c = *in.config();
+  edit(c);
+  write_text_file(out / "config.json", c.dump(2) + "\n");
+}
+
+// ---------------------------------------------------------------- quantize
+
+Json run_lossless(const QuantizeOptions& o, const Checkpoint& in, OutputDir& out, Report& report,
+                  std::chrono::steady_clock::time_point start) {
+  if (is_lossless_archive(in.shards().front().header))
+    fail(ErrorKind::Usage, in.shards().front().path.string() + ": already a lossless archive");
+  // Byte-plane coding is I/O-bound (one pass over the input): nothing to spread over machines.
+  if (o.common.exec.shard)
+    fail(ErrorKind::Usage, "--shard: not supported with --scheme lossless (run it on one machine)");
+  if (o.zstd_level < 1 || o.zstd_level > 22)
+    fail(ErrorKind::Usage, "--level: zstd levels are 1..22");
+  report.settings() = {{"scheme", "lossless"},
+                       {"codec", "byteplanes+zstd"},
+                       {"zstd_level", o.zstd_level},
+                       {"chunk_elems", LosslessOptions{}.chunk_elems}};
+  LosslessArchiveWriter writer(out.path(), in.metadata(), in.shards().front().header.has_metadata,
+                               o.common.max_shard_size);
+  LosslessOptions lo;
+  lo.level = o.zstd_level;
+  const ParallelFor pf = [](std::size_t n, const std::function<void(std::size_t)>& body) {
+    parallel_chunks(n, 1, [&](std::size_t b, std::size_t e) {
+      for (std::size_t i = b; i < e; ++i)
+        body(i);
+    });
+  };
+  const auto& ts = in.tensors();
+  std::uint64_t in_bytes = 0, out_bytes = 0;
+  Progress progress("quantize", in.total_bytes(), o.common.exec.progress);
+  run_ordered(
+      ts.size(), [&](std::size_t i) { return ts[i].info.nbytes() * 2; },
+      [&](std::size_t i) -> Commit {
+        const auto& t = ts[i];
+        const auto t0 = std::chrono::steady_clock::now();
+        auto blob = std::make_shared<std::vector<std::byte>>(
+            lossless_encode(t.info.dtype, in.view(t).bytes, lo, pf));
+        const double secs = seconds_since(t0);
+        return [&, i, blob, secs] {
+          const auto& tt = ts[i];
+          writer.add(tt.info.name, tt.info.dtype, tt.info.shape, *blob);
+          in_bytes += tt.info.nbytes();
+          out_bytes += blob->size();
+          report.add_row(
+              {{"name", tt.info.name},
+               {"dtype", std::string(dtype_name(tt.info.dtype))},
+               {"shape", tt.info.shape},
+               {"bytes", tt.info.nbytes()},
+               {"compressed", blob->size()},
+               {"ratio",
+                round_sig(blob->empty() ? 0.0 : double(tt.info.nbytes()) / double(blob->size()))},
+               {"timing", {{"seconds", round_sig(secs)}}}});
+          in.release(tt);
+          progress.advance(tt.info.nbytes(), tt.info.name);
+        };
+      },
+      o.common.exec);
+  writer.finish();
+  progress.finish();
+  copy_files(in.extra_files(), out.path());
+  report.totals() = {{"tensors", ts.size()},
+                     {"bytes_in", in_bytes},
+                     {"bytes_out", writer.bytes_written()},
+                     {"tensor_bytes_out", out_bytes},
+                     {"ratio", round_sig(out_bytes ? double(in_bytes) / double(out_bytes) : 0.0)},
+                     {"files", writer.files()},
+                     {"seconds", seconds_since(start)}};
+  return commit_with_report(report, out, o.common);
+}
+
+Json run_quant(const QuantizeOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  const Checkpoint in = Checkpoint::open(o.input);
+  OutputDir out(o.common.output, o.common.force, {o.input});
+  Report report("quantize", o.common.argv);
+  report.add_input("checkpoint", o.input.string(), fingerprint(in));
+  if (o.scheme == "lossless") return run_lossless(o, in, out, report, start);
+  reject_quantized_input(in);
+  const Resolved r = resolve(o);
+  const TargetSelector sel(o.common.targets, in.config());
+
+  std::vector<std::string> skip;
+  std::map<std::string, std::vector<TensorSpec>> plans;
+  for (const auto& t : in.tensors()) {
+    const auto d = sel.decide(t.info);
+    if (d.selected) {
+      if (!is_float(t.info.dtype))
+        fail(ErrorKind::Format, located(in.file_of(t), t.info.name,
+                                        "is " + std::string(dtype_name(t.info.dtype)) +
+                                            ", not a float tensor: cannot quantize"));
+      plans[t.info.name] = quantized_specs(r.layout, r.spec, t.info);
+    } else if (t.info.shape.size() == 2 && ends_with(t.info.name, ".weight")) {
+      skip.push_back(TargetSelector::module_name(t.info.name));
+    }
+  }
+  if (plans.empty())
+    fail(ErrorKind::Usage, o.input.string() + ": no tensor matches the target selection");
+
+  Json settings = {{"scheme", r.spec.scheme.name()}, {"layout", quant_layout_name(r.layout)}};
+  if (r.layout == Layout::BnbInt8) {
+    settings["block"] = "row";
+    settings["double_quant"] = "none";
+  } else {
+    settings["block"] = r.spec.block;
+    settings["double_quant"] = quant_dq_name(r.spec.dq);
+    if (r.spec.dq == DoubleQuant::Bnb) settings["nested_block"] = r.spec.nested_block;
+    if (r.spec.dq == DoubleQuant::Lq) {
+      settings["lq_scale_bits"] = r.spec.lq_bits;
+      settings["lq_group"] = r.spec.lq_group;
+      settings["lq_scale_dtype"] = std::string(dtype_name(r.spec.lq_scale_dtype));
+    }
+    settings["bits_per_param_formula"] = quant::formula_bits_per_param(r.spec);
+  }
+  report.settings() = settings;
+
+  double quant_seconds = 0;
+  StreamJob job;
+  job.input = &in;
+  job.plan = [&](const CheckpointTensor& t) {
+    TensorPlan p;
+    auto it = plans.find(t.info.name);
+    if (it == plans.end()) return p;
+    p.passthrough = false;
+    p.outputs = it->second;
+    p.working_set = static_cast<std::uint64_t>(t.info.shape.empty() ? 1 : numel(t.info.shape)) * 10;
+    return p;
+  };
+  job.compute = [&](const CheckpointTensor& t, const TensorView& v) {
+    const auto t0 = std::chrono::steady_clock::now();
+    // bf16 blockwise: quantized straight from the mapped bytes (no float32 copy of the tensor).
+    const bool in_place = v.dtype == DType::BF16 && r.layout != Layout::BnbInt8;
+    const std::vector<float> x = in_place ? std::vector<float>() : to_f32(v);
+    const std::int64_t n = numel(t.info.shape);
+    quant::ErrorStats err;
+    std::optional<QuantizedTensor> q;
+    std::optional<quant::RowwiseInt8> q8;
+    double bits_formula = 0, bits_stored = 0;
+    try {
+      if (r.layout == Layout::BnbInt8) {
+        const std::int64_t rows = t.info.shape[0], cols = n / std::max<std::int64_t>(rows, 1);
+        q8 = quant::quantize_rowwise_int8(x, rows, cols);
+        std::vector<float> y(x.size());
+        quant::dequantize_rowwise_int8(*q8, cols, y);
+        err = quant::error_stats(x, y);
+        bits_formula = 8.0 + 32.0 / double(cols);
+        bits_stored = (8.0 * double(n) + 32.0 * double(rows) + 8.0) / double(n);
+      } else {
+        // Both measure the error of the dequantized values.
+        q = in_place ? quant::quantize_bf16(v.bytes, r.spec, &err)
+                     : quant::quantize(x, r.spec, &err);
+        bits_formula = quant::formula_bits_per_param(r.spec);
+        bits_stored = quant::stored_bits_per_param(*q);
+      }
+    } catch (const Error& e) {
+      throw Error(e.kind(), located(in.file_of(t), t.info.name, e.what()));
+    }
+    TensorResult res;
+    res.outputs = q8 ? quantized_tensors_int8(t.info, *q8)
+                     : quantized_tensors(r.layout, r.spec, t.info, std::move(*q));
+    std::uint64_t bytes = 0;
+    for (const auto& ot : res.outputs)
+      bytes += ot.bytes.size();
+    const double secs = seconds_since(t0);
+    Json row = {{"name", t.info.name},
+                {"shape", t.info.shape},
+                {"dtype", std::string(dtype_name(t.info.dtype))},
+                {"scheme", r.spec.scheme.name()},
+                {"layout", quant_layout_name(r.layout)},
+                {"block", r.layout == Layout::BnbInt8 ? Json("row") : Json(r.spec.block)},
+                {"double_quant", r.layout == Layout::BnbInt8 ? "none" : quant_dq_name(r.spec.dq)},
+                {"bits_per_param", round_sig(bits_formula, 8)},
+                {"bits_per_param_stored", round_sig(bits_stored, 8)},
+                {"rel_fro_error", round_sig(err.rel_fro)},
+                {"max_abs_error", round_sig(err.max_abs)},
+                {"sqnr_db", round_sig(err.sqnr_db)},
+                {"params", n},
+                {"stored_bytes", bytes},
+                {"timing", {{"seconds", round_sig(secs)}}}};
+    res.on_commit = [&, row, secs] {
+      report.add_row(row);
+      quant_seconds += secs;
+    };
+    return res;
+  };
+  WriterOptions w = writer_options(o.common, in.metadata());
+  w.write_metadata = true;
+  if (w.metadata.empty()) w.metadata = {{"format", "pt"}};
+  const auto files = stream_checkpoint(job, out.path(), w, o.common.exec, "quantize");
+  write_config(in, out.path(), [&](nlohmann::json& c) {
+    if (r.layout == Layout::Ckptkit) {
+      c["ckptkit_quantization"] = {{"format", "ckptkit-quant"},
+                                   {"version", 1},
+                                   {"scheme", r.spec.scheme.name()},
+                                   {"block", r.spec.block},
+                                   {"double_quant", quant_dq_name(r.spec.dq)}};
+    } else {
+      c["quantization_config"] = bnb_quantization_config(r, o, skip);
+    }
+  });
+  report.totals() = {{"tensors", in.tensors().size()}};
+  report.totals().update(quantize_totals(report.to_json(), files));
+  report.totals()["quantize_seconds"] = quant_seconds;
+  report.totals()["seconds"] = seconds_since(start);
+  report.write(out.path() / "report.json");
+  out.commit();
+  Json j = report.to_json();
+  if (o.common.report_path) report.write(*o.common.report_path);
+  return j;
+}
+
+// ---------------------------------------------------------------- dequantize
+
+Json run_dequant(const QuantizeOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  const Checkpoint in = Checkpoint::open(o.input);
+  OutputDir out(o.common.output, o.common.force, {o.input});
+  Report report("quantize --dequantize", o.common.argv);
+  report.add_input("checkpoint", o.input.string(), fingerprint(in));
+  const auto groups = quantized_groups(in);
+  std::set<std::string> aux;
+  for (const auto& g : groups)
+    aux.insert(g.companions.begin(), g.companions.end());
+  report.settings() = {{"dequantize", true},
+                       {"dtype", o.dtype ? std::string(dtype_name(*o.dtype)) : "original"},
+                       {"lossless_archive", is_lossless_archive(in.shards().front().header)}};
+  // The output shape/dtype of every group must be known up front: read the states now.
+  std::map<std::string, TensorSpec> out_spec;
+  std::map<std::string, const QuantizedGroup*> group_of;
+  for (const auto& g : groups) {
+    TensorSpec s = dequantized_spec(in, g);
+    if (o.dtype) s.dtype = *o.dtype;
+    out_spec[g.weight] = std::move(s);
+    group_of[g.weight] = &g;
+  }
+  StreamJob job;
+  job.input = &in;
+  job.plan = [&](const CheckpointTensor& t) {
+    TensorPlan p;
+    if (aux.count(t.info.name)) {
+      p.passthrough = false;
+      return p;
+    }
+    auto it = out_spec.find(t.info.name);
+    if (it == out_spec.end()) return p;
+    p.passthrough = false;
+    p.outputs = {it->second};
+    p.working_set = it->second.nbytes() * 3;
+    return p;
+  };
+  job.compute = [&](const CheckpointTensor& t, const TensorView&) {
+    TensorResult res;
+    auto it = out_spec.find(t.info.name);
+    if (it == out_spec.end()) return res;  // a companion tensor: consumed by its weight
+    const DequantizedWeight d = dequantize_weight(in, *group_of.at(t.info.name));
+    std::vector<std::byte> bytes(it->second.nbytes());
+    encode_from_f32(it->second.dtype, d.values, bytes);
+    res.outputs.push_back({it->second.name, it->second.dtype, it->second.shape, std::move(bytes)});
+    res.on_commit = [&, name = t.info.name, dt = it->second.dtype, sh = it->second.shape] {
+      report.add_row({{"name", name}, {"dtype", std::string(dtype_name(dt))}, {"shape", sh}});
+    };
+    return res;
+  };
+  WriterOptions w = writer_options(o.common, in.metadata());
+  w.write_metadata = in.shards().front().header.has_metadata;
+  if (is_lossless_archive(in.shards().front().header)) w.write_metadata = !in.metadata().empty();
+  const auto files = stream_checkpoint(job, out.path(), w, o.common.exec, "dequantize");
+  write_config(in, out.path(), [](nlohmann::json& c) {
+    c.erase("quantization_config");
+    c.erase("ckptkit_quantization");
+  });
+  report.totals() = {{"tensors", in.tensors().size()}};
+  report.totals().update(quantize_totals(report.to_json(), files));
+  report.totals()["seconds"] = seconds_since(start);
+  return commit_with_report(report, out, o.common);
+}
+
+}  // namespace
+
+Json quantize_totals(const Json& report, const std::vector<std::string>& files) {
+  const Json& rows = report["tensors"];
+  if (report["settings"].value("dequantize", false))
+    return {{"dequantized", rows.size()}, {"files", files}};
+  const std::uint64_t params = sum_of_counts(rows, "params");
+  const std::uint64_t stored_bytes = sum_of_counts(rows, "stored_bytes");
+  return {{"quantized", rows.size()},
+          {"params_quantized", params},
+          {"bytes_quantized", stored_bytes},
+          {"bits_per_param_stored",
+           round_sig(params ? 8.0 * double(stored_bytes) / double(params) : 0.0, 8)},
+          {"files", files}};
+}
+
+Json run_quantize(const QuantizeOptions& options) {
+  return options.dequantize ? run_dequant(options) : run_quant(options);
+}
+
+}  // namespace ckpt

@@ -1,0 +1,38 @@
+#include "ckptkit/core/strings.hpp"
+
+#include <charconv>
+#include <cmath>
+
+namespace ckpt {
+
+std::string python_float_repr(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  if (v == 0) return std::signbit(v) ? "-0.0" : "0.0";
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);
+  std::string s(buf, res.ptr);
+  const auto epos = s.find('e');
+  const int exp = std::stoi(s.substr(epos + 1));
+  if (exp < -4 || exp >= 16) return s;  // Python keeps scientific: "1e-05", "1.5e+16"
+  std::string mant = s.substr(0, epos);
+  const bool neg = mant[0] == '-';
+  if (neg) mant.erase(0, 1);
+  std::string digits;
+  for (char c : mant)
+    if (c != '.') digits += c;
+  std::string out;
+  if (exp >= 0) {
+    if (static_cast<int>(digits.size()) <= exp + 1) {
+      out = digits + std::string(static_cast<std::size_t>(exp + 1) - digits.size(), '0') + ".0";
+    } else {
+      out = digits.substr(0, static_cast<std::size_t>(exp + 1)) + "." +
+            digits.substr(static_cast<std::size_t>(exp + 1));
+    }
+  } else {
+    out = "0." + std::string(static_cast<std::size_t>(-exp - 1), '0') + digits;
+  }
+  return neg ? "-" + out : out;
+}
+
+}  // namespace ckpt

@@ -1,0 +1,20 @@
+#pragma once
+/// The common ending of a subcommand that writes a checkpoint directory.
+
+#include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/engine/options.hpp"
+#include "ckptkit/report/report.hpp"
+
+namespace ckpt {
+
+/// Writes report.json into the output, commits it, then writes the --report copy (if any) and
+/// returns the report's JSON.
+inline Json commit_with_report(const Report& report, OutputDir& out, const CommonOptions& common) {
+  const Json j = report.to_json();
+  report.write(out.path() / "report.json");
+  out.commit();
+  if (common.report_path) report.write(*common.report_path);
+  return j;
+}
+
+}  // namespace ckpt
