@@ -21,9 +21,9 @@
 #include "ckptkit/core/interrupt.hpp"
 #include "ckptkit/core/rng.hpp"
 #include "ckptkit/core/units.hpp"
+#include "ckptkit/engine/engine.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/writer.hpp"
-#include "ckptkit/engine/engine.hpp"
 
 namespace {
 

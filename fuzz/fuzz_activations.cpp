@@ -9,8 +9,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "ckptkit/core/error.hpp"
 #include "ckptkit/commands/velora_init/velora_init.hpp"
+#include "ckptkit/core/error.hpp"
 #include "fuzz_file_input.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

@@ -9,8 +9,8 @@
 #include <cstring>
 
 #include "ckptkit/core/error.hpp"
-#include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/formats/quant_layout.hpp"
+#include "ckptkit/io/checkpoint.hpp"
 #include "fuzz_file_input.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

@@ -1,6 +1,6 @@
 // ckptkit analyze-spectrum CKPT -o OUT [--compare FINETUNED | --adapter ADAPTER]
-#include "ckptkit/core/error.hpp"
 #include "ckptkit/commands/analyze_spectrum/analyze_spectrum.hpp"
+#include "ckptkit/core/error.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

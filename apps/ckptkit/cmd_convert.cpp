@@ -1,8 +1,8 @@
 // ckptkit convert CKPT -o OUT [--dtype bf16] [--max-shard-size 2GB] [--zstd]
 #include <cstdio>
 
-#include "ckptkit/core/error.hpp"
 #include "ckptkit/commands/convert/convert.hpp"
+#include "ckptkit/core/error.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 
@@ -16,10 +16,12 @@ void setup_convert(CLI::App& app, Run& run) {
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("convert", "Copy, reshard, (de)compress or cast a checkpoint");
   cmd->add_option("checkpoint", f->input, "Input checkpoint")->required();
-  cmd->add_option("--dtype", f->dtype, "Cast float tensors: f32, bf16, f16, f64 (round to nearest even)");
+  cmd->add_option("--dtype", f->dtype,
+                  "Cast float tensors: f32, bf16, f16, f64 (round to nearest even)");
   add_common_flags(cmd, f->common, false);
-  cmd->footer("Examples:\n  ckptkit convert ./llama -o ./llama-bf16 --dtype bf16 --max-shard-size 2GB\n"
-              "  ckptkit convert ./model -o ./model-zst --zstd");
+  cmd->footer(
+      "Examples:\n  ckptkit convert ./llama -o ./llama-bf16 --dtype bf16 --max-shard-size 2GB\n"
+      "  ckptkit convert ./model -o ./model-zst --zstd");
   cmd->callback([f, &run] {
     run = [f] {
       ConvertOptions o;
@@ -27,15 +29,18 @@ void setup_convert(CLI::App& app, Run& run) {
       o.common = to_common(f->common, argv_store());
       if (!f->dtype.empty()) {
         o.dtype = parse_float_dtype(f->dtype);
-        if (!o.dtype) fail(ErrorKind::Usage, "--dtype: unknown float type '" + f->dtype + "' (f32, bf16, f16, f64)");
+        if (!o.dtype)
+          fail(ErrorKind::Usage,
+               "--dtype: unknown float type '" + f->dtype + "' (f32, bf16, f16, f64)");
       }
       const Json j = run_convert(o);
       const auto& t = j["totals"];
       char buf[512];
       std::snprintf(buf, sizeof buf, "wrote %s: %llu tensors (%llu cast), %zu files, %.2fs\n",
-                    o.common.output.c_str(), static_cast<unsigned long long>(t["tensors"].get<std::uint64_t>()),
-                    static_cast<unsigned long long>(t["cast"].get<std::uint64_t>()), t["files"].size(),
-                    t["seconds"].get<double>());
+                    o.common.output.c_str(),
+                    static_cast<unsigned long long>(t["tensors"].get<std::uint64_t>()),
+                    static_cast<unsigned long long>(t["cast"].get<std::uint64_t>()),
+                    t["files"].size(), t["seconds"].get<double>());
       print_result(f->common, j, buf);
       return 0;
     };

@@ -1,8 +1,8 @@
 // ckptkit lq-decompose CKPT -o OUT [--scheme nf3] [--rank 64] [--budget-bits 2.75] ...
 #include <cstdio>
 
-#include "ckptkit/core/error.hpp"
 #include "ckptkit/commands/lq_decompose/lq_decompose.hpp"
+#include "ckptkit/core/error.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

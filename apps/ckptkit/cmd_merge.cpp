@@ -2,8 +2,8 @@
 // ckptkit merge --to-lora INIT TRAINED -o OUT [--rank R]
 #include <cstdio>
 
-#include "ckptkit/core/error.hpp"
 #include "ckptkit/commands/merge/merge.hpp"
+#include "ckptkit/core/error.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

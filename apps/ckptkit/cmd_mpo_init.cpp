@@ -3,8 +3,8 @@
 //                   [--trainable all|auxiliary] [--quantize-residual nf4]
 #include <cstdio>
 
-#include "ckptkit/core/error.hpp"
 #include "ckptkit/commands/mpo_init/mpo_init.hpp"
+#include "ckptkit/core/error.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

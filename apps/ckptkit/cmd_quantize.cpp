@@ -3,8 +3,8 @@
 //   [--dtype bf16]
 #include <cstdio>
 
-#include "ckptkit/core/error.hpp"
 #include "ckptkit/commands/quantize/quantize.hpp"
+#include "ckptkit/core/error.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

@@ -1,8 +1,8 @@
 // ckptkit svd-init CKPT -o OUT --rank R [--method pissa|milora|sorsa] [--base BASE] ...
 #include <cstdio>
 
-#include "ckptkit/core/error.hpp"
 #include "ckptkit/commands/svd_init/svd_init.hpp"
+#include "ckptkit/core/error.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

@@ -1,8 +1,8 @@
 // ckptkit velora-init: VeLoRA sub-token projection vectors from calibration activations
 #include <cstdio>
 
-#include "ckptkit/core/error.hpp"
 #include "ckptkit/commands/velora_init/velora_init.hpp"
+#include "ckptkit/core/error.hpp"
 #include "cli_common.hpp"
 #include "commands.hpp"
 

@@ -101,7 +101,7 @@ def run_case(tmp, name, make_args):
         out = os.path.join(tmp, f"{name}-t{t}".replace(" ", "_").replace("+", "_"))
         p = cktest.run(*make_args(out), "--threads", t, expect=0)
         if planned(p):
-            print(f"skip: {name}: not in this build")
+            cktest.skip(f"{name}: not in this build")
             return
         if not check(p.returncode == 0, f"{name} --threads {t}: exit {p.returncode}"):
             return

@@ -135,7 +135,7 @@ def disk_full_tmpfs(tmp):
     os.makedirs(mnt)
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], capture_output=True, text=True)
     if r.returncode != 0:
-        print(f"skip: disk full on a 1 MiB tmpfs: mount refused ({r.stderr.strip()}); "
+        cktest.skip(f"disk full on a 1 MiB tmpfs: mount refused ({r.stderr.strip()}); "
               "the RLIMIT_FSIZE case below covers the same code path")
         return
     try:
@@ -180,7 +180,7 @@ def permissions(tmp):
     os.chmod(wr, 0o777)
     p = run_cmd(["convert", os.path.join(src, "model.safetensors"), "-o", os.path.join(wr, "out")], drop)
     if drop is None and p.returncode == 0:
-        print("skip: permission denied: chmod 000 did not stop this user from reading")
+        cktest.skip("permission denied: chmod 000 did not stop this user from reading")
     else:
         expect_failure(f"permission denied on the input ({who})", p, 1, "permission denied", wr, "out")
         check("model.safetensors" in p.stderr, "permission denied: the message names the file")

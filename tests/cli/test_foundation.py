@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+import cktest
 from cktest import BIN, SHARED, SAMPLE, Checks, read_raw, write_safetensors
 
 check = Checks()
@@ -148,7 +149,7 @@ def test_round_trip(tmp):
         for root, _, files in sorted(os.walk(shared)):
             inputs += [os.path.join(root, f) for f in sorted(files) if f.endswith(".safetensors")]
     else:
-        print(f"SKIP round trip over shared data: {shared} is absent (only the bundled sample)")
+        cktest.skip(f"round trip over shared data: {shared} is absent (only the bundled sample)")
     for i, src in enumerate(inputs):
         src_dir = os.path.join(tmp, f"src{i}")
         os.makedirs(src_dir)

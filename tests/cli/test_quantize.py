@@ -16,6 +16,8 @@ import tempfile
 
 import numpy as np
 
+import cktest
+
 BIN = os.environ.get("CKPTKIT_BIN", "build/ckptkit")
 DATA = os.environ.get("CKPTKIT_DATA", "data")
 SHARED = os.environ.get("CKPTKIT_SHARED", "../shared")
@@ -289,7 +291,7 @@ def main():
         for root, _, files in sorted(os.walk(shared)):
             inputs += [os.path.join(root, f) for f in sorted(files) if f.endswith(".safetensors")]
     else:
-        print("skip ../shared/data: absent")
+        cktest.skip("../shared/data: absent")
     for i, src in enumerate(inputs):
         arc, back = os.path.join(tmp, f"ll{i}"), os.path.join(tmp, f"ll{i}-back")
         p = run("quantize", src, "-o", arc, "--scheme", "lossless", "--json")
@@ -303,10 +305,7 @@ def main():
         p = run("inspect", arc)
         check(p.returncode == 0, f"inspect reads the archive directly: {arc}")
     shutil_rm(tmp)
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        sys.exit(1)
-    print("all quantize checks passed")
+    cktest.finish(failures)
 
 
 def shutil_rm(path):

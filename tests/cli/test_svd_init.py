@@ -16,6 +16,8 @@ import tempfile
 
 import numpy as np
 
+import cktest
+
 BIN = os.environ["CKPTKIT_BIN"]
 DATA = os.environ["CKPTKIT_DATA"]
 SHARED = os.environ.get("CKPTKIT_SHARED", "")
@@ -227,7 +229,7 @@ def main():
         base = os.path.join(SHARED, "data", "bytegpt-base") if SHARED else ""
         ft = os.path.join(SHARED, "data", "bytegpt-ft") if SHARED else ""
         if not (base and os.path.isdir(base) and os.path.isdir(ft)):
-            print("SKIP extraction: ../shared/data absent")
+            cktest.skip("extraction: ../shared/data absent")
         else:
             o6 = os.path.join(tmp, "extract")
             check(run(ft, "--base", base, "-o", o6, "--energy", "0.9").returncode == 0, "extraction runs")
@@ -257,10 +259,7 @@ def main():
                     check(False, f"{mod}: reconstructed energy {E:.5f} >= 0.9")
             check(worst <= 1e-4, f"extraction: |reconstructed energy - reported| <= {worst:.2e} (<= 1e-4) over "
                   f"{len(ranks)} layers, ranks {min(ranks)}..{max(ranks)}")
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        sys.exit(1)
-    print("all svd-init CLI checks passed")
+    cktest.finish(failures)
 
 
 if __name__ == "__main__":

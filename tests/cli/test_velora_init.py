@@ -164,11 +164,14 @@ def main():
         full = [p["fidelity"]["energy_kept"] for p in sw if p["groups"] == 30]
         check(all(abs(e - 1) < 1e-9 for e in full), "M = D keeps all the energy: %s" % full)
         x = x_all["model.layers.0.mlp.fc2"]
+        worst = 0.0
         for p in sw:
             e_ref, _ = ref_fidelity(x, p["groups"], ref_vector(x, p["groups"], p["init"]))
+            worst = max(worst, abs(p["fidelity"]["energy_kept"] - e_ref))
             if abs(p["fidelity"]["energy_kept"] - e_ref) >= FID_TOL:
-                check(False, "sweep M=%d %s energy %.6f vs numpy %.6f" % (p["groups"], p["init"], p["fidelity"]["energy_kept"], e_ref))
-        check(True, "sweep energies match numpy for all %d points" % len(sw))
+                print("     sweep M=%d %s energy %.6f vs numpy %.6f" % (p["groups"], p["init"], p["fidelity"]["energy_kept"], e_ref))
+        check(len(sw) > 0 and worst < FID_TOL,
+              "sweep energies match numpy for all %d points (worst |diff| %.2e < %.0e)" % (len(sw), worst, FID_TOL))
 
     # ---- bad input: exit 2, one line naming file and module, no output left ----
     def bad(label, files, extra, want_file, want_module):
@@ -226,7 +229,7 @@ def main():
                       % (init, row[key]["energy_kept"], e_ref, row[key]["grad_rel_err"], g_ref))
             check(row["memory"]["ratio"] == 12, "D/M = 384/32 = 12x memory ratio (%s)" % row["memory"]["ratio"])
     else:
-        print("skip bytegpt-activations: ../shared not present")
+        cktest.skip("bytegpt-activations: ../shared not present")
 
     shutil.rmtree(tmp, ignore_errors=True)
     check.exit()

@@ -8,10 +8,10 @@
 #include "ckptkit/adapters/any_adapter.hpp"
 #include "ckptkit/adapters/lora_read.hpp"
 #include "ckptkit/adapters/lora_write.hpp"
+#include "ckptkit/commands/merge/merge.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/io/writer.hpp"
-#include "ckptkit/commands/merge/merge.hpp"
 #include "support/fixtures.hpp"
 
 using namespace ckpt;

@@ -3,11 +3,11 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 
-#include "ckptkit/core/error.hpp"
-#include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/commands/convert/convert.hpp"
 #include "ckptkit/commands/inspect/inspect.hpp"
+#include "ckptkit/core/error.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/io/checkpoint.hpp"
 #include "support/fixtures.hpp"
 
 using namespace ckpt;

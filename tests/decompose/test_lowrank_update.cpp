@@ -8,7 +8,8 @@ namespace {
 ckpt::RowMatrixXf random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint64_t seed) {
   ckpt::Rng rng(seed, "lowrank");
   ckpt::RowMatrixXf m(rows, cols);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(rng.normal());
+  for (Eigen::Index i = 0; i < m.size(); ++i)
+    m.data()[i] = static_cast<float>(rng.normal());
   return m;
 }
 

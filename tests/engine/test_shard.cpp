@@ -2,18 +2,18 @@
 // library-level round trip: N partial streams stitched back equal a single stream, byte for byte.
 #include <algorithm>
 #include <catch2/catch.hpp>
-#include <filesystem>
-#include <map>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <numeric>
 
 #include "ckptkit/core/error.hpp"
-#include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/engine/command_spec.hpp"
 #include "ckptkit/engine/shard.hpp"
 #include "ckptkit/engine/stitch.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/io/checkpoint.hpp"
 #include "support/fixtures.hpp"
 
 using namespace ckpt;
@@ -254,9 +254,9 @@ TEST_CASE("stitch folds totals through the command's spec and names no totals ke
   CHECK(t["targets"] == all_rows.size());
   CHECK(t["name_chars"] == expected["name_chars"]);
   CHECK(t["rms"].get<double>() == expected["rms"].get<double>());  // bit for bit
-  CHECK(t["seconds"].get<double>() == 1.0 + (kN - 1));              // the slowest part
+  CHECK(t["seconds"].get<double>() == 1.0 + (kN - 1));             // the slowest part
   CHECK(t["same_everywhere"] == "yes");
-  CHECK(t["files"].size() > 2);  // the stitched checkpoint's files, handed to the fold
+  CHECK(t["files"].size() > 2);            // the stitched checkpoint's files, handed to the fold
   CHECK(stitched["tensors"] == all_rows);  // every part's rows, in checkpoint order
 
   // Without the spec the parts' totals differ and stitch has no rule: refused, not guessed.

@@ -44,23 +44,28 @@ std::vector<std::byte> read_bytes(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
   std::vector<char> c((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   std::vector<std::byte> out(c.size());
-  for (std::size_t i = 0; i < c.size(); ++i) out[i] = static_cast<std::byte>(c[i]);
+  for (std::size_t i = 0; i < c.size(); ++i)
+    out[i] = static_cast<std::byte>(c[i]);
   return out;
 }
 
 std::vector<std::byte> raw_safetensors(const std::string& header_json, std::size_t data_bytes) {
   std::vector<std::byte> out(8 + header_json.size() + data_bytes, std::byte{0});
   const std::uint64_t n = header_json.size();
-  for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<std::byte>((n >> (8 * i)) & 0xff);
-  for (std::size_t i = 0; i < header_json.size(); ++i) out[8 + i] = static_cast<std::byte>(header_json[i]);
-  for (std::size_t i = 0; i < data_bytes; ++i) out[8 + header_json.size() + i] = static_cast<std::byte>(i * 7 + 1);
+  for (int i = 0; i < 8; ++i)
+    out[static_cast<std::size_t>(i)] = static_cast<std::byte>((n >> (8 * i)) & 0xff);
+  for (std::size_t i = 0; i < header_json.size(); ++i)
+    out[8 + i] = static_cast<std::byte>(header_json[i]);
+  for (std::size_t i = 0; i < data_bytes; ++i)
+    out[8 + header_json.size() + i] = static_cast<std::byte>(i * 7 + 1);
   return out;
 }
 
 std::vector<float> gaussian(std::size_t n, std::uint64_t seed, float scale) {
   Rng rng(seed, "test");
   std::vector<float> v(n);
-  for (auto& x : v) x = static_cast<float>(rng.normal()) * scale;
+  for (auto& x : v)
+    x = static_cast<float>(rng.normal()) * scale;
   return v;
 }
 

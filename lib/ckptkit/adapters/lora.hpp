@@ -7,9 +7,10 @@
 //                              __metadata__ {"format": "pt"}
 //   adapter_config.json        peft_type "LORA", r, lora_alpha, target_modules, rank_pattern,
 //                              alpha_pattern, use_rslora, fan_in_fan_out, init_lora_weights, ...
-// The delta of a module is  ΔW = s · B · A  with s = alpha / r (alpha / √r with rsLoRA), where r and
-// alpha come from rank_pattern / alpha_pattern when a key matches the module (PEFT's regex-suffix rule
-// `(.*\.)?(key)$`), else from r / lora_alpha. With fan_in_fan_out the stored weight is ΔWᵀ.
+// The delta of a module is  ΔW = s · B · A  with s = alpha / r (alpha / √r with rsLoRA), where r
+// and alpha come from rank_pattern / alpha_pattern when a key matches the module (PEFT's
+// regex-suffix rule `(.*\.)?(key)$`), else from r / lora_alpha. With fan_in_fan_out the stored
+// weight is ΔWᵀ.
 #pragma once
 
 #include <map>
@@ -28,29 +29,32 @@ struct LoraConfig {
   double lora_alpha = 8;
   bool use_rslora = false;
   bool fan_in_fan_out = false;
-  std::vector<std::string> target_modules;         // module suffixes (or one regex string in PEFT)
+  std::vector<std::string> target_modules;  // module suffixes (or one regex string in PEFT)
   std::vector<std::pair<std::string, int>> rank_pattern;      // key -> rank, in file order
   std::vector<std::pair<std::string, double>> alpha_pattern;  // key -> alpha (first match wins)
   std::string base_model_name_or_path;
-  nlohmann::ordered_json extra = nlohmann::ordered_json::object();  // other keys, written back as read
+  nlohmann::ordered_json extra =
+      nlohmann::ordered_json::object();  // other keys, written back as read
 
-  /// The (rank, alpha) PEFT would use for `module` (name without "base_model.model." and ".weight").
+  /// The (rank, alpha) PEFT would use for `module` (name without "base_model.model." and
+  /// ".weight").
   std::pair<int, double> rank_alpha_for(const std::string& module) const;
   /// s = alpha / r, or alpha / √r with rsLoRA.
   double scaling_for(const std::string& module) const;
 };
 
-/// Does a rank_pattern/alpha_pattern key match `module` by PEFT's rule re.match(rf"(.*\.)?({key})$")?
+/// Does a rank_pattern/alpha_pattern key match `module` by PEFT's rule
+/// re.match(rf"(.*\.)?({key})$")?
 bool peft_pattern_matches(const std::string& key, const std::string& module);
 
 /// One adapted module: A [r, in] and B [out, r] as f32, row-major.
 struct LoraModule {
-  std::string module;         // e.g. "model.decoder.layers.0.self_attn.q_proj"
-  bool embedding = false;     // lora_embedding_A/B
+  std::string module;      // e.g. "model.decoder.layers.0.self_attn.q_proj"
+  bool embedding = false;  // lora_embedding_A/B
   int rank = 0;
   std::int64_t in = 0, out = 0;
-  std::vector<float> A;       // rank * in
-  std::vector<float> B;       // out * rank
+  std::vector<float> A;  // rank * in
+  std::vector<float> B;  // out * rank
 };
 
 /// The safetensors key prefix PEFT uses on disk.

@@ -16,7 +16,7 @@ namespace ckpt {
 struct PartModules {
   std::vector<std::vector<std::string>> part_modules;  ///< the modules part k computed
   std::vector<std::string> all_modules;                ///< every module, single-run order
-  std::vector<std::string> candidates;  ///< module names of every 2-D input tensor
+  std::vector<std::string> candidates;                 ///< module names of every 2-D input tensor
   /// The single-run position of the module a key names (e.g. "<prefix>.<module>.lora_A").
   std::function<std::size_t(const std::string&)> position_of_key;
 };

@@ -12,8 +12,21 @@
 namespace ckpt {
 
 enum class DType : std::uint8_t {
-  F64, F32, F16, BF16, F8_E4M3, F8_E5M2,
-  I64, I32, I16, I8, U64, U32, U16, U8, Bool
+  F64,
+  F32,
+  F16,
+  BF16,
+  F8_E4M3,
+  F8_E5M2,
+  I64,
+  I32,
+  I16,
+  I8,
+  U64,
+  U32,
+  U16,
+  U8,
+  Bool
 };
 
 /// Bytes per element.

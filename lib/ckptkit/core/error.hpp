@@ -33,10 +33,9 @@ std::string located(const std::string& file, const std::string& tensor, const st
 }  // namespace ckpt
 
 /// Programmer errors: cheap checks that stay on in release builds (like GGML_ASSERT).
-#define CKPT_ASSERT(cond)                                                                   \
-  do {                                                                                      \
-    if (!(cond))                                                                            \
-      ::ckpt::fail(::ckpt::ErrorKind::Internal,                                             \
-                   std::string("internal error: ") + #cond + " at " + __FILE__ + ":" +      \
-                       std::to_string(__LINE__));                                           \
+#define CKPT_ASSERT(cond)                                                                          \
+  do {                                                                                             \
+    if (!(cond))                                                                                   \
+      ::ckpt::fail(::ckpt::ErrorKind::Internal, std::string("internal error: ") + #cond + " at " + \
+                                                    __FILE__ + ":" + std::to_string(__LINE__));    \
   } while (0)

@@ -10,7 +10,9 @@ namespace {
 
 std::atomic<int> g_signal{0};
 
-extern "C" void on_signal(int sig) { g_signal.store(sig); }
+extern "C" void on_signal(int sig) {
+  g_signal.store(sig);
+}
 
 }  // namespace
 
@@ -22,11 +24,16 @@ void install_interrupt_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-bool interrupt_requested() { return g_signal.load(std::memory_order_relaxed) != 0; }
-int interrupt_signal() { return g_signal.load(); }
+bool interrupt_requested() {
+  return g_signal.load(std::memory_order_relaxed) != 0;
+}
+int interrupt_signal() {
+  return g_signal.load();
+}
 
 void throw_if_interrupted() {
-  if (interrupt_requested()) fail(ErrorKind::Interrupted, "interrupted by signal " + std::to_string(g_signal.load()));
+  if (interrupt_requested())
+    fail(ErrorKind::Interrupted, "interrupted by signal " + std::to_string(g_signal.load()));
 }
 
 }  // namespace ckpt

@@ -13,7 +13,9 @@ Progress::Progress(std::string label, std::uint64_t total_bytes, bool enabled)
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_) {}
 
-Progress::~Progress() { finish(); }
+Progress::~Progress() {
+  finish();
+}
 
 void Progress::advance(std::uint64_t bytes, const std::string& current) {
   if (!active_) return;
@@ -31,7 +33,8 @@ void Progress::draw(const std::string& current) {
   const int filled = static_cast<int>(frac * width);
   std::string bar(static_cast<std::size_t>(filled), '#');
   bar.resize(width, '.');
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   std::string cur = current.size() > 48 ? "..." + current.substr(current.size() - 45) : current;
   std::fprintf(stderr, "\r\033[K%s [%s] %5.1f%% %6.1fs %s", label_.c_str(), bar.c_str(),
                100.0 * frac, secs, cur.c_str());
@@ -46,6 +49,8 @@ void Progress::finish() {
   std::fflush(stderr);
 }
 
-void warn(const std::string& message) { std::fprintf(stderr, "warning: %s\n", message.c_str()); }
+void warn(const std::string& message) {
+  std::fprintf(stderr, "warning: %s\n", message.c_str());
+}
 
 }  // namespace ckpt

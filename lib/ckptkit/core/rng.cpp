@@ -12,7 +12,9 @@ std::uint64_t splitmix64(std::uint64_t& x) {
   return z ^ (z >> 31);
 }
 
-std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+std::uint64_t rotl(std::uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
 
 }  // namespace
 
@@ -27,7 +29,8 @@ std::uint64_t hash_name(std::string_view s) {
 
 Rng::Rng(std::uint64_t seed, std::string_view stream) {
   std::uint64_t x = seed ^ rotl(hash_name(stream), 17);
-  for (auto& w : s_) w = splitmix64(x);
+  for (auto& w : s_)
+    w = splitmix64(x);
 }
 
 std::uint64_t Rng::next_u64() {
@@ -42,7 +45,9 @@ std::uint64_t Rng::next_u64() {
   return result;
 }
 
-double Rng::uniform() { return static_cast<double>(next_u64() >> 11) * 0x1p-53; }
+double Rng::uniform() {
+  return static_cast<double>(next_u64() >> 11) * 0x1p-53;
+}
 
 double Rng::normal() {
   if (has_spare_) {
@@ -50,7 +55,8 @@ double Rng::normal() {
     return spare_;
   }
   double u1 = uniform();
-  while (u1 <= 0.0) u1 = uniform();
+  while (u1 <= 0.0)
+    u1 = uniform();
   const double u2 = uniform();
   const double r = std::sqrt(-2.0 * std::log(u1));
   const double theta = 2.0 * 3.14159265358979323846 * u2;

@@ -17,7 +17,9 @@ constexpr std::array<std::uint32_t, 64> kK = {
     0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
-std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+std::uint32_t rotr(std::uint32_t x, int n) {
+  return (x >> n) | (x << (32 - n));
+}
 
 void compress(std::array<std::uint32_t, 8>& h, const std::uint8_t* block) {
   std::uint32_t w[64];
@@ -37,9 +39,23 @@ void compress(std::array<std::uint32_t, 8>& h, const std::uint8_t* block) {
     const std::uint32_t s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22);
     const std::uint32_t maj = (a & b) ^ (a & c) ^ (b & c);
     const std::uint32_t t2 = s0 + maj;
-    hh = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+    hh = g;
+    g = f;
+    f = e;
+    e = d + t1;
+    d = c;
+    c = b;
+    b = a;
+    a = t1 + t2;
   }
-  h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
+  h[0] += a;
+  h[1] += b;
+  h[2] += c;
+  h[3] += d;
+  h[4] += e;
+  h[5] += f;
+  h[6] += g;
+  h[7] += hh;
 }
 
 }  // namespace
@@ -50,14 +66,17 @@ std::string sha256_hex(std::span<const std::byte> data) {
   const auto* p = reinterpret_cast<const std::uint8_t*>(data.data());
   const std::size_t n = data.size();
   std::size_t i = 0;
-  for (; i + 64 <= n; i += 64) compress(h, p + i);
+  for (; i + 64 <= n; i += 64)
+    compress(h, p + i);
   std::uint8_t tail[128] = {};
   const std::size_t rem = n - i;
-  for (std::size_t k = 0; k < rem; ++k) tail[k] = p[i + k];
+  for (std::size_t k = 0; k < rem; ++k)
+    tail[k] = p[i + k];
   tail[rem] = 0x80;
   const std::size_t tail_len = rem + 9 <= 64 ? 64 : 128;
   const std::uint64_t bits = static_cast<std::uint64_t>(n) * 8;
-  for (int k = 0; k < 8; ++k) tail[tail_len - 1 - static_cast<std::size_t>(k)] = static_cast<std::uint8_t>(bits >> (8 * k));
+  for (int k = 0; k < 8; ++k)
+    tail[tail_len - 1 - static_cast<std::size_t>(k)] = static_cast<std::uint8_t>(bits >> (8 * k));
   compress(h, tail);
   if (tail_len == 128) compress(h, tail + 64);
   std::string out;

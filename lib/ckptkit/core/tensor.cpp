@@ -6,7 +6,8 @@ namespace ckpt {
 
 std::int64_t numel(const Shape& shape) {
   std::int64_t n = 1;
-  for (auto d : shape) n *= d;
+  for (auto d : shape)
+    n *= d;
   return n;
 }
 

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "ckptkit/engine/engine.hpp"
 #include "ckptkit/io/targets.hpp"
 #include "ckptkit/io/writer.hpp"
-#include "ckptkit/engine/engine.hpp"
 
 namespace ckpt {
 

@@ -1,8 +1,8 @@
 #pragma once
 /// The common ending of a subcommand that writes a checkpoint directory.
 
-#include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/engine/options.hpp"
+#include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/report/report.hpp"
 
 namespace ckpt {

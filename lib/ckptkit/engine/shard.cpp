@@ -7,8 +7,8 @@
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/sha256.hpp"
-#include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/io/output_dir.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;

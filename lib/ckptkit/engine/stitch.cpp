@@ -12,11 +12,11 @@
 #include "ckptkit/adapters/part_configs.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/progress.hpp"
+#include "ckptkit/engine/shard.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/targets.hpp"
 #include "ckptkit/io/writer.hpp"
-#include "ckptkit/engine/shard.hpp"
 #include "ckptkit/report/csv.hpp"
 
 namespace ckpt {
@@ -391,9 +391,8 @@ Json combine_generic(const std::string& key, const std::vector<Json>& v, const s
   if (all_equal) return v.front();
   const bool numbers = std::all_of(v.begin(), v.end(), [](const Json& x) { return x.is_number(); });
   if (is_timing_key(key) && numbers) {
-    double out = key == "seconds" || key.find("gflops") != std::string::npos
-                     ? v.front().get<double>()
-                     : 0.0;
+    double out =
+        key == "seconds" || key.find("gflops") != std::string::npos ? v.front().get<double>() : 0.0;
     for (const auto& x : v) {
       if (key == "seconds" || key.find("gflops") != std::string::npos)
         out = std::max(out, x.get<double>());

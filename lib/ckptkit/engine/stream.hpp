@@ -6,18 +6,18 @@
 #include <functional>
 #include <vector>
 
+#include "ckptkit/engine/engine.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/io/writer.hpp"
-#include "ckptkit/engine/engine.hpp"
 #include "ckptkit/report/report.hpp"
 
 namespace ckpt {
 
 /// What becomes of one input tensor.
 struct TensorPlan {
-  bool passthrough = true;             // copy the input tensor as it is
-  std::vector<TensorSpec> outputs;     // when computed: the tensors written in its place
-  std::uint64_t working_set = 0;       // bytes while in flight (for the memory budget)
+  bool passthrough = true;          // copy the input tensor as it is
+  std::vector<TensorSpec> outputs;  // when computed: the tensors written in its place
+  std::uint64_t working_set = 0;    // bytes while in flight (for the memory budget)
 };
 
 /// The result of computing one tensor: its outputs (plan order) and an in-order callback
@@ -35,7 +35,8 @@ struct StreamJob {
 
 /// Plans every tensor, then streams the checkpoint into `out_dir` with `options`. Returns the
 /// files written. Exceptions from compute are rethrown with the file and tensor named.
-std::vector<std::string> stream_checkpoint(const StreamJob& job, const std::filesystem::path& out_dir,
+std::vector<std::string> stream_checkpoint(const StreamJob& job,
+                                           const std::filesystem::path& out_dir,
                                            WriterOptions options, const ExecOptions& exec,
                                            const std::string& progress_label);
 

@@ -3,8 +3,8 @@
 #include <cstring>
 
 #include "ckptkit/core/error.hpp"
-#include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/core/strings.hpp"
+#include "ckptkit/core/tensor_math.hpp"
 
 namespace ckpt::bnb {
 namespace {

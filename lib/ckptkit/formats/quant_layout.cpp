@@ -6,9 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/strings.hpp"
 #include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/formats/bnb_layout.hpp"
-#include "ckptkit/core/strings.hpp"
 
 namespace ckpt {
 using quant::DoubleQuant;

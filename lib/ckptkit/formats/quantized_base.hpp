@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/formats/quant_layout.hpp"
+#include "ckptkit/io/checkpoint.hpp"
 
 namespace ckpt {
 

@@ -33,7 +33,7 @@ struct SafetensorsHeader {
   std::vector<TensorInfo> tensors;  // sorted by data offset (= storage order)
   Metadata metadata;                // "__metadata__" in file order
   bool has_metadata = false;
-  std::uint64_t data_start = 0;     // 8 + N
+  std::uint64_t data_start = 0;  // 8 + N
   std::uint64_t data_size = 0;
 };
 

@@ -6,7 +6,8 @@ namespace ckpt {
 namespace {
 
 bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 bool contains_word(const std::string& module, std::string_view word) {
@@ -25,7 +26,8 @@ bool is_embedding_or_head(const std::string& module) {
   static const char* kWords[] = {"embed", "wte", "wpe", "lm_head", "embed_out", "output_layer"};
   for (const char* w : kWords)
     if (contains_word(module, w)) return true;
-  const auto last = module.substr(module.rfind('.') == std::string::npos ? 0 : module.rfind('.') + 1);
+  const auto last =
+      module.substr(module.rfind('.') == std::string::npos ? 0 : module.rfind('.') + 1);
   return last == "shared" || last == "output";
 }
 
@@ -37,10 +39,12 @@ bool model_type_uses_conv1d(const std::string& model_type) {
 }
 
 std::string TargetSelector::module_name(const std::string& tensor_name) {
-  return ends_with(tensor_name, ".weight") ? tensor_name.substr(0, tensor_name.size() - 7) : tensor_name;
+  return ends_with(tensor_name, ".weight") ? tensor_name.substr(0, tensor_name.size() - 7)
+                                           : tensor_name;
 }
 
-std::vector<TargetSelector::Pattern> TargetSelector::compile(const std::vector<std::string>& patterns) {
+std::vector<TargetSelector::Pattern> TargetSelector::compile(
+    const std::vector<std::string>& patterns) {
   std::vector<Pattern> out;
   for (const auto& p : patterns) {
     if (p.empty()) continue;
@@ -51,7 +55,8 @@ std::vector<TargetSelector::Pattern> TargetSelector::compile(const std::vector<s
       try {
         c.re = std::regex(p, std::regex::ECMAScript);
       } catch (const std::regex_error& e) {
-        fail(ErrorKind::Usage, "--target/--exclude: '" + p + "' is not a valid regex (" + e.what() + ")");
+        fail(ErrorKind::Usage,
+             "--target/--exclude: '" + p + "' is not a valid regex (" + e.what() + ")");
       }
     }
     out.push_back(std::move(c));

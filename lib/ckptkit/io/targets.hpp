@@ -15,7 +15,7 @@
 namespace ckpt {
 
 struct TargetOptions {
-  std::vector<std::string> target;   // empty: the default selection
+  std::vector<std::string> target;  // empty: the default selection
   std::vector<std::string> exclude;
   std::optional<bool> fan_in_fan_out;  // unset: decided from config.json model_type
 };

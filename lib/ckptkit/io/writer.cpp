@@ -60,7 +60,8 @@ class ByteSink {
     }
     const int fd = fd_;
     fd_ = -1;
-    if (::close(fd) != 0) fail(ErrorKind::Io, path_ + ": write failed (" + std::strerror(errno) + ")");
+    if (::close(fd) != 0)
+      fail(ErrorKind::Io, path_ + ": write failed (" + std::strerror(errno) + ")");
   }
 
  private:
@@ -116,7 +117,8 @@ ShardedWriter::ShardedWriter(fs::path dir, std::vector<TensorSpec> plan, WriterO
     : dir_(std::move(dir)), plan_(std::move(plan)), options_(std::move(options)) {
   std::unordered_set<std::string> names;
   for (const auto& t : plan_)
-    if (!names.insert(t.name).second) fail(ErrorKind::Internal, "output plan names tensor '" + t.name + "' twice");
+    if (!names.insert(t.name).second)
+      fail(ErrorKind::Internal, "output plan names tensor '" + t.name + "' twice");
   shard_ranges_ = plan_shards(plan_, options_.max_shard_size);
   for (std::size_t i = 0; i < shard_ranges_.size(); ++i)
     shard_names_.push_back(shard_file_name(options_.base_name, i, shard_ranges_.size()));
@@ -151,8 +153,10 @@ void ShardedWriter::write(const std::string& name, std::span<const std::byte> by
   if (next_ >= plan_.size() || plan_[next_].name != name)
     fail(ErrorKind::Internal, "writer got tensor '" + name + "' out of plan order");
   if (bytes.size() != plan_[next_].nbytes())
-    fail(ErrorKind::Internal, located("", name, "writer got " + std::to_string(bytes.size()) +
-                                                    " bytes, plan says " + std::to_string(plan_[next_].nbytes())));
+    fail(ErrorKind::Internal,
+         located("", name,
+                 "writer got " + std::to_string(bytes.size()) + " bytes, plan says " +
+                     std::to_string(plan_[next_].nbytes())));
   if (next_ >= shard_ranges_[shard_].second) {
     close_shard();
     open_shard(shard_ + 1);
@@ -176,7 +180,8 @@ void ShardedWriter::finish() {
   if (shard_ranges_.size() > 1) {
     nlohmann::ordered_json index;
     std::uint64_t total = 0;
-    for (const auto& p : plan_) total += p.nbytes();
+    for (const auto& p : plan_)
+      total += p.nbytes();
     index["metadata"] = {{"total_size", total}};
     nlohmann::json wm = nlohmann::json::object();  // sorted keys, as transformers writes it
     for (std::size_t s = 0; s < shard_ranges_.size(); ++s)
@@ -185,7 +190,9 @@ void ShardedWriter::finish() {
     index["weight_map"] = wm;
     const std::string name = options_.base_name + ".safetensors.index.json";
     std::FILE* f = std::fopen((dir_ / name).c_str(), "wb");
-    if (!f) fail(ErrorKind::Io, (dir_ / name).string() + ": cannot create (" + std::strerror(errno) + ")");
+    if (!f)
+      fail(ErrorKind::Io,
+           (dir_ / name).string() + ": cannot create (" + std::strerror(errno) + ")");
     const std::string text = index.dump(2) + "\n";
     const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
     if (std::fclose(f) != 0 || !ok) fail(ErrorKind::Io, (dir_ / name).string() + ": write failed");
@@ -205,7 +212,8 @@ void write_safetensors_file(const fs::path& path, const std::vector<OwnedTensor>
   const fs::path target = zstd ? fs::path(path.string() + ".zst") : path;
   ByteSink sink(target, zstd, 3);
   sink.write(serialize_header(infos, metadata, true));
-  for (const auto& t : tensors) sink.write(t.bytes);
+  for (const auto& t : tensors)
+    sink.write(t.bytes);
   sink.close();
 }
 

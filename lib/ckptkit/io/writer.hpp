@@ -22,15 +22,17 @@ struct TensorSpec {
   std::string name;
   DType dtype = DType::F32;
   Shape shape;
-  std::uint64_t nbytes() const { return static_cast<std::uint64_t>(numel(shape)) * dtype_size(dtype); }
+  std::uint64_t nbytes() const {
+    return static_cast<std::uint64_t>(numel(shape)) * dtype_size(dtype);
+  }
 };
 
 struct WriterOptions {
   std::uint64_t max_shard_size = 5'000'000'000ull;  // "5GB" as transformers counts it
-  bool zstd = false;       // each file as a standard zstd frame, name + ".zst"
+  bool zstd = false;  // each file as a standard zstd frame, name + ".zst"
   int zstd_level = 3;
   std::string base_name = "model";
-  Metadata metadata;       // written as __metadata__ of every shard
+  Metadata metadata;  // written as __metadata__ of every shard
   bool write_metadata = true;
 };
 
@@ -70,8 +72,9 @@ class ShardedWriter {
 };
 
 /// Writes a small checkpoint held in memory (adapters, vectors) as one safetensors file.
-void write_safetensors_file(const std::filesystem::path& path, const std::vector<OwnedTensor>& tensors,
-                            const Metadata& metadata, bool zstd = false);
+void write_safetensors_file(const std::filesystem::path& path,
+                            const std::vector<OwnedTensor>& tensors, const Metadata& metadata,
+                            bool zstd = false);
 
 /// Assigns plan indices to shards as Hugging Face does; returns [first, last) ranges.
 std::vector<std::pair<std::size_t, std::size_t>> plan_shards(const std::vector<TensorSpec>& plan,

@@ -1,5 +1,6 @@
-// CSV output (RFC 4180), and reading back what it wrote: fields containing a comma, quote, CR or LF are quoted, quotes doubled.
-// Numbers are written with up to 9 significant digits (round-trips f32 and is stable across runs).
+// CSV output (RFC 4180), and reading back what it wrote: fields containing a comma, quote, CR or LF
+// are quoted, quotes doubled. Numbers are written with up to 9 significant digits (round-trips f32
+// and is stable across runs).
 //
 // Example:
 //   CsvWriter csv({"name", "alpha"});

@@ -14,7 +14,8 @@ void Report::add_input(const std::string& role, const std::string& path,
                        const std::vector<InputFingerprint>& files) {
   Json in = {{"role", role}, {"path", path}, {"files", Json::array()}};
   for (const auto& f : files)
-    in["files"].push_back({{"file", f.file}, {"bytes", f.bytes}, {"header_sha256", f.header_sha256}});
+    in["files"].push_back(
+        {{"file", f.file}, {"bytes", f.bytes}, {"header_sha256", f.header_sha256}});
   inputs_.push_back(std::move(in));
 }
 
@@ -26,7 +27,8 @@ Json Report::to_json() const {
   j["argv"] = argv_;
   j["inputs"] = inputs_;
   j["settings"] = settings_;
-  for (const auto& [k, v] : extra_.items()) j[k] = v;
+  for (const auto& [k, v] : extra_.items())
+    j[k] = v;
   j["tensors"] = rows_;
   j["totals"] = totals_;
   return j;

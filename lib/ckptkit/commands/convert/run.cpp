@@ -2,8 +2,8 @@
 
 #include <chrono>
 
-#include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/io/output_dir.hpp"
 
 namespace ckpt {
 
@@ -13,9 +13,10 @@ Json run_convert(const ConvertOptions& options) {
   OutputDir out(options.common.output, options.common.force, {options.input});
   Report report("convert", options.common.argv);
   report.add_input("checkpoint", options.input.string(), fingerprint(in));
-  report.settings() = {{"dtype", options.dtype ? std::string(dtype_name(*options.dtype)) : "unchanged"},
-                       {"max_shard_size", options.common.max_shard_size},
-                       {"zstd", options.common.zstd}};
+  report.settings() = {
+      {"dtype", options.dtype ? std::string(dtype_name(*options.dtype)) : "unchanged"},
+      {"max_shard_size", options.common.max_shard_size},
+      {"zstd", options.common.zstd}};
   std::uint64_t cast = 0;
   StreamJob job;
   job.input = &in;
@@ -44,11 +45,12 @@ Json run_convert(const ConvertOptions& options) {
                     {"dtype", std::string(dtype_name(t.info.dtype))},
                     {"shape", t.info.shape},
                     {"bytes", t.info.nbytes()}});
-  report.totals() = {{"tensors", in.tensors().size()},
-                     {"cast", cast},
-                     {"bytes_in", in.total_bytes()},
-                     {"files", files},
-                     {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
+  report.totals() = {
+      {"tensors", in.tensors().size()},
+      {"cast", cast},
+      {"bytes_in", in.total_bytes()},
+      {"files", files},
+      {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
   out.commit();
   Json j = report.to_json();
   if (options.common.report_path) report.write(*options.common.report_path);

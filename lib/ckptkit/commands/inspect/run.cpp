@@ -3,8 +3,8 @@
 #include <cmath>
 #include <map>
 
-#include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/io/checkpoint.hpp"
 
 namespace ckpt {
 
@@ -33,7 +33,8 @@ Json run_inspect(const InspectOptions& options) {
   j["architecture"] = arch;
   j["fan_in_fan_out"] = targets.fan_in_fan_out();
   Json meta = Json::object();
-  for (const auto& [k, v] : c.metadata()) meta[k] = v;
+  for (const auto& [k, v] : c.metadata())
+    meta[k] = v;
   j["metadata"] = meta;
 
   struct Totals {
@@ -75,12 +76,15 @@ Json run_inspect(const InspectOptions& options) {
     j["tensors"].push_back(std::move(row));
   }
   Json dt = Json::object();
-  for (const auto& [k, v] : by_dtype) dt[k] = {{"tensors", v.count}, {"params", v.params}, {"bytes", v.bytes}};
-  j["totals"] = {{"tensors", all.count}, {"params", all.params}, {"bytes", all.bytes}, {"by_dtype", dt}};
+  for (const auto& [k, v] : by_dtype)
+    dt[k] = {{"tensors", v.count}, {"params", v.params}, {"bytes", v.bytes}};
+  j["totals"] = {
+      {"tensors", all.count}, {"params", all.params}, {"bytes", all.bytes}, {"by_dtype", dt}};
   j["targets"] = {{"tensors", picked.count}, {"params", picked.params}, {"bytes", picked.bytes}};
   std::string verdict = "valid: headers, offsets and index are consistent";
   if (options.scan_values)
-    verdict += nonfinite ? "; " + std::to_string(nonfinite) + " non-finite values found" : "; all float values finite";
+    verdict += nonfinite ? "; " + std::to_string(nonfinite) + " non-finite values found"
+                         : "; all float values finite";
   j["valid"] = nonfinite == 0;
   j["verdict"] = verdict;
   return j;

@@ -10,13 +10,13 @@
 #include "ckptkit/core/timing.hpp"
 #include "ckptkit/decompose/lq.hpp"
 #include "ckptkit/decompose/lq_budget.hpp"
-#include "ckptkit/io/output_dir.hpp"
-#include "ckptkit/io/targets.hpp"
-#include "ckptkit/formats/bnb_layout.hpp"
-#include "ckptkit/formats/quant_layout.hpp"
 #include "ckptkit/engine/command_spec.hpp"
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/formats/bnb_layout.hpp"
+#include "ckptkit/formats/quant_layout.hpp"
+#include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/io/targets.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;

@@ -10,10 +10,10 @@
 #include "ckptkit/adapters/any_adapter.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/timing.hpp"
-#include "ckptkit/io/output_dir.hpp"
-#include "ckptkit/formats/quantized_base.hpp"
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/formats/quantized_base.hpp"
+#include "ckptkit/io/output_dir.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;

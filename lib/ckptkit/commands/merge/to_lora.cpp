@@ -8,13 +8,13 @@
 #include "ckptkit/adapters/lora_write.hpp"
 #include "ckptkit/adapters/mpo_adapter.hpp"
 #include "ckptkit/adapters/sorsa_read.hpp"
+#include "ckptkit/commands/merge/merge.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/timing.hpp"
 #include "ckptkit/decompose/lowrank_update.hpp"
-#include "ckptkit/io/output_dir.hpp"
-#include "ckptkit/commands/merge/merge.hpp"
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/io/output_dir.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;

@@ -12,12 +12,12 @@
 #include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/core/timing.hpp"
 #include "ckptkit/decompose/mpo.hpp"
-#include "ckptkit/io/output_dir.hpp"
-#include "ckptkit/io/targets.hpp"
-#include "ckptkit/formats/bnb_layout.hpp"
 #include "ckptkit/engine/command_spec.hpp"
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/formats/bnb_layout.hpp"
+#include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/io/targets.hpp"
 #include "ckptkit/quant/blockwise.hpp"
 
 namespace ckpt {
@@ -144,8 +144,8 @@ Json mpo_init_totals(const Json& report, const std::vector<std::string>& residua
   return {{"targets", rows.size()},
           {"adapter_params", adapter_params},
           {"dense_params", dense_params},
-          {"params_vs_dense", round_sig(static_cast<double>(adapter_params) /
-                                        static_cast<double>(dense_params))},
+          {"params_vs_dense",
+           round_sig(static_cast<double>(adapter_params) / static_cast<double>(dense_params))},
           {"rel_err_fro", round_sig(norm_sq > 0 ? std::sqrt(err_sq / norm_sq) : 0.0)},
           {quantized ? "qdota_rel_err_fro" : "stored_rel_err_fro",
            round_sig(norm_sq > 0 ? std::sqrt(q_err_sq / norm_sq) : 0.0)},

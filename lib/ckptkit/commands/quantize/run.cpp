@@ -9,13 +9,13 @@
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/core/timing.hpp"
-#include "ckptkit/io/lossless.hpp"
-#include "ckptkit/io/output_dir.hpp"
-#include "ckptkit/formats/bnb_layout.hpp"
-#include "ckptkit/formats/quant_layout.hpp"
 #include "ckptkit/engine/command_spec.hpp"
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/formats/bnb_layout.hpp"
+#include "ckptkit/formats/quant_layout.hpp"
+#include "ckptkit/io/lossless.hpp"
+#include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/quant/blockwise.hpp"
 
 namespace ckpt {

@@ -13,12 +13,12 @@
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/core/timing.hpp"
-#include "ckptkit/io/output_dir.hpp"
-#include "ckptkit/io/targets.hpp"
 #include "ckptkit/engine/command_spec.hpp"
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/shard.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/io/targets.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;
@@ -339,8 +339,8 @@ Json run_svd_init(const SvdInitOptions& o) {
                                      {"residual", round_sig(residual_cpu, 3)}};
     if (r.gemm_seconds > 0)
       done.row["gemm_gflops"] = round_sig(r.gemm_flops / r.gemm_seconds / 1e9, 4);
-    done.row["adapter_params"] = r.A.size() + r.B.size() +
-                                 (method == SvdInitMethod::Sorsa ? r.S.size() : std::size_t{0});
+    done.row["adapter_params"] =
+        r.A.size() + r.B.size() + (method == SvdInitMethod::Sorsa ? r.S.size() : std::size_t{0});
     done.row["sums"] = {{"gemm_flops", r.gemm_flops}, {"gemm_seconds", r.gemm_seconds}};
     if (method == SvdInitMethod::Sorsa) {
       done.sorsa = {tg.module,      r.rank,         tg.in,         tg.out,

@@ -9,10 +9,10 @@
 #include <set>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/engine/stream.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/writer.hpp"
-#include "ckptkit/engine/stream.hpp"
 #include "ckptkit/report/html.hpp"
 #include "ckptkit/report/markdown.hpp"
 #include "ckptkit/report/svg.hpp"
