@@ -15,11 +15,6 @@ using OJson = nlohmann::ordered_json;
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 /// The first existing file among `name` and `name.zst` in `dir`, or empty.
 fs::path find_file(const fs::path& dir, const std::string& name) {
   for (const std::string& n : {name, name + ".zst"})
@@ -49,7 +44,7 @@ bool split_key(const std::string& key, KeyPart& out) {
       {".lora_embedding_B", {"", 'B', true}},
   };
   for (const auto& [suffix, part] : kSuffixes) {
-    if (ends_with(k, suffix)) {
+    if (k.ends_with(suffix)) {
       out = part;
       out.module = k.substr(0, k.size() - std::string(suffix).size());
       return !out.module.empty();
@@ -157,11 +152,10 @@ LoraAdapter read_lora_adapter(const fs::path& path) {
     const std::string& name = t.info.name;
     KeyPart part;
     if (!split_key(name, part)) {
-      if (ends_with(name, "lora_magnitude_vector") ||
-          ends_with(name, "lora_magnitude_vector.weight"))
+      if (name.ends_with("lora_magnitude_vector") || name.ends_with("lora_magnitude_vector.weight"))
         fail(ErrorKind::Unsupported,
              located(file, name, "DoRA magnitude vectors are not supported"));
-      if (ends_with(name, ".lora_B.bias"))
+      if (name.ends_with(".lora_B.bias"))
         fail(ErrorKind::Unsupported,
              located(file, name, "LoRA biases (lora_bias) are not supported"));
       fail(ErrorKind::Unsupported, located(file, name,

@@ -7,6 +7,7 @@
 #include "ckptkit/adapters/lora.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/io/checkpoint.hpp"
+#include "ckptkit/io/file_bytes.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/writer.hpp"
 
@@ -24,14 +25,6 @@ constexpr const char* kContraction =
     "index of (j_1..j_N) over col_shape; W is [out_features, in_features] (transpose it for the "
     "stored weight when fan_in_fan_out); full weight = residual + W (TensorLy tt-matrix / mpo_lab "
     "layout)";
-
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) fail(ErrorKind::Io, p.string() + ": cannot read");
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 std::vector<std::int64_t> ints(const nlohmann::ordered_json& j, const std::string& file,
                                const std::string& what) {
@@ -150,14 +143,14 @@ void write_mpo_adapter(const fs::path& dir, const MpoAdapter& a, DType dtype) {
 bool is_mpo_adapter(const fs::path& dir) {
   const fs::path p = dir / "adapter_config.json";
   if (!fs::exists(p)) return false;
-  const auto j = nlohmann::json::parse(read_text(p), nullptr, false);
+  const auto j = nlohmann::json::parse(read_input_text(p), nullptr, false);
   return j.is_object() && j.contains("ckptkit_format") && j["ckptkit_format"] == "mpo";
 }
 
 MpoAdapter read_mpo_adapter(const fs::path& dir) {
   const fs::path cfg_path = dir / "adapter_config.json";
   const std::string cfg_file = cfg_path.string();
-  const auto j = nlohmann::ordered_json::parse(read_text(cfg_path), nullptr, false);
+  const auto j = nlohmann::ordered_json::parse(read_input_text(cfg_path), nullptr, false);
   if (!j.is_object()) fail(ErrorKind::Format, located(cfg_file, "", "not a JSON object"));
   if (field_or<std::string>(j, "ckptkit_format", "", cfg_file) != "mpo")
     fail(ErrorKind::Format,

@@ -14,21 +14,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_text_file(const fs::path& p) {
-  const auto bytes = FileBytes::open(p);
-  const auto span = bytes->bytes();
-  return std::string(reinterpret_cast<const char*>(span.data()), span.size());
-}
-
 fs::path config_path(const fs::path& dir) {
   for (const char* n : {"adapter_config.json", "adapter_config.json.zst"})
     if (fs::is_regular_file(dir / n)) return dir / n;
   return {};
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -36,7 +25,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 bool is_sorsa_adapter(const fs::path& dir) {
   const fs::path p = config_path(dir);
   if (p.empty()) return false;
-  const auto j = nlohmann::json::parse(read_text_file(p), nullptr, false);
+  const auto j = nlohmann::json::parse(read_input_text(p), nullptr, false);
   return j.is_object() && j.contains("ckptkit_format") && j["ckptkit_format"] == "sorsa";
 }
 
@@ -46,7 +35,7 @@ SorsaAdapter read_sorsa_adapter(const fs::path& path) {
   const fs::path cfg = config_path(a.dir);
   if (cfg.empty()) fail(ErrorKind::Usage, located(a.dir.string(), "", "no adapter_config.json"));
   const std::string cfg_file = cfg.string();
-  auto j = nlohmann::ordered_json::parse(read_text_file(cfg), nullptr, false);
+  auto j = nlohmann::ordered_json::parse(read_input_text(cfg), nullptr, false);
   if (!j.is_object()) fail(ErrorKind::Format, located(cfg_file, "", "not a JSON object"));
   if (!j.contains("ckptkit_format") || j["ckptkit_format"] != "sorsa")
     fail(ErrorKind::Format, located(cfg_file, "", "not a SORSA adapter (ckptkit_format)"));
@@ -88,7 +77,7 @@ SorsaAdapter read_sorsa_adapter(const fs::path& path) {
     if (k.rfind(kPeftPrefix, 0) == 0) k = k.substr(std::string(kPeftPrefix).size());
     int slot = -1;
     for (int s = 0; s < 3; ++s)
-      if (ends_with(k, std::string(".sorsa_") + "ASB"[s])) slot = s;
+      if (k.ends_with(std::string(".sorsa_") + "ASB"[s])) slot = s;
     if (slot < 0) fail(ErrorKind::Format, located(file, t.info.name, "not a sorsa_A/S/B tensor"));
     const std::string module = k.substr(0, k.size() - 8);
     auto [it, fresh] = parts.try_emplace(module, std::array<const CheckpointTensor*, 3>{});

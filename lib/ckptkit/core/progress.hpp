@@ -32,7 +32,8 @@ class Progress {
   std::chrono::steady_clock::time_point start_, last_draw_;
 };
 
-/// Writes a warning line to stderr (unless quiet); the one sanctioned message channel of lib/.
+/// Writes a warning line to stderr (also under --quiet: a warning is not progress); the one
+/// sanctioned message channel of lib/.
 void warn(const std::string& message);
 
 }  // namespace ckpt

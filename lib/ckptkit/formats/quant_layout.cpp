@@ -20,11 +20,6 @@ namespace {
 constexpr std::string_view kCkState = ".quant_state.ckptkit";
 constexpr std::size_t kFloatReprMax = 24;  // longest Python repr of a double
 
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 std::string shape_json(const Shape& s) {
   std::string out = "[";
   for (std::size_t i = 0; i < s.size(); ++i)
@@ -34,7 +29,7 @@ std::string shape_json(const Shape& s) {
 
 /// "SCB"'s prefix for an int8 weight "x.weight" ("x."), or the whole name when it lacks "weight".
 std::string int8_prefix(const std::string& weight) {
-  return weight.substr(0, weight.size() - (ends_with(weight, "weight") ? 6 : 0));
+  return weight.substr(0, weight.size() - (weight.ends_with("weight") ? 6 : 0));
 }
 
 /// The ckptkit layout's quant_state JSON; without `offset` a placeholder of the longest float
@@ -292,19 +287,19 @@ std::vector<QuantizedGroup> quantized_groups(const Checkpoint& ckpt) {
   for (const auto& t : ckpt.tensors()) {
     const std::string& n = t.info.name;
     static_assert(bnb::kNf4StateSuffix.size() == bnb::kFp4StateSuffix.size());
-    if (ends_with(n, bnb::kNf4StateSuffix) || ends_with(n, bnb::kFp4StateSuffix)) {
+    if (n.ends_with(bnb::kNf4StateSuffix) || n.ends_with(bnb::kFp4StateSuffix)) {
       const std::string w = n.substr(0, n.size() - bnb::kNf4StateSuffix.size());
       auto c =
           present({w + ".absmax", w + ".quant_map", w + ".nested_absmax", w + ".nested_quant_map"});
       c.push_back(n);
       by_weight[w] = {QuantLayout::Bnb4bit, w, std::move(c)};
-    } else if (ends_with(n, kCkState)) {
+    } else if (n.ends_with(kCkState)) {
       const std::string w = n.substr(0, n.size() - kCkState.size());
       auto c =
           present({w + ".qscales", w + ".qscales_nested", w + ".qscales_map", w + ".codebook"});
       c.push_back(n);
       by_weight[w] = {QuantLayout::Ckptkit, w, std::move(c)};
-    } else if (ends_with(n, "SCB") && t.info.dtype == DType::F32) {
+    } else if (n.ends_with("SCB") && t.info.dtype == DType::F32) {
       const std::string prefix = n.substr(0, n.size() - 3);
       const auto* w = ckpt.find(prefix + "weight");
       if (w && w->info.dtype == DType::I8) {
@@ -367,7 +362,7 @@ DequantizedWeight dequantize_weight(const Checkpoint& in, const QuantizedGroup& 
     DequantizedWeight d;
     if (g.layout == QuantLayout::Bnb4bit) {
       read_bnb4_state(st, where, q, d.dtype, d.shape);
-      if (!ends_with(g.companions.back(), bnb::state_suffix(q.spec)))
+      if (!g.companions.back().ends_with(bnb::state_suffix(q.spec)))
         fail(ErrorKind::Format, where + "quant_type '" + q.spec.scheme.name() +
                                     "' disagrees with the quant_state's key " +
                                     g.companions.back());

@@ -12,26 +12,15 @@ namespace ckpt {
 namespace fs = std::filesystem;
 namespace {
 
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 std::string strip_zst(const std::string& s) {
-  return ends_with(s, ".zst") ? s.substr(0, s.size() - 4) : s;
+  return s.ends_with(".zst") ? s.substr(0, s.size() - 4) : s;
 }
 
 bool is_index_name(const std::string& file) {
-  return ends_with(strip_zst(file), ".safetensors.index.json");
+  return strip_zst(file).ends_with(".safetensors.index.json");
 }
 bool is_weights_name(const std::string& file) {
-  return ends_with(strip_zst(file), ".safetensors");
-}
-
-std::string read_text(const fs::path& p) {
-  auto bytes = FileBytes::open(p);
-  auto span = bytes->bytes();
-  return std::string(reinterpret_cast<const char*>(span.data()), span.size());
+  return strip_zst(file).ends_with(".safetensors");
 }
 
 std::optional<nlohmann::json> read_config(const fs::path& dir) {
@@ -39,7 +28,7 @@ std::optional<nlohmann::json> read_config(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_regular_file(p, ec)) return std::nullopt;
   try {
-    return nlohmann::json::parse(read_text(p));
+    return nlohmann::json::parse(read_input_text(p));
   } catch (const nlohmann::json::exception& e) {
     fail(ErrorKind::Format, p.string() + ": not valid JSON (" + e.what() + ")");
   }
@@ -134,7 +123,7 @@ Checkpoint Checkpoint::open(const fs::path& path) {
   if (!index_path.empty()) {
     c.sharded_ = true;
     const std::string iname = index_path.string();
-    weight_map = parse_index_json(read_text(index_path), iname);
+    weight_map = parse_index_json(read_input_text(index_path), iname);
     std::set<std::string> names;
     for (const auto& [t, s] : weight_map)
       names.insert(s);

@@ -102,4 +102,10 @@ void FileBytes::release(std::size_t offset, std::size_t length) const {
   if (end > begin) ::madvise(static_cast<char*>(map_) + begin, end - begin, MADV_DONTNEED);
 }
 
+std::string read_input_text(const std::filesystem::path& path) {
+  const auto bytes = FileBytes::open(path);
+  const auto span = bytes->bytes();
+  return std::string(reinterpret_cast<const char*>(span.data()), span.size());
+}
+
 }  // namespace ckpt

@@ -39,6 +39,10 @@ class FileBytes {
   std::string name_;
 };
 
+/// The whole content of an input text file (JSON configs, indexes), decompressed when it ends in
+/// ".zst"; Error(Io) naming it when it cannot be read.
+std::string read_input_text(const std::filesystem::path& path);
+
 /// True when the file name ends in ".zst".
 bool is_zstd_path(const std::filesystem::path& path);
 /// Decompresses a whole zstd file (one or more frames); throws Error(Format) naming the file.

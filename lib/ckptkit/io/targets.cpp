@@ -5,11 +5,6 @@
 namespace ckpt {
 namespace {
 
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 bool contains_word(const std::string& module, std::string_view word) {
   // A component of the dotted name contains `word` (embed_tokens, wte, lm_head, ...).
   std::size_t start = 0;
@@ -39,8 +34,8 @@ bool model_type_uses_conv1d(const std::string& model_type) {
 }
 
 std::string TargetSelector::module_name(const std::string& tensor_name) {
-  return ends_with(tensor_name, ".weight") ? tensor_name.substr(0, tensor_name.size() - 7)
-                                           : tensor_name;
+  return tensor_name.ends_with(".weight") ? tensor_name.substr(0, tensor_name.size() - 7)
+                                          : tensor_name;
 }
 
 std::vector<TargetSelector::Pattern> TargetSelector::compile(
@@ -68,7 +63,7 @@ bool TargetSelector::matches(const std::vector<Pattern>& patterns, const std::st
   for (const auto& p : patterns) {
     if (p.is_regex) {
       if (std::regex_match(module, p.re)) return true;
-    } else if (module == p.text || ends_with(module, "." + p.text)) {
+    } else if (module == p.text || module.ends_with("." + p.text)) {
       return true;
     }
   }
@@ -106,7 +101,7 @@ TargetDecision TargetSelector::decide(const TensorInfo& t) const {
       d.reason = std::to_string(t.shape.size()) + "-D";
       return d;
     }
-    if (!ends_with(t.name, ".weight")) {
+    if (!t.name.ends_with(".weight")) {
       d.reason = "not a .weight";
       return d;
     }

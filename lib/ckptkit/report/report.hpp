@@ -30,7 +30,8 @@ class Report {
   Json& extra() { return extra_; }
   const std::vector<Json>& rows() const { return rows_; }
 
-  /// The whole report. Timings go under "timing" so that they can be ignored when comparing runs.
+  /// The whole report: tool, version, command, argv, inputs, settings, the extra lists, the
+  /// per-tensor rows ("tensors") and the totals, in that order.
   Json to_json() const;
   /// Writes `path` as pretty JSON.
   void write(const std::filesystem::path& path) const;

@@ -28,11 +28,6 @@ namespace {
 
 constexpr const char* kCkState = ".quant_state.ckptkit";
 
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 using Layout = QuantLayout;
 
 struct Resolved {
@@ -89,8 +84,8 @@ void reject_quantized_input(const Checkpoint& in) {
   if (is_lossless_archive(in.shards().front().header)) return;  // decoded transparently
   for (const auto& t : in.tensors()) {
     const std::string& n = t.info.name;
-    if (n.find(".quant_state.bitsandbytes__") != std::string::npos || ends_with(n, kCkState) ||
-        (ends_with(n, "SCB") && t.info.dtype == DType::F32))
+    if (n.find(".quant_state.bitsandbytes__") != std::string::npos || n.ends_with(kCkState) ||
+        (n.ends_with("SCB") && t.info.dtype == DType::F32))
       fail(ErrorKind::Usage, located(in.file_of(t), n,
                                      "the input is already quantized; dequantize it first (ckptkit "
                                      "quantize --dequantize)"));
@@ -195,7 +190,7 @@ Json run_quant(const QuantizeOptions& o) {
                                         "is " + std::string(dtype_name(t.info.dtype)) +
                                             ", not a float tensor: cannot quantize"));
       plans[t.info.name] = quantized_specs(r.layout, r.spec, t.info);
-    } else if (t.info.shape.size() == 2 && ends_with(t.info.name, ".weight")) {
+    } else if (t.info.shape.size() == 2 && t.info.name.ends_with(".weight")) {
       skip.push_back(TargetSelector::module_name(t.info.name));
     }
   }
