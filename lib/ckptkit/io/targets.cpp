@@ -81,9 +81,11 @@ TargetSelector::TargetSelector(TargetOptions options, const std::optional<nlohma
 }
 
 TargetDecision TargetSelector::decide(const TensorInfo& t) const {
+  using Verdict = TargetDecision::Verdict;
   TargetDecision d;
   const std::string module = module_name(t.name);
   if (!exclude_.empty() && matches(exclude_, module)) {
+    d.verdict = Verdict::Excluded;
     d.reason = "excluded by --exclude";
     return d;
   }
@@ -92,7 +94,9 @@ TargetDecision TargetSelector::decide(const TensorInfo& t) const {
       d.reason = "not matched by --target";
       return d;
     }
+    d.named = true;
     if (t.shape.size() != 2) {
+      d.verdict = Verdict::NotMatrix;
       d.reason = "matched but " + std::to_string(t.shape.size()) + "-D, not a matrix";
       return d;
     }
@@ -111,13 +115,21 @@ TargetDecision TargetSelector::decide(const TensorInfo& t) const {
     }
   }
   if (!is_float(t.dtype)) {
+    d.verdict = Verdict::NotFloat;
     d.reason = std::string(dtype_name(t.dtype)) + " is not a float type";
     return d;
   }
+  d.verdict = Verdict::Selected;
   d.selected = true;
   d.transposed = fan_in_fan_out_;
   d.reason = "linear weight";
   return d;
+}
+
+bool is_embedding_module(const std::string& module) {
+  const auto dot = module.rfind('.');
+  const std::string leaf = dot == std::string::npos ? module : module.substr(dot + 1);
+  return leaf.find("embed") != std::string::npos || leaf == "wte" || leaf == "wpe";
 }
 
 }  // namespace ckpt

@@ -22,7 +22,16 @@ struct TargetOptions {
 
 /// Why a tensor was or was not picked, for `inspect` and reports.
 struct TargetDecision {
+  enum class Verdict {
+    Selected,
+    Excluded,     ///< matched by --exclude
+    NotTargeted,  ///< not named by --target, or left out by the default rule
+    NotMatrix,    ///< named by --target but not 2-D
+    NotFloat      ///< would be a target but its dtype is not a float type
+  };
+  Verdict verdict = Verdict::NotTargeted;
   bool selected = false;
+  bool named = false;       // matched by an explicit --target pattern
   bool transposed = false;  // stored [in, out] (GPT-2 Conv1D): transpose to [out, in] for math
   std::string reason;
 };
@@ -50,6 +59,9 @@ class TargetSelector {
   std::vector<Pattern> target_, exclude_;
   bool fan_in_fan_out_ = false;
 };
+
+/// True for an embedding module (its last name component holds "embed", or is wte / wpe).
+bool is_embedding_module(const std::string& module);
 
 /// True for model types whose linear layers are transformers Conv1D ([in, out] storage).
 bool model_type_uses_conv1d(const std::string& model_type);

@@ -10,6 +10,7 @@
 #include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/engine/shard.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/engine/targets.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/report/csv.hpp"
@@ -196,17 +197,26 @@ Json run_analyze_spectrum(const AnalyzeSpectrumOptions& options) {
     return in;
   }());
 
-  const TargetSelector targets(options.common.targets, base.config());
+  // A tensor the user asked for that cannot be analysed is a visible skip, not an error; the
+  // modules an adapter adapts are analysed whether targeted or not.
+  const TargetSelection selection =
+      select_targets(base, options.common.targets, {"analyze-spectrum", false, true, false});
+  std::map<const CheckpointTensor*, const TargetWeight*> selected;
+  std::map<const CheckpointTensor*, std::string> unfit;
+  for (const auto& w : selection.targets)
+    selected[w.tensor] = &w;
+  for (const auto& s : selection.skipped)
+    unfit[s.tensor] = s.reason;
   std::vector<Item> items;
   Json skipped = Json::array();
   for (const auto& t : base.tensors()) {
-    const auto d = targets.decide(t.info);
+    const auto sit = selected.find(&t);
+    const bool is_target = sit != selected.end();
     const auto lit = lora_by_tensor.find(t.info.name);
     const bool adapted = lit != lora_by_tensor.end();
-    if (!d.selected && !adapted) {
-      // A tensor the user asked for that cannot be analysed is a visible skip, not an error.
-      if (d.reason.rfind("matched but", 0) == 0)
-        skipped.push_back({{"name", t.info.name}, {"shape", t.info.shape}, {"reason", d.reason}});
+    if (!is_target && !adapted) {
+      if (const auto u = unfit.find(&t); u != unfit.end())
+        skipped.push_back({{"name", t.info.name}, {"shape", t.info.shape}, {"reason", u->second}});
       continue;
     }
     if (t.info.shape.size() != 2 || !is_float(t.info.dtype)) {
@@ -220,8 +230,8 @@ Json run_analyze_spectrum(const AnalyzeSpectrumOptions& options) {
     it.ft = ft ? ft->find(t.info.name) : nullptr;
     it.lora = adapted ? lit->second : nullptr;
     // Embedding deltas and the base embedding share [num_embeddings, dim]: never transposed.
-    it.transposed = d.selected ? d.transposed
-                               : (adapted && adapter->config.fan_in_fan_out && !it.lora->embedding);
+    it.transposed = is_target ? sit->second->conv1d
+                              : (adapted && adapter->config.fan_in_fan_out && !it.lora->embedding);
     it.rows = it.transposed ? t.info.shape[1] : t.info.shape[0];
     it.cols = it.transposed ? t.info.shape[0] : t.info.shape[1];
     if (it.rows == 0 || it.cols == 0) {

@@ -13,6 +13,7 @@
 #include "ckptkit/engine/command_spec.hpp"
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/engine/targets.hpp"
 #include "ckptkit/formats/bnb_layout.hpp"
 #include "ckptkit/formats/quant_layout.hpp"
 #include "ckptkit/io/output_dir.hpp"
@@ -48,12 +49,6 @@ struct Done {
 
 std::string dq_name(DoubleQuant d) {
   return d == DoubleQuant::Bnb ? "bnb" : d == DoubleQuant::Lq ? "lq" : "none";
-}
-
-bool is_embedding_module(const std::string& module) {
-  const auto dot = module.rfind('.');
-  const std::string leaf = dot == std::string::npos ? module : module.substr(dot + 1);
-  return leaf.find("embed") != std::string::npos || leaf == "wte" || leaf == "wpe";
 }
 
 QuantSpec resolve_spec(const LqDecomposeOptions& o) {
@@ -173,37 +168,21 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   std::optional<Checkpoint> fisher, imatrix;
   if (o.fisher) fisher = Checkpoint::open(*o.fisher);
   if (o.imatrix) imatrix = Checkpoint::open(*o.imatrix);
-  const TargetSelector selector(o.common.targets, in.config());
-  const bool explicit_targets = !o.common.targets.target.empty();
+  const TargetSelection selection =
+      select_targets(in, o.common.targets, {"lq-decompose", true, false, true});
+  const std::vector<std::string>& candidates_modules = selection.candidates;
+  const std::vector<std::string>& skip = selection.left_alone;
 
-  // Select and validate every target (and its importance weights) before any output exists.
+  // Validate every target (and its importance weights) before any output exists.
   std::vector<Target> targets;
   std::map<std::string, std::size_t> target_of;
-  std::vector<std::string> candidates_modules, skip;
-  for (const auto& t : in.tensors()) {
-    const TargetDecision d = selector.decide(t.info);
+  for (const auto& w : selection.targets) {
+    const CheckpointTensor& t = *w.tensor;
     const std::string file = in.file_of(t);
-    if (t.info.shape.size() == 2)
-      candidates_modules.push_back(TargetSelector::module_name(t.info.name));
-    if (!d.selected) {
-      if (explicit_targets && d.reason.rfind("matched but", 0) == 0)
-        fail(ErrorKind::Usage,
-             located(file, t.info.name,
-                     "matched by --target but is " + std::to_string(t.info.shape.size()) +
-                         "-D, not a matrix"));
-      if (explicit_targets && d.reason.find("not a float type") != std::string::npos)
-        fail(ErrorKind::Unsupported,
-             located(file, t.info.name, "matched by --target but " + d.reason));
-      if (t.info.shape.size() == 2) skip.push_back(TargetSelector::module_name(t.info.name));
-      continue;
-    }
     Target tg;
     tg.tensor = &t;
-    tg.module = TargetSelector::module_name(t.info.name);
-    if (is_embedding_module(tg.module))
-      fail(ErrorKind::Usage,
-           located(file, t.info.name, "is an embedding: lq-decompose adapts linear weights only"));
-    tg.transposed = d.transposed;
+    tg.module = w.module;
+    tg.transposed = w.conv1d;
     tg.rows = t.info.shape[0];
     tg.cols = t.info.shape[1];
     tg.out = tg.transposed ? tg.cols : tg.rows;
@@ -244,10 +223,6 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
     target_of[t.info.name] = targets.size();
     targets.push_back(tg);
   }
-  if (targets.empty())
-    fail(ErrorKind::Usage, located(in.path().string(), "",
-                                   explicit_targets ? "--target matches no 2-D float weight"
-                                                    : "no linear weight to decompose"));
   if (!o.budget_bits)
     for (auto& tg : targets)
       tg.layout = pick_layout(o.layout, tg.spec, lq_config_label(tg.spec));
@@ -530,7 +505,7 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
       adapted.push_back(m.module);
     cfg.r = o.rank;
     cfg.lora_alpha = alpha;
-    cfg.fan_in_fan_out = selector.fan_in_fan_out();
+    cfg.fan_in_fan_out = selection.fan_in_fan_out;
     cfg.target_modules = target_modules_for(adapted, candidates_modules);
     cfg.base_model_name_or_path = (o.common.output / "quantized").string();
     write_lora_adapter(adapter_dir, cfg, modules, o.adapter_dtype);

@@ -15,6 +15,7 @@
 #include "ckptkit/engine/command_spec.hpp"
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/engine/targets.hpp"
 #include "ckptkit/formats/bnb_layout.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/targets.hpp"
@@ -165,26 +166,17 @@ Json run_mpo_init(const MpoInitOptions& o) {
   }
 
   const Checkpoint in = Checkpoint::open(o.input);
-  const TargetSelector selector(o.common.targets, in.config());
-  const bool explicit_targets = !o.common.targets.target.empty();
+  const TargetSelection selection = select_targets(in, o.common.targets, {"mpo-init"});
 
   std::vector<Target> targets;
   std::map<std::string, std::size_t> target_of;
-  for (const auto& t : in.tensors()) {
-    const TargetDecision d = selector.decide(t.info);
+  for (const auto& w : selection.targets) {
+    const CheckpointTensor& t = *w.tensor;
     const std::string file = in.file_of(t);
-    if (!d.selected) {
-      if (explicit_targets && d.reason.rfind("matched but", 0) == 0)
-        fail(ErrorKind::Usage,
-             located(file, t.info.name,
-                     "matched by --target but is " + std::to_string(t.info.shape.size()) +
-                         "-D, not a matrix"));
-      continue;
-    }
     Target tg;
     tg.tensor = &t;
-    tg.module = TargetSelector::module_name(t.info.name);
-    tg.transposed = d.transposed;
+    tg.module = w.module;
+    tg.transposed = w.conv1d;
     tg.rows = tg.transposed ? t.info.shape[1] : t.info.shape[0];
     tg.cols = tg.transposed ? t.info.shape[0] : t.info.shape[1];
     if (!o.row_shape.empty()) {
@@ -219,10 +211,6 @@ Json run_mpo_init(const MpoInitOptions& o) {
     target_of[t.info.name] = targets.size();
     targets.push_back(tg);
   }
-  if (targets.empty())
-    fail(ErrorKind::Usage, located(in.path().string(), "",
-                                   explicit_targets ? "--target matches no 2-D float weight"
-                                                    : "no linear weight to decompose"));
 
   OutputDir out(o.common.output, o.common.force, {o.input});
   const fs::path adapter_dir = out.path() / "adapter";
@@ -348,14 +336,10 @@ Json run_mpo_init(const MpoInitOptions& o) {
   const auto residual_files = stream_checkpoint(job, residual_dir, wo, o.common.exec, "mpo-init");
   if (quantized && in.config()) {
     // The residual is a bnb 4-bit checkpoint: say so in config.json, as `ckptkit quantize` does.
-    std::vector<std::string> skip;
-    for (const auto& t : in.tensors())
-      if (!target_of.count(t.info.name) && t.info.shape.size() == 2 && t.info.name.size() > 7 &&
-          t.info.name.compare(t.info.name.size() - 7, 7, ".weight") == 0)
-        skip.push_back(TargetSelector::module_name(t.info.name));
     copy_files(in.extra_files(), residual_dir, {"config.json"});
     nlohmann::json c = *in.config();
-    c["quantization_config"] = bnb::quantization_config(true, "nf4", "bfloat16", true, skip);
+    c["quantization_config"] =
+        bnb::quantization_config(true, "nf4", "bfloat16", true, selection.left_alone);
     write_text_file(residual_dir / "config.json", c.dump(2) + "\n");
   } else {
     copy_files(in.extra_files(), residual_dir);
@@ -365,7 +349,7 @@ Json run_mpo_init(const MpoInitOptions& o) {
   adapter.base_model_name_or_path = (o.common.output / "residual").string();
   adapter.trainable = o.trainable;
   adapter.residual_quantization = o.quantize_residual;
-  adapter.fan_in_fan_out = selector.fan_in_fan_out();
+  adapter.fan_in_fan_out = selection.fan_in_fan_out;
   adapter.modules = std::move(modules);
   write_mpo_adapter(adapter_dir, adapter, o.adapter_dtype);
 
@@ -389,7 +373,7 @@ Json run_mpo_init(const MpoInitOptions& o) {
       {"svd", "Eigen BDCSVD (f32), left-to-right TT-SVD truncating during the sweep"},
       {"adapter_dtype", std::string(dtype_name(o.adapter_dtype))},
       {"adapter_format_version", kMpoFormatVersion},
-      {"fan_in_fan_out", selector.fan_in_fan_out()}};
+      {"fan_in_fan_out", selection.fan_in_fan_out}};
   for (auto& r : rows)
     report.add_row(r);
   report.totals() = mpo_init_totals(report.to_json(), residual_files);

@@ -12,6 +12,7 @@
 #include "ckptkit/engine/command_spec.hpp"
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/engine/targets.hpp"
 #include "ckptkit/formats/bnb_layout.hpp"
 #include "ckptkit/formats/quant_layout.hpp"
 #include "ckptkit/io/lossless.hpp"
@@ -178,24 +179,11 @@ Json run_quant(const QuantizeOptions& o) {
   if (o.scheme == "lossless") return run_lossless(o, in, out, report, start);
   reject_quantized_input(in);
   const Resolved r = resolve(o);
-  const TargetSelector sel(o.common.targets, in.config());
-
-  std::vector<std::string> skip;
+  const TargetSelection selection = select_targets(in, o.common.targets, {"quantize"});
+  const std::vector<std::string>& skip = selection.left_alone;
   std::map<std::string, std::vector<TensorSpec>> plans;
-  for (const auto& t : in.tensors()) {
-    const auto d = sel.decide(t.info);
-    if (d.selected) {
-      if (!is_float(t.info.dtype))
-        fail(ErrorKind::Format, located(in.file_of(t), t.info.name,
-                                        "is " + std::string(dtype_name(t.info.dtype)) +
-                                            ", not a float tensor: cannot quantize"));
-      plans[t.info.name] = quantized_specs(r.layout, r.spec, t.info);
-    } else if (t.info.shape.size() == 2 && t.info.name.ends_with(".weight")) {
-      skip.push_back(TargetSelector::module_name(t.info.name));
-    }
-  }
-  if (plans.empty())
-    fail(ErrorKind::Usage, o.input.string() + ": no tensor matches the target selection");
+  for (const auto& w : selection.targets)
+    plans[w.tensor->info.name] = quantized_specs(r.layout, r.spec, w.tensor->info);
 
   Json settings = {{"scheme", r.spec.scheme.name()}, {"layout", quant_layout_name(r.layout)}};
   if (r.layout == Layout::BnbInt8) {

@@ -17,6 +17,7 @@
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/shard.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/engine/targets.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/targets.hpp"
 
@@ -40,12 +41,6 @@ struct Done {
   SorsaModule sorsa;
   Json row;
 };
-
-bool is_embedding_module(const std::string& module) {
-  const auto dot = module.rfind('.');
-  const std::string leaf = dot == std::string::npos ? module : module.substr(dot + 1);
-  return leaf.find("embed") != std::string::npos || leaf == "wte" || leaf == "wpe";
-}
 
 /// Reusable f32 buffers for the per-tensor copies of W: a fresh 180 MB allocation per 11008×4096
 /// tensor costs ~45k page faults and a zero fill, more CPU than the decode itself. At most one
@@ -152,33 +147,19 @@ Json run_svd_init(const SvdInitOptions& o) {
   const Checkpoint in = Checkpoint::open(o.input);
   std::optional<Checkpoint> base;
   if (extract) base = Checkpoint::open(*o.base);
-  const TargetSelector selector(o.common.targets, in.config());
-  const bool explicit_targets = !o.common.targets.target.empty();
+  const TargetSelection selection = select_targets(in, o.common.targets, {"svd-init"});
 
-  // Select and validate every target before any output exists.
+  // Validate every target before any output exists.
   std::vector<Target> targets;
   std::map<std::string, std::size_t> target_of;
-  std::vector<std::string> candidates;  // all 2-D weights' module names (for target_modules)
-  for (const auto& t : in.tensors()) {
-    const TargetDecision d = selector.decide(t.info);
-    if (t.info.shape.size() == 2) candidates.push_back(TargetSelector::module_name(t.info.name));
-    if (!d.selected) {
-      if (explicit_targets && d.reason.rfind("matched but", 0) == 0)
-        fail(ErrorKind::Usage,
-             located(in.file_of(t), t.info.name,
-                     "matched by --target but is " + std::to_string(t.info.shape.size()) +
-                         "-D, not a matrix"));
-      if (explicit_targets && d.reason.find("not a float type") != std::string::npos)
-        fail(ErrorKind::Unsupported,
-             located(in.file_of(t), t.info.name, "matched by --target but " + d.reason));
-      continue;
-    }
+  for (const auto& w : selection.targets) {
+    const CheckpointTensor& t = *w.tensor;
     Target tg;
     tg.tensor = &t;
-    tg.module = TargetSelector::module_name(t.info.name);
-    tg.embedding = is_embedding_module(tg.module);
+    tg.module = w.module;
+    tg.embedding = w.embedding;
     // PEFT: Conv1D weights are [in, out]; embeddings' ΔW is (B·A)ᵀ. Both: decompose the transpose.
-    tg.transposed = d.transposed != tg.embedding;
+    tg.transposed = w.conv1d != tg.embedding;
     tg.out = tg.transposed ? t.info.shape[1] : t.info.shape[0];
     tg.in = tg.transposed ? t.info.shape[0] : t.info.shape[1];
     const std::int64_t kmax = std::min(tg.out, tg.in);
@@ -208,14 +189,11 @@ Json run_svd_init(const SvdInitOptions& o) {
     targets.push_back(tg);
   }
   if (extract)  // a target weight the fine-tune lacks is a mismatch too
-    for (const auto& t : base->tensors())
-      if (selector.decide(t.info).selected && !in.find(t.info.name))
-        fail(ErrorKind::Usage, located(in.path().string(), t.info.name,
+    for (const auto& w :
+         select_targets(*base, o.common.targets, {"svd-init", false, true, false}).targets)
+      if (!in.find(w.tensor->info.name))
+        fail(ErrorKind::Usage, located(in.path().string(), w.tensor->info.name,
                                        "in the base checkpoint but missing in the fine-tuned one"));
-  if (targets.empty())
-    fail(ErrorKind::Usage, located(in.path().string(), "",
-                                   explicit_targets ? "--target matches no 2-D float weight"
-                                                    : "no linear weight to decompose"));
 
   std::vector<fs::path> inputs{o.input};
   if (o.base) inputs.push_back(*o.base);
@@ -436,8 +414,8 @@ Json run_svd_init(const SvdInitOptions& o) {
   cfg.r = o.energy && !ranks.empty() ? *std::max_element(ranks.begin(), ranks.end()) : o.rank;
   cfg.lora_alpha = o.energy ? cfg.r : o.alpha.value_or(o.rank);
   cfg.use_rslora = o.rslora;
-  cfg.fan_in_fan_out = selector.fan_in_fan_out();
-  cfg.target_modules = target_modules_for(adapted, candidates);
+  cfg.fan_in_fan_out = selection.fan_in_fan_out;
+  cfg.target_modules = target_modules_for(adapted, selection.candidates);
   if (o.energy)
     for (std::size_t i = 0; i < adapted.size(); ++i)
       if (ranks[i] != cfg.r) {
@@ -469,7 +447,7 @@ Json run_svd_init(const SvdInitOptions& o) {
       {"oversample", algo == SvdAlgorithm::Randomized ? Json(o.oversample) : Json(nullptr)},
       {"seed", o.common.seed},
       {"adapter_dtype", std::string(dtype_name(o.adapter_dtype))},
-      {"fan_in_fan_out", selector.fan_in_fan_out()}};
+      {"fan_in_fan_out", selection.fan_in_fan_out}};
   for (auto& r : rows)
     report.add_row(r);
   report.totals() = svd_init_totals(report.to_json(), residual_files);
