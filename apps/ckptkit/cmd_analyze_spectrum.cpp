@@ -1,8 +1,8 @@
 // ckptkit analyze-spectrum CKPT -o OUT [--compare FINETUNED | --adapter ADAPTER]
 #include "ckptkit/commands/analyze_spectrum/analyze_spectrum.hpp"
 #include "ckptkit/core/error.hpp"
-#include "cli_common.hpp"
 #include "commands.hpp"
+#include "flags.hpp"
 
 namespace ckpt::cli {
 
@@ -38,7 +38,7 @@ void setup_analyze_spectrum(CLI::App& app, Run& run) {
          "Recompute with SVD (f64) when sigma_min/sigma_1 from the Gram route is below this "
          "(default 1e-6; 0 = never)")
       ->check(CLI::NonNegativeNumber);
-  add_common_flags(cmd, f->common);
+  add_common_flags(cmd, f->common, kTargetFlags | kFanInFanOutFlags | kShardFlag);
   cmd->footer(
       "Examples:\n  ckptkit analyze-spectrum ./model -o spectrum/\n"
       "  ckptkit analyze-spectrum ./base --compare ./finetuned -o drift/ && xdg-open "

@@ -3,8 +3,8 @@
 
 #include "ckptkit/commands/convert/convert.hpp"
 #include "ckptkit/core/error.hpp"
-#include "cli_common.hpp"
 #include "commands.hpp"
+#include "flags.hpp"
 
 namespace ckpt::cli {
 
@@ -18,7 +18,7 @@ void setup_convert(CLI::App& app, Run& run) {
   cmd->add_option("checkpoint", f->input, "Input checkpoint")->required();
   cmd->add_option("--dtype", f->dtype,
                   "Cast float tensors: f32, bf16, f16, f64 (round to nearest even)");
-  add_common_flags(cmd, f->common, false);
+  add_common_flags(cmd, f->common, kWriterFlags);
   cmd->footer(
       "Examples:\n  ckptkit convert ./llama -o ./llama-bf16 --dtype bf16 --max-shard-size 2GB\n"
       "  ckptkit convert ./model -o ./model-zst --zstd");

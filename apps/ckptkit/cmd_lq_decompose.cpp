@@ -3,8 +3,8 @@
 
 #include "ckptkit/commands/lq_decompose/lq_decompose.hpp"
 #include "ckptkit/core/error.hpp"
-#include "cli_common.hpp"
 #include "commands.hpp"
+#include "flags.hpp"
 
 namespace ckpt::cli {
 
@@ -22,22 +22,7 @@ void setup_lq_decompose(CLI::App& app, Run& run) {
   cmd->add_option("checkpoint", f->o.input, "Input checkpoint")->required();
   cmd->add_option("--rank,-r", f->o.rank, "Rank of L1 L2 (default 64; 0: plain quantization)");
   cmd->add_option("--alpha", f->alpha, "lora_alpha of the adapter (default 16; s = alpha/r)");
-  cmd->add_option("--scheme", f->o.scheme,
-                  "Quantizer of Q: nf2..nf8, int2..int8, fp4 (default nf4)");
-  cmd->add_option("--block", f->o.block, "Block size B0 (default 64)");
-  cmd->add_option("--double-quant", f->o.double_quant,
-                  "Block scales: lq (LQ-LoRA b0-bit codes, default), bnb (QLoRA), none")
-      ->check(CLI::IsMember({"lq", "bnb", "none"}));
-  cmd->add_option("--lq-scale-bits", f->o.lq_bits, "LQ b0: bits per scale code (default 8)");
-  cmd->add_option("--lq-group", f->o.lq_group,
-                  "LQ B1: blocks per second-level scale (default 256)");
-  cmd->add_option("--lq-scale-dtype", f->o.lq_scale_dtype,
-                  "LQ b1: second-level scale type fp32 (default), bf16, fp16");
-  cmd->add_option("--layout", f->o.layout,
-                  "auto (bitsandbytes nf4 where it can store the config, default), bnb, ckptkit")
-      ->check(CLI::IsMember({"auto", "bnb", "ckptkit"}));
-  cmd->add_option("--compute-dtype", f->o.compute_dtype,
-                  "bnb_4bit_compute_dtype written to quantization_config (default bfloat16)");
+  add_quant_flags(cmd, f->o, "Quantizer of Q: nf2..nf8, int2..int8, fp4 (default nf4)", "lq");
   cmd->add_option(
       "--max-iter", f->o.max_iter,
       "Iteration cap; the loop stops earlier when the error stops falling (default 10)");
@@ -66,7 +51,8 @@ void setup_lq_decompose(CLI::App& app, Run& run) {
                   "LQ iterations per candidate in the budget cost table (default 1)");
   cmd->add_option("--adapter-dtype", f->adapter_dtype,
                   "Adapter tensor dtype: f32 (default), bf16, f16");
-  add_common_flags(cmd, f->common, true);
+  add_common_flags(cmd, f->common,
+                   kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags | kSeedFlag);
   cmd->footer(
       "Examples:\n"
       "  ckptkit lq-decompose ./llama -o ./llama-lq --scheme nf3 --rank 64\n"

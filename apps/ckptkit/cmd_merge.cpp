@@ -4,8 +4,8 @@
 
 #include "ckptkit/commands/merge/merge.hpp"
 #include "ckptkit/core/error.hpp"
-#include "cli_common.hpp"
 #include "commands.hpp"
+#include "flags.hpp"
 
 namespace ckpt::cli {
 
@@ -38,7 +38,7 @@ void setup_merge(CLI::App& app, Run& run) {
                   "With --to-lora: re-truncate to this rank by an SVD of the factored form");
   cmd->add_option("--base-model", f->base_model,
                   "With --to-lora: base_model_name_or_path to write (the original model)");
-  add_common_flags(cmd, f->common, false);
+  add_common_flags(cmd, f->common, kWriterFlags);
   cmd->footer(
       "Examples:\n"
       "  ckptkit merge ./llama ./my-lora -o ./llama-merged\n"

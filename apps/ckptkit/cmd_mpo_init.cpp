@@ -5,8 +5,8 @@
 
 #include "ckptkit/commands/mpo_init/mpo_init.hpp"
 #include "ckptkit/core/error.hpp"
-#include "cli_common.hpp"
 #include "commands.hpp"
+#include "flags.hpp"
 
 namespace ckpt::cli {
 
@@ -54,7 +54,7 @@ void setup_mpo_init(CLI::App& app, Run& run) {
   cmd->add_option("--quant-block", f->quant_block, "NF4 block size (default 64, as QLoRA)");
   cmd->add_option("--adapter-dtype", f->adapter_dtype,
                   "Dtype of the stored cores: f32 (default), bf16, f16");
-  add_common_flags(cmd, f->common);
+  add_common_flags(cmd, f->common, kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags);
   cmd->footer(
       "Examples:\n"
       "  ckptkit mpo-init ./llama -o ./llama-dota --cores 5 --params-like-lora 8\n"

@@ -5,8 +5,8 @@
 
 #include "ckptkit/commands/quantize/quantize.hpp"
 #include "ckptkit/core/error.hpp"
-#include "cli_common.hpp"
 #include "commands.hpp"
+#include "flags.hpp"
 
 namespace ckpt::cli {
 
@@ -21,27 +21,10 @@ void setup_quantize(CLI::App& app, Run& run) {
       "quantize", "Blockwise NF4/NF3/NF2/INT8/FP4 quantization, bitsandbytes-compatible");
   cmd->add_option("checkpoint", f->input, "Input checkpoint (a quantized one with --dequantize)")
       ->required();
-  cmd->add_option("--scheme", f->o.scheme,
+  add_quant_flags(cmd, f->o,
                   "nf4 (default), nf3, nf2 (nf2..nf8), int8, int4 (int2..int8), fp4 (bitsandbytes' "
-                  "FP4), or lossless (byte planes + zstd)");
-  cmd->add_option("--block", f->o.block,
-                  "Block size, a power of two in 16..4096 (default 64; int8 without --block is "
-                  "bitsandbytes row-wise)");
-  cmd->add_option("--double-quant", f->o.double_quant,
-                  "Quantize the block scales: bnb (QLoRA: mean offset, 8-bit dynamic map, nested "
-                  "blocks of 256; "
-                  "default), lq (LQ-LoRA: min offset, unsigned ints per group), none");
-  cmd->add_option("--lq-scale-bits", f->o.lq_bits,
-                  "LQ double quant: bits per block scale, b0 (default 8)");
-  cmd->add_option("--lq-group", f->o.lq_group,
-                  "LQ double quant: blocks per second-level scale, B1 (default 256)");
-  cmd->add_option("--lq-scale-dtype", f->o.lq_scale_dtype,
-                  "LQ double quant: second-level scale type fp32|bf16|fp16");
-  cmd->add_option("--layout", f->o.layout,
-                  "auto (bitsandbytes layout for nf4 and row-wise int8, ckptkit layout otherwise), "
-                  "bnb, ckptkit");
-  cmd->add_option("--compute-dtype", f->o.compute_dtype,
-                  "bnb_4bit_compute_dtype written to quantization_config");
+                  "FP4), or lossless (byte planes + zstd)",
+                  "bnb");
   cmd->add_option(
       "--level", f->o.zstd_level,
       "lossless: zstd level of each byte-plane frame (default 1, tuned for float planes)");
@@ -50,7 +33,7 @@ void setup_quantize(CLI::App& app, Run& run) {
       "Turn a quantized checkpoint (bnb or ckptkit layout) or a lossless archive back into floats");
   cmd->add_option("--dtype", f->dtype,
                   "--dequantize: output float type (default: the original dtype)");
-  add_common_flags(cmd, f->common, true);
+  add_common_flags(cmd, f->common, kTargetFlags | kShardFlag | kWriterFlags);
   cmd->footer(
       "Examples:\n"
       "  ckptkit quantize ./llama -o ./llama-nf4 --scheme nf4 --double-quant bnb   # loads with "

@@ -5,8 +5,8 @@
 
 #include "ckptkit/commands/registry.hpp"
 #include "ckptkit/engine/stitch.hpp"
-#include "cli_common.hpp"
 #include "commands.hpp"
+#include "flags.hpp"
 
 namespace ckpt::cli {
 

@@ -3,8 +3,8 @@
 
 #include "ckptkit/commands/svd_init/svd_init.hpp"
 #include "ckptkit/core/error.hpp"
-#include "cli_common.hpp"
 #include "commands.hpp"
+#include "flags.hpp"
 
 namespace ckpt::cli {
 
@@ -42,7 +42,8 @@ void setup_svd_init(CLI::App& app, Run& run) {
                   "Extraction: decompose CKPT - BASE into a LoRA for the untouched BASE");
   cmd->add_option("--adapter-dtype", f->adapter_dtype,
                   "Adapter tensor dtype: f32 (default), bf16, f16");
-  add_common_flags(cmd, f->common, true);
+  add_common_flags(cmd, f->common,
+                   kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags | kSeedFlag);
   cmd->footer(
       "Examples:\n"
       "  ckptkit svd-init ./llama -o ./llama-pissa --rank 16 --target q_proj,v_proj\n"

@@ -3,8 +3,8 @@
 
 #include "ckptkit/commands/velora_init/velora_init.hpp"
 #include "ckptkit/core/error.hpp"
-#include "cli_common.hpp"
 #include "commands.hpp"
+#include "flags.hpp"
 
 namespace ckpt::cli {
 
@@ -42,7 +42,7 @@ void setup_velora_init(CLI::App& app, Run& run) {
       ->capture_default_str();
   cmd->add_option("--prefix", f->prefix, "Key prefix of the vectors (PEFT state-dict prefix)")
       ->capture_default_str();
-  add_common_flags(cmd, f->common, true);
+  add_common_flags(cmd, f->common, kTargetFlags);
   cmd->footer(
       "Examples:\n"
       "  ckptkit velora-init acts.safetensors -o velora-out --groups 32\n"

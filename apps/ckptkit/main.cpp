@@ -9,8 +9,8 @@
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/interrupt.hpp"
 #include "ckptkit/linalg/blas_threads.hpp"
-#include "cli_common.hpp"
 #include "commands.hpp"
+#include "flags.hpp"
 
 #if defined(__GLIBC__)
 #include <malloc.h>

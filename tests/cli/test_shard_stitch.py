@@ -172,7 +172,7 @@ def main():
         acts = cktest.shared_path("bytegpt-activations")
         if acts:
             expect_usage(["velora-init", acts, "--groups", "8", "--shard", "0/2"],
-                         "velora-init --shard", "not supported by velora-init", work)
+                         "velora-init --shard (no such flag)", "--shard", work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     C.exit()

@@ -23,6 +23,7 @@ Json Report::to_json() const {
   Json j;
   j["tool"] = "ckptkit";
   j["version"] = CKPTKIT_VERSION;
+  j["schema_version"] = kReportSchemaVersion;
   j["command"] = command_;
   j["argv"] = argv_;
   j["inputs"] = inputs_;

@@ -11,6 +11,10 @@ namespace ckpt {
 
 using Json = nlohmann::ordered_json;
 
+/// report.json's schema_version: bumped when a field every report has (docs/report-schema.md)
+/// changes meaning or goes away; adding a field is not a change.
+inline constexpr int kReportSchemaVersion = 1;
+
 struct InputFingerprint {
   std::string file;
   std::uint64_t bytes = 0;
@@ -30,8 +34,8 @@ class Report {
   Json& extra() { return extra_; }
   const std::vector<Json>& rows() const { return rows_; }
 
-  /// The whole report: tool, version, command, argv, inputs, settings, the extra lists, the
-  /// per-tensor rows ("tensors") and the totals, in that order.
+  /// The whole report: tool, version, schema_version, command, argv, inputs, settings, the extra
+  /// lists, the per-tensor rows ("tensors") and the totals, in that order.
   Json to_json() const;
   /// Writes `path` as pretty JSON.
   void write(const std::filesystem::path& path) const;

@@ -12,6 +12,10 @@ Json run_inspect(const InspectOptions& options) {
   const Checkpoint c = Checkpoint::open(options.input);
   const TargetSelector targets(options.targets, c.config());
   Json j;
+  j["tool"] = "ckptkit";  // the same envelope as report.json (docs/report-schema.md)
+  j["version"] = CKPTKIT_VERSION;
+  j["schema_version"] = kReportSchemaVersion;
+  j["command"] = "inspect";
   j["path"] = options.input.string();
   j["format"] = c.sharded() ? "sharded" : "single";
   j["shards"] = Json::array();

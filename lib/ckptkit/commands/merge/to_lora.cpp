@@ -144,7 +144,8 @@ Json run_to_lora(const ToLoraOptions& o) {
           c.module.B = as_vector(td.B * root);
           c.dropped = s * s * td.dropped_energy;
         }
-        c.row = {{"module", m.module},
+        c.row = {{"name", m.module + ".weight"},  // the base tensor the delta applies to
+                 {"module", m.module},
                  {"shape", {m.out, m.in}},
                  {"rank_in", m.rank},
                  {"rank_out", c.module.rank},

@@ -402,7 +402,8 @@ Json run_velora_init(const VeloraInitOptions& o) {
     const std::string key = o.prefix + m.name + kVeloraKeySuffix;
     tensors.push_back(make_tensor(key, DType::F32, {chosen.group_dim}, v32));
     targets.push_back(m.name);
-    Json row = {{"module", m.name},
+    Json row = {{"name", m.name},  // the activation tensor in the dump
+                {"module", m.name},
                 {"key", key},
                 {"dim", m.dim},
                 {"tokens", m.tokens},

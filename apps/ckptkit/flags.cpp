@@ -1,4 +1,4 @@
-#include "cli_common.hpp"
+#include "flags.hpp"
 
 #include <cstdio>
 
@@ -12,32 +12,38 @@ std::vector<std::string>& argv_store() {
   return argv;
 }
 
-void add_common_flags(CLI::App* cmd, CommonFlags& f, bool with_targets) {
+void add_common_flags(CLI::App* cmd, CommonFlags& f, unsigned groups) {
   cmd->add_option("-o,--output", f.output, "Output directory (written atomically)")->required();
   cmd->add_flag("--force", f.force, "Replace an existing output directory");
-  if (with_targets) {
+  if (groups & kTargetFlags) {
     cmd->add_option("--target", f.target,
                     "Modules to process: PEFT-style suffixes (q_proj,v_proj) or regexes; "
                     "default: every 2-D linear weight except embeddings and lm_head")
         ->delimiter(',');
     cmd->add_option("--exclude", f.exclude, "Modules to leave alone (suffixes or regexes)")
         ->delimiter(',');
+  }
+  if (groups & kFanInFanOutFlags) {
     cmd->add_flag(
         "--fan-in-fan-out", f.fan_in_fan_out,
         "Weights are stored [in, out] (GPT-2 Conv1D); default: from config.json model_type");
     cmd->add_flag("--no-fan-in-fan-out", f.no_fan_in_fan_out, "Weights are stored [out, in]");
+  }
+  if (groups & kShardFlag)
     cmd->add_option("--shard", f.shard,
                     "K/N (0-based): compute a deterministic 1/N of the targets (balanced by bytes) "
                     "into a partial output; join the N parts with `ckptkit stitch`");
-  }
   cmd->add_option("--threads", f.threads, "Worker threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--memory-budget", f.memory_budget,
                   "Bytes of working set in flight, e.g. 4G (default: 2 tensors per thread)");
-  cmd->add_option("--seed", f.seed, "Seed for randomized algorithms (default 0)");
-  cmd->add_option("--max-shard-size", f.max_shard_size,
-                  "Largest output shard, e.g. 5GB (default), 500MB");
-  cmd->add_flag("--zstd", f.zstd, "Write output weights as .zst (standard zstd frames)");
+  if (groups & kSeedFlag)
+    cmd->add_option("--seed", f.seed, "Seed for randomized algorithms (default 0)");
+  if (groups & kWriterFlags) {
+    cmd->add_option("--max-shard-size", f.max_shard_size,
+                    "Largest output shard, e.g. 5GB (default), 500MB");
+    cmd->add_flag("--zstd", f.zstd, "Write output weights as .zst (standard zstd frames)");
+  }
   cmd->add_option("--report", f.report, "Also write the JSON report to this file");
   cmd->add_flag("-q,--quiet", f.quiet, "No progress bar or summary");
   cmd->add_flag("--json", f.json, "Print the JSON report on stdout");
