@@ -27,7 +27,4 @@ struct StitchOptions {
 /// returns its report.json. Nothing is left on disk when it fails.
 Json run_stitch(const StitchOptions& options);
 
-/// Removes "--shard K/N" (and "--shard=K/N") from a command line.
-std::vector<std::string> argv_without_shard(const std::vector<std::string>& argv);
-
 }  // namespace ckpt

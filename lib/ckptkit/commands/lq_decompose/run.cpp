@@ -139,43 +139,29 @@ Json lq_decompose_totals(const Json& report, const std::vector<std::string>& fil
   return totals;
 }
 
-Json run_lq_decompose(const LqDecomposeOptions& o) {
-  const auto start = Clock::now();
-  if (o.rank < 0) fail(ErrorKind::Usage, "--rank must be >= 0");
-  if (o.max_iter < 1) fail(ErrorKind::Usage, "--max-iter must be at least 1");
-  if (o.alpha && !(*o.alpha > 0)) fail(ErrorKind::Usage, "--alpha must be positive");
-  if (o.niter < 0 || o.oversample < 0)
-    fail(ErrorKind::Usage, "--niter and --oversample must be >= 0");
-  if (o.candidate_iters < 1) fail(ErrorKind::Usage, "--candidate-iters must be at least 1");
-  if (o.order != "svd-first" && o.order != "quantize-first")
-    fail(ErrorKind::Usage, "--order must be svd-first or quantize-first, not '" + o.order + "'");
-  if (o.svd != "randomized" && o.svd != "exact")
-    fail(ErrorKind::Usage, "--svd must be randomized or exact, not '" + o.svd + "'");
-  if (o.layout != "auto" && o.layout != "bnb" && o.layout != "ckptkit")
-    fail(ErrorKind::Usage, "--layout: '" + o.layout + "' is not auto, bnb or ckptkit");
-  if (o.budget_bits && !std::isfinite(*o.budget_bits))
-    fail(ErrorKind::Usage, "--budget-bits must be a finite number");
-  const LqOrder order = o.order == "svd-first" ? LqOrder::SvdFirst : LqOrder::QuantizeFirst;
-  const QuantSpec uniform = resolve_spec(o);
-  const std::vector<QuantSpec> candidates =
-      o.budget_bits ? lq_candidate_specs(o.candidates) : std::vector<QuantSpec>{};
+/// Bytes in flight for one target: W, X, deq, E, R, the kept Q and the Fisher copy (f32 each).
+std::uint64_t working_set(const Target& tg) {
+  return static_cast<std::uint64_t>(tg.rows * tg.cols) * sizeof(float) * 8;
+}
 
-  const Checkpoint in = Checkpoint::open(o.input);
-  if (is_quantized_checkpoint(in))
-    fail(ErrorKind::Usage, located(in.path().string(), "",
-                                   "the input is already quantized; dequantize it first (ckptkit "
-                                   "quantize --dequantize)"));
-  std::optional<Checkpoint> fisher, imatrix;
-  if (o.fisher) fisher = Checkpoint::open(*o.fisher);
-  if (o.imatrix) imatrix = Checkpoint::open(*o.imatrix);
-  const TargetSelection selection =
-      select_targets(in, o.common.targets, {"lq-decompose", true, false, true});
-  const std::vector<std::string>& candidates_modules = selection.candidates;
-  const std::vector<std::string>& skip = selection.left_alone;
+/// body(), with an error that does not name the target's tensor located at it.
+template <class F>
+auto with_name(const Checkpoint& in, const Target& tg, const F& body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    if (msg.find(tg.tensor->info.name) != std::string::npos) throw;
+    throw Error(e.kind(), located(in.file_of(*tg.tensor), tg.tensor->info.name, msg));
+  }
+}
 
-  // Validate every target (and its importance weights) before any output exists.
+/// The targets with their shapes and importance weights checked before any output exists.
+std::vector<Target> validate_targets(const LqDecomposeOptions& o, const Checkpoint& in,
+                                     const std::optional<Checkpoint>& fisher,
+                                     const std::optional<Checkpoint>& imatrix,
+                                     const TargetSelection& selection, const QuantSpec& uniform) {
   std::vector<Target> targets;
-  std::map<std::string, std::size_t> target_of;
   for (const auto& w : selection.targets) {
     const CheckpointTensor& t = *w.tensor;
     const std::string file = in.file_of(t);
@@ -220,9 +206,232 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
                          " (input features) but is " + shape_str(tg.imatrix->info.shape)));
     }
     tg.spec = uniform;
-    target_of[t.info.name] = targets.size();
     targets.push_back(tg);
   }
+  return targets;
+}
+
+/// --budget-bits: the error of every candidate config on every target (cost table), then one
+/// config per target minimising the total error within the budget (multiple-choice knapsack);
+/// sets each target's spec and layout and returns the report's "budget" object.
+Json allocate_budget(const LqDecomposeOptions& o, const Checkpoint& in,
+                     std::vector<Target>& targets, const std::vector<QuantSpec>& candidates,
+                     const LqParams& base, const Checkpoint* fp, const Checkpoint* ip) {
+  std::uint64_t params = 0, min_bits = 0, max_bits = 0;
+  std::vector<std::vector<KnapsackOption>> items(targets.size());
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    const std::int64_t n = targets[i].rows * targets[i].cols;
+    params += static_cast<std::uint64_t>(n);
+    std::uint64_t mn = ~0ull, mx = 0;
+    for (const auto& s : candidates) {
+      const std::uint64_t b = lq_stored_bits(s, n);
+      items[i].push_back({0.0, b});
+      mn = std::min(mn, b);
+      mx = std::max(mx, b);
+    }
+    min_bits += mn;
+    max_bits += mx;
+  }
+  const double lo = double(min_bits) / double(params), hi = double(max_bits) / double(params);
+  if (*o.budget_bits < lo || *o.budget_bits > hi) {
+    char buf[200];
+    std::snprintf(buf, sizeof buf,
+                  "--budget-bits %.6g is outside what the %s candidates can store: %.6f (all "
+                  "cheapest) .. %.6f (all most expensive) bits/param",
+                  *o.budget_bits, o.candidates.c_str(), lo, hi);
+    fail(ErrorKind::Usage, buf);
+  }
+  const auto budget = static_cast<std::uint64_t>(std::floor(*o.budget_bits * double(params)));
+  const auto t0 = Clock::now();
+  run_ordered(
+      targets.size(), [&](std::size_t i) { return working_set(targets[i]) * 2; },
+      [&](std::size_t i) -> Commit {
+        const Target& tg = targets[i];
+        auto costs = std::make_shared<std::vector<double>>(with_name(in, tg, [&] {
+          std::vector<float> w = to_f32(in.view(*tg.tensor));
+          check_finite(w, in.file_of(*tg.tensor), tg.tensor->info.name);
+          in.release(*tg.tensor);
+          const LqWeights lw = load_weights(tg, fp, ip);
+          return lq_candidate_errors(w, tg.rows, tg.cols, base, candidates, o.candidate_iters,
+                                     lw.empty() ? nullptr : &lw, tg.tensor->info.name);
+        }));
+        return [&items, i, costs] {
+          for (std::size_t j = 0; j < costs->size(); ++j)
+            items[i][j].cost = (*costs)[j];
+        };
+      },
+      o.common.exec);
+  const double cand_seconds = seconds_since(t0);
+  const KnapsackSolution sol = solve_mckp(items, budget);
+  std::size_t front_total = 0;
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    targets[i].spec = candidates[sol.choice[i]];
+    targets[i].layout = pick_layout(o.layout, targets[i].spec, lq_config_label(targets[i].spec));
+    front_total += pareto_front(items[i]).size();
+  }
+  // The best uniform config within the budget, for comparison (same cost table).
+  Json best_uniform = nullptr;
+  double best_uniform_cost = std::numeric_limits<double>::infinity();
+  for (std::size_t j = 0; j < candidates.size(); ++j) {
+    std::uint64_t b = 0;
+    double c = 0;
+    for (const auto& it : items) {
+      b += it[j].bits;
+      c += it[j].cost;
+    }
+    if (b <= budget && c < best_uniform_cost) {
+      best_uniform_cost = c;
+      best_uniform = {{"config", lq_config_label(candidates[j])},
+                      {"bits_per_param", round_sig(double(b) / double(params), 8)},
+                      {"cost", round_sig(c, 8)}};
+    }
+  }
+  return {{"budget_bits_per_param", *o.budget_bits},
+          {"budget_bits", budget},
+          {"candidates", o.candidates},
+          {"candidate_configs", candidates.size()},
+          {"candidate_iters", o.candidate_iters},
+          {"candidate_seconds", round_sig(cand_seconds, 4)},
+          {"pareto_options_mean", round_sig(double(front_total) / double(targets.size()), 4)},
+          {"achieved_bits", sol.bits},
+          {"achieved_bits_per_param", round_sig(double(sol.bits) / double(params), 8)},
+          {"cost", round_sig(sol.cost, 8)},
+          {"lower_bound", round_sig(sol.bound, 8)},
+          {"gap", round_sig(sol.gap(), 6)},
+          {"gap_rel", round_sig(sol.cost > 0 ? sol.gap() / sol.cost : 0.0, 6)},
+          {"lambda", round_sig(sol.lambda, 6)},
+          {"proven_optimal", sol.proven_optimal},
+          {"bnb_nodes", sol.nodes},
+          {"best_uniform", best_uniform}};
+}
+
+/// The per-tensor work: W = Q + s·B·A by the alternating loop, the comparisons (plain
+/// quantization, the other order) and the row of the report.
+struct TensorDecomposer {
+  const LqDecomposeOptions& o;
+  const Checkpoint& in;
+  const LqParams& base;
+  const Checkpoint* fp;
+  const Checkpoint* ip;
+  LqOrder order;
+  double scaling;
+
+  std::pair<Done, LqResult> operator()(const Target& tg, const TensorView& view) const;
+};
+
+std::pair<Done, LqResult> TensorDecomposer::operator()(const Target& tg,
+                                                       const TensorView& view) const {
+  const auto t0 = Clock::now();
+  const auto& info = tg.tensor->info;
+  std::vector<float> w = to_f32(view);
+  check_finite(w, in.file_of(*tg.tensor), info.name);
+  const LqWeights lw = load_weights(tg, fp, ip);
+  const LqWeights* wp = lw.empty() ? nullptr : &lw;
+  LqParams p = base;
+  p.spec = tg.spec;
+  LqResult r = lq_decompose_matrix(w, tg.rows, tg.cols, p, wp, info.name);
+  const double secs = seconds_since(t0);
+  Done d;
+  d.norm_sq = r.norm * r.norm;
+  d.err_sq = r.error * r.error;
+  d.numel = static_cast<std::uint64_t>(w.size());
+  d.bits = lq_stored_bits(tg.spec, static_cast<std::int64_t>(w.size()));
+  Json errs = Json::array();
+  for (double e : r.errors)
+    errs.push_back(round_sig(r.norm > 0 ? e / r.norm : 0.0));
+  d.row = {{"name", info.name},
+           {"module", tg.module},
+           {"shape", info.shape},
+           {"dtype", std::string(dtype_name(info.dtype))},
+           {"transposed", tg.transposed},
+           {"config", lq_config_label(tg.spec)},
+           {"scheme", tg.spec.scheme.name()},
+           {"block", tg.spec.block},
+           {"double_quant", dq_name(tg.spec.dq)},
+           {"layout", quant_layout_name(tg.layout)},
+           {"bits_per_param", round_sig(double(d.bits) / double(d.numel), 8)},
+           {"bits_per_param_formula", round_sig(quant::formula_bits_per_param(tg.spec), 8)},
+           {"rank", o.rank},
+           {"order", lq_order_name(order)},
+           {"iterations", r.errors.size()},
+           {"best_iter", r.best_iter},
+           {"rel_errors", errs},
+           {"rel_error", round_sig(r.rel_error())}};
+  if (o.compare) {
+    const double plain = lq_plain_error(w, tg.rows, tg.cols, tg.spec, wp);
+    d.plain_sq = plain * plain;
+    d.row["plain_rel_error"] = round_sig(r.norm > 0 ? plain / r.norm : 0.0);
+    d.row["vs_plain"] = round_sig(plain > 0 ? r.error / plain : 1.0, 6);
+    if (o.rank > 0) {
+      LqParams q = p;
+      q.order = order == LqOrder::SvdFirst ? LqOrder::QuantizeFirst : LqOrder::SvdFirst;
+      const double other = lq_decompose_matrix(w, tg.rows, tg.cols, q, wp, info.name).error;
+      d.other_sq = other * other;
+      const std::string key = order == LqOrder::SvdFirst ? "loftq" : "lq";
+      d.row[key + "_order_rel_error"] = round_sig(r.norm > 0 ? other / r.norm : 0.0);
+      d.row["vs_" + key + "_order"] = round_sig(other > 0 ? r.error / other : 1.0, 6);
+    }
+  }
+  d.row["seconds"] = round_sig(secs, 4);
+  d.row["seconds_total"] = round_sig(seconds_since(t0), 4);
+  if (o.rank > 0) {
+    LqAdapterFactors f = lq_adapter_factors(r, scaling);
+    d.lora.module = tg.module;
+    d.lora.rank = o.rank;
+    d.lora.in = tg.in;
+    d.lora.out = tg.out;
+    if (tg.transposed) {
+      // Stored S = Wᵀ ≈ Q + L1·L2, so W ≈ Qᵀ + L2ᵀ·L1ᵀ: B = L2ᵀ/√s, A = L1ᵀ/√s.
+      d.lora.B = transpose(f.A, o.rank, tg.cols);
+      d.lora.A = transpose(f.B, tg.rows, o.rank);
+    } else {
+      d.lora.A = std::move(f.A);
+      d.lora.B = std::move(f.B);
+    }
+    round_to(o.adapter_dtype, d.lora.A);
+    round_to(o.adapter_dtype, d.lora.B);
+  }
+  return {std::move(d), std::move(r)};
+}
+
+Json run_lq_decompose(const LqDecomposeOptions& o) {
+  const auto start = Clock::now();
+  if (o.rank < 0) fail(ErrorKind::Usage, "--rank must be >= 0");
+  if (o.max_iter < 1) fail(ErrorKind::Usage, "--max-iter must be at least 1");
+  if (o.alpha && !(*o.alpha > 0)) fail(ErrorKind::Usage, "--alpha must be positive");
+  if (o.niter < 0 || o.oversample < 0)
+    fail(ErrorKind::Usage, "--niter and --oversample must be >= 0");
+  if (o.candidate_iters < 1) fail(ErrorKind::Usage, "--candidate-iters must be at least 1");
+  if (o.order != "svd-first" && o.order != "quantize-first")
+    fail(ErrorKind::Usage, "--order must be svd-first or quantize-first, not '" + o.order + "'");
+  if (o.svd != "randomized" && o.svd != "exact")
+    fail(ErrorKind::Usage, "--svd must be randomized or exact, not '" + o.svd + "'");
+  if (o.layout != "auto" && o.layout != "bnb" && o.layout != "ckptkit")
+    fail(ErrorKind::Usage, "--layout: '" + o.layout + "' is not auto, bnb or ckptkit");
+  if (o.budget_bits && !std::isfinite(*o.budget_bits))
+    fail(ErrorKind::Usage, "--budget-bits must be a finite number");
+  const LqOrder order = o.order == "svd-first" ? LqOrder::SvdFirst : LqOrder::QuantizeFirst;
+  const QuantSpec uniform = resolve_spec(o);
+  const std::vector<QuantSpec> candidates =
+      o.budget_bits ? lq_candidate_specs(o.candidates) : std::vector<QuantSpec>{};
+
+  const Checkpoint in = Checkpoint::open(o.input);
+  if (is_quantized_checkpoint(in))
+    fail(ErrorKind::Usage, located(in.path().string(), "",
+                                   "the input is already quantized; dequantize it first (ckptkit "
+                                   "quantize --dequantize)"));
+  std::optional<Checkpoint> fisher, imatrix;
+  if (o.fisher) fisher = Checkpoint::open(*o.fisher);
+  if (o.imatrix) imatrix = Checkpoint::open(*o.imatrix);
+  const TargetSelection selection =
+      select_targets(in, o.common.targets, {"lq-decompose", true, false, true});
+  const std::vector<std::string>& candidates_modules = selection.candidates;
+  const std::vector<std::string>& skip = selection.left_alone;
+
+  std::vector<Target> targets = validate_targets(o, in, fisher, imatrix, selection, uniform);
+  std::map<std::string, std::size_t> target_of;
+  for (std::size_t i = 0; i < targets.size(); ++i)
+    target_of[targets[i].tensor->info.name] = i;
   if (!o.budget_bits)
     for (auto& tg : targets)
       tg.layout = pick_layout(o.layout, tg.spec, lq_config_label(tg.spec));
@@ -239,113 +448,11 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
                      const std::function<void(std::size_t, std::size_t)>& body) {
     parallel_chunks(n, grain, body);
   };
-  auto working_set = [](const Target& tg) -> std::uint64_t {
-    // W, X, deq, E, R, the kept Q and the Fisher copy (f32 each)
-    return static_cast<std::uint64_t>(tg.rows * tg.cols) * sizeof(float) * 8;
-  };
-  auto with_name = [&](const Target& tg, const auto& body) {
-    try {
-      return body();
-    } catch (const Error& e) {
-      const std::string msg = e.what();
-      if (msg.find(tg.tensor->info.name) != std::string::npos) throw;
-      throw Error(e.kind(), located(in.file_of(*tg.tensor), tg.tensor->info.name, msg));
-    }
-  };
   const Checkpoint* fp = fisher ? &*fisher : nullptr;
   const Checkpoint* ip = imatrix ? &*imatrix : nullptr;
 
-  // ---- budget allocation: cost table, Pareto fronts, knapsack
-  Json budget_json = nullptr;
-  if (o.budget_bits) {
-    std::uint64_t params = 0, min_bits = 0, max_bits = 0;
-    std::vector<std::vector<KnapsackOption>> items(targets.size());
-    for (std::size_t i = 0; i < targets.size(); ++i) {
-      const std::int64_t n = targets[i].rows * targets[i].cols;
-      params += static_cast<std::uint64_t>(n);
-      std::uint64_t mn = ~0ull, mx = 0;
-      for (const auto& s : candidates) {
-        const std::uint64_t b = lq_stored_bits(s, n);
-        items[i].push_back({0.0, b});
-        mn = std::min(mn, b);
-        mx = std::max(mx, b);
-      }
-      min_bits += mn;
-      max_bits += mx;
-    }
-    const double lo = double(min_bits) / double(params), hi = double(max_bits) / double(params);
-    if (*o.budget_bits < lo || *o.budget_bits > hi) {
-      char buf[200];
-      std::snprintf(buf, sizeof buf,
-                    "--budget-bits %.6g is outside what the %s candidates can store: %.6f (all "
-                    "cheapest) .. %.6f (all most expensive) bits/param",
-                    *o.budget_bits, o.candidates.c_str(), lo, hi);
-      fail(ErrorKind::Usage, buf);
-    }
-    const auto budget = static_cast<std::uint64_t>(std::floor(*o.budget_bits * double(params)));
-    const auto t0 = Clock::now();
-    run_ordered(
-        targets.size(), [&](std::size_t i) { return working_set(targets[i]) * 2; },
-        [&](std::size_t i) -> Commit {
-          const Target& tg = targets[i];
-          auto costs = std::make_shared<std::vector<double>>(with_name(tg, [&] {
-            std::vector<float> w = to_f32(in.view(*tg.tensor));
-            check_finite(w, in.file_of(*tg.tensor), tg.tensor->info.name);
-            in.release(*tg.tensor);
-            const LqWeights lw = load_weights(tg, fp, ip);
-            return lq_candidate_errors(w, tg.rows, tg.cols, base, candidates, o.candidate_iters,
-                                       lw.empty() ? nullptr : &lw, tg.tensor->info.name);
-          }));
-          return [&items, i, costs] {
-            for (std::size_t j = 0; j < costs->size(); ++j)
-              items[i][j].cost = (*costs)[j];
-          };
-        },
-        o.common.exec);
-    const double cand_seconds = seconds_since(t0);
-    const KnapsackSolution sol = solve_mckp(items, budget);
-    std::size_t front_total = 0;
-    for (std::size_t i = 0; i < targets.size(); ++i) {
-      targets[i].spec = candidates[sol.choice[i]];
-      targets[i].layout = pick_layout(o.layout, targets[i].spec, lq_config_label(targets[i].spec));
-      front_total += pareto_front(items[i]).size();
-    }
-    // The best uniform config within the budget, for comparison (same cost table).
-    Json best_uniform = nullptr;
-    double best_uniform_cost = std::numeric_limits<double>::infinity();
-    for (std::size_t j = 0; j < candidates.size(); ++j) {
-      std::uint64_t b = 0;
-      double c = 0;
-      for (const auto& it : items) {
-        b += it[j].bits;
-        c += it[j].cost;
-      }
-      if (b <= budget && c < best_uniform_cost) {
-        best_uniform_cost = c;
-        best_uniform = {{"config", lq_config_label(candidates[j])},
-                        {"bits_per_param", round_sig(double(b) / double(params), 8)},
-                        {"cost", round_sig(c, 8)}};
-      }
-    }
-    budget_json = {
-        {"budget_bits_per_param", *o.budget_bits},
-        {"budget_bits", budget},
-        {"candidates", o.candidates},
-        {"candidate_configs", candidates.size()},
-        {"candidate_iters", o.candidate_iters},
-        {"candidate_seconds", round_sig(cand_seconds, 4)},
-        {"pareto_options_mean", round_sig(double(front_total) / double(targets.size()), 4)},
-        {"achieved_bits", sol.bits},
-        {"achieved_bits_per_param", round_sig(double(sol.bits) / double(params), 8)},
-        {"cost", round_sig(sol.cost, 8)},
-        {"lower_bound", round_sig(sol.bound, 8)},
-        {"gap", round_sig(sol.gap(), 6)},
-        {"gap_rel", round_sig(sol.cost > 0 ? sol.gap() / sol.cost : 0.0, 6)},
-        {"lambda", round_sig(sol.lambda, 6)},
-        {"proven_optimal", sol.proven_optimal},
-        {"bnb_nodes", sol.nodes},
-        {"best_uniform", best_uniform}};
-  }
+  const Json budget_json =
+      o.budget_bits ? allocate_budget(o, in, targets, candidates, base, fp, ip) : Json(nullptr);
 
   std::vector<fs::path> inputs{o.input};
   if (o.fisher) inputs.push_back(*o.fisher);
@@ -358,79 +465,7 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   const double alpha = o.alpha.value_or(16.0);
   const double scaling = o.rank > 0 ? alpha / o.rank : 1.0;
 
-  auto work = [&](const Target& tg, const TensorView& view) -> std::pair<Done, LqResult> {
-    const auto t0 = Clock::now();
-    const auto& info = tg.tensor->info;
-    std::vector<float> w = to_f32(view);
-    check_finite(w, in.file_of(*tg.tensor), info.name);
-    const LqWeights lw = load_weights(tg, fp, ip);
-    const LqWeights* wp = lw.empty() ? nullptr : &lw;
-    LqParams p = base;
-    p.spec = tg.spec;
-    LqResult r = lq_decompose_matrix(w, tg.rows, tg.cols, p, wp, info.name);
-    const double secs = seconds_since(t0);
-    Done d;
-    d.norm_sq = r.norm * r.norm;
-    d.err_sq = r.error * r.error;
-    d.numel = static_cast<std::uint64_t>(w.size());
-    d.bits = lq_stored_bits(tg.spec, static_cast<std::int64_t>(w.size()));
-    Json errs = Json::array();
-    for (double e : r.errors)
-      errs.push_back(round_sig(r.norm > 0 ? e / r.norm : 0.0));
-    d.row = {{"name", info.name},
-             {"module", tg.module},
-             {"shape", info.shape},
-             {"dtype", std::string(dtype_name(info.dtype))},
-             {"transposed", tg.transposed},
-             {"config", lq_config_label(tg.spec)},
-             {"scheme", tg.spec.scheme.name()},
-             {"block", tg.spec.block},
-             {"double_quant", dq_name(tg.spec.dq)},
-             {"layout", quant_layout_name(tg.layout)},
-             {"bits_per_param", round_sig(double(d.bits) / double(d.numel), 8)},
-             {"bits_per_param_formula", round_sig(quant::formula_bits_per_param(tg.spec), 8)},
-             {"rank", o.rank},
-             {"order", lq_order_name(order)},
-             {"iterations", r.errors.size()},
-             {"best_iter", r.best_iter},
-             {"rel_errors", errs},
-             {"rel_error", round_sig(r.rel_error())}};
-    if (o.compare) {
-      const double plain = lq_plain_error(w, tg.rows, tg.cols, tg.spec, wp);
-      d.plain_sq = plain * plain;
-      d.row["plain_rel_error"] = round_sig(r.norm > 0 ? plain / r.norm : 0.0);
-      d.row["vs_plain"] = round_sig(plain > 0 ? r.error / plain : 1.0, 6);
-      if (o.rank > 0) {
-        LqParams q = p;
-        q.order = order == LqOrder::SvdFirst ? LqOrder::QuantizeFirst : LqOrder::SvdFirst;
-        const double other = lq_decompose_matrix(w, tg.rows, tg.cols, q, wp, info.name).error;
-        d.other_sq = other * other;
-        const std::string key = order == LqOrder::SvdFirst ? "loftq" : "lq";
-        d.row[key + "_order_rel_error"] = round_sig(r.norm > 0 ? other / r.norm : 0.0);
-        d.row["vs_" + key + "_order"] = round_sig(other > 0 ? r.error / other : 1.0, 6);
-      }
-    }
-    d.row["seconds"] = round_sig(secs, 4);
-    d.row["seconds_total"] = round_sig(seconds_since(t0), 4);
-    if (o.rank > 0) {
-      LqAdapterFactors f = lq_adapter_factors(r, scaling);
-      d.lora.module = tg.module;
-      d.lora.rank = o.rank;
-      d.lora.in = tg.in;
-      d.lora.out = tg.out;
-      if (tg.transposed) {
-        // Stored S = Wᵀ ≈ Q + L1·L2, so W ≈ Qᵀ + L2ᵀ·L1ᵀ: B = L2ᵀ/√s, A = L1ᵀ/√s.
-        d.lora.B = transpose(f.A, o.rank, tg.cols);
-        d.lora.A = transpose(f.B, tg.rows, o.rank);
-      } else {
-        d.lora.A = std::move(f.A);
-        d.lora.B = std::move(f.B);
-      }
-      round_to(o.adapter_dtype, d.lora.A);
-      round_to(o.adapter_dtype, d.lora.B);
-    }
-    return {std::move(d), std::move(r)};
-  };
+  const TensorDecomposer work{o, in, base, fp, ip, order, scaling};
 
   std::vector<LoraModule> modules;
   std::vector<Json> rows;

@@ -110,11 +110,139 @@ Json svd_init_totals(const Json& report, const std::vector<std::string>& residua
            gemm_seconds > 0 ? Json(round_sig(flops / gemm_seconds / 1e9, 4)) : Json(nullptr)}};
 }
 
-Json run_svd_init(const SvdInitOptions& o) {
-  const auto start = Clock::now();
-  const bool extract = o.base.has_value();
-  const SvdInitMethod method = extract ? SvdInitMethod::Extract : o.method;
-  if (extract && o.method != SvdInitMethod::Pissa)
+/// The per-tensor work: decode (and subtract the base), decompose, build the residual in the
+/// input dtype, measure. `residual` is null for extraction.
+struct TensorDecomposer {
+  const SvdInitOptions& o;
+  SvdInitMethod method;
+  const Checkpoint& in;
+  const std::optional<Checkpoint>& base;
+  const SvdInitParams& params;
+  ScratchPool& scratch;
+
+  Done operator()(const Target& tg, const TensorView& view, OwnedTensor* residual) const;
+};
+
+Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
+                                  OwnedTensor* residual) const {
+  const auto t0 = Clock::now();
+  const auto& info = tg.tensor->info;
+  const std::string file = in.file_of(*tg.tensor);
+  double cpu = thread_cpu_seconds();
+  auto lap = [&cpu] {
+    const double now = thread_cpu_seconds(), d = now - cpu;
+    cpu = now;
+    return d;
+  };
+  std::vector<float> w = scratch.take(static_cast<std::size_t>(view.numel()));
+  // Decode, NaN/Inf check and ‖W‖²_F in one pass over cache-sized chunks (the same fixed
+  // chunks and f64 sum order for any thread count).
+  SvdInitParams tensor_params = params;
+  {
+    constexpr std::size_t kChunk = 16384;
+    const std::size_t size = dtype_size(view.dtype);
+    double norm_sq = 0;
+    for (std::size_t c0 = 0; c0 < w.size(); c0 += kChunk) {
+      const std::size_t len = std::min(kChunk, w.size() - c0);
+      const std::span<float> chunk(w.data() + c0, len);
+      decode_to_f32(view.dtype, view.bytes.subspan(c0 * size, len * size), chunk);
+      if (!all_finite(chunk))  // locate the first bad element (index in the whole tensor)
+        check_finite(std::span<const float>(w.data(), c0 + len), file, info.name);
+      norm_sq += frobenius_sq(chunk);
+    }
+    if (!tg.base) tensor_params.norm_sq = norm_sq;  // extraction: the norm of ΔW, not of W
+  }
+  if (tg.base) {
+    std::vector<float> b = to_f32(base->view(*tg.base));
+    check_finite(b, base->file_of(*tg.base), info.name);
+    for (std::size_t i = 0; i < w.size(); ++i)
+      w[i] -= b[i];
+    base->release(*tg.base);
+  }
+  if (tg.transposed) w = transpose(w, info.shape[0], info.shape[1]);
+  const double decode_cpu = lap();
+  SvdInitResult r = svd_init_matrix(w, tg.out, tg.in, tensor_params, info.name);
+  const double svd_cpu = lap();
+  // The residual is computed from the factors as stored, so residual + s·B·A = W holds for
+  // the files on disk (with the default f32 adapter this is exactly PEFT's order).
+  round_to(o.adapter_dtype, r.A);
+  round_to(o.adapter_dtype, r.B);
+  round_to(o.adapter_dtype, r.S);
+
+  // W becomes W_res in place, panel by panel, and each panel is cast straight into the output
+  // bytes while in cache, measuring |cast(W_res) + s·B·A − W| = |cast(W_res) − W_res| (W_res =
+  // W − s·B·A in f32; that subtraction adds at most 2^-24·|W_res|) in ulps of W (decoded from
+  // the input) and of the stored entry. Peak memory: one f32 copy of W plus the output.
+  Done done;
+  ResidualOutput dst;
+  if (residual) {
+    residual->name = info.name;
+    residual->dtype = info.dtype;
+    residual->shape = info.shape;
+    residual->bytes.resize(w.size() * dtype_size(info.dtype));
+    dst = {view.dtype, view.bytes, info.dtype, residual->bytes};
+  }
+  const ResidualStats st =
+      residual_in_place(w, r, tg.out, tg.in, tg.transposed, dst, params.parallel);
+  const double residual_cpu = lap();
+  const double err_sq = st.err_sq, max_abs = st.max_abs;
+  const std::size_t numel = w.size();
+  scratch.give(std::move(w));
+  const double norm = std::sqrt(r.norm_sq);
+  const double seconds = seconds_since(t0);
+  done.row = {{"name", info.name},
+              {"module", tg.module},
+              {"shape", info.shape},
+              {"dtype", std::string(dtype_name(info.dtype))},
+              {"transposed", tg.transposed},
+              {"rank", r.rank},
+              {"alpha", r.alpha},
+              {"scaling", round_sig(r.scaling)},
+              {"energy_captured", r.norm_sq > 0 ? round_sig(r.captured_sq / r.norm_sq) : 1.0},
+              {"energy_target_met", r.energy_met},
+              {"sigma_1", round_sig(r.sigma_1)},
+              {"sigma_r", round_sig(r.sigma_r)},
+              {"sigma_r_plus_1", opt_num(r.sigma_r1)},
+              {"rel_err_fro", norm > 0 ? round_sig(std::sqrt(err_sq) / norm) : 0.0},
+              {"optimal_rel_err_fro", opt_num(r.optimal_rel_err)},
+              {"posterior_rel_err_fro", opt_num(r.posterior_rel_err)},
+              {"max_abs_err", round_sig(max_abs)},
+              {"seconds", round_sig(seconds, 4)}};
+  if (residual) {
+    done.row["max_err_ulps"] = round_sig(st.max_ulps, 4);
+    done.row["within_one_ulp"] =
+        round_sig(static_cast<double>(st.within_one_ulp) / static_cast<double>(numel), 8);
+    done.row["max_err_residual_ulps"] = round_sig(st.max_res_ulps, 4);
+  }
+  // CPU seconds of this thread per phase (work that other threads did for this tensor's split
+  // products is not included: exact with --threads 1).
+  done.row["phase_cpu_seconds"] = {{"decode", round_sig(decode_cpu, 3)},
+                                   {"svd", round_sig(svd_cpu, 3)},
+                                   {"residual", round_sig(residual_cpu, 3)}};
+  if (r.gemm_seconds > 0)
+    done.row["gemm_gflops"] = round_sig(r.gemm_flops / r.gemm_seconds / 1e9, 4);
+  done.row["adapter_params"] =
+      r.A.size() + r.B.size() + (method == SvdInitMethod::Sorsa ? r.S.size() : std::size_t{0});
+  done.row["sums"] = {{"gemm_flops", r.gemm_flops}, {"gemm_seconds", r.gemm_seconds}};
+  if (method == SvdInitMethod::Sorsa) {
+    done.sorsa = {tg.module, r.rank, tg.in, tg.out, std::move(r.A), std::move(r.S), std::move(r.B)};
+  } else {
+    done.lora.module = tg.module;
+    done.lora.embedding = tg.embedding;
+    done.lora.rank = r.rank;
+    done.lora.in = tg.in;
+    done.lora.out = tg.out;
+    done.lora.A = std::move(r.A);
+    done.lora.B = std::move(r.B);
+  }
+  return done;
+}
+
+/// Checks the option combinations and resolves --svd auto: randomized wherever it answers the
+/// question (top-r triplets); exact for the smallest triplets (milora) and for --energy, which
+/// needs the whole spectrum.
+SvdAlgorithm resolve_algorithm(const SvdInitOptions& o, SvdInitMethod method) {
+  if (o.base && o.method != SvdInitMethod::Pissa)
     fail(ErrorKind::Usage,
          "--base (extraction) writes a plain LoRA: --method must be pissa (the default)");
   if (o.energy && !(*o.energy > 0.0 && *o.energy <= 1.0))
@@ -133,8 +261,6 @@ Json run_svd_init(const SvdInitOptions& o) {
   } else if (o.svd == "randomized") {
     algo = SvdAlgorithm::Randomized;
   } else if (o.svd == "auto") {
-    // Randomized wherever it answers the question (top-r triplets); exact for the smallest
-    // triplets (milora) and for --energy, which needs the whole spectrum.
     algo = method == SvdInitMethod::Milora || o.energy ? SvdAlgorithm::Exact
                                                        : SvdAlgorithm::Randomized;
   } else {
@@ -143,15 +269,16 @@ Json run_svd_init(const SvdInitOptions& o) {
   if (algo == SvdAlgorithm::Randomized && method == SvdInitMethod::Milora)
     fail(ErrorKind::Usage,
          "milora takes the smallest singular triplets, which only --svd exact finds");
+  return algo;
+}
 
-  const Checkpoint in = Checkpoint::open(o.input);
-  std::optional<Checkpoint> base;
-  if (extract) base = Checkpoint::open(*o.base);
-  const TargetSelection selection = select_targets(in, o.common.targets, {"svd-init"});
-
-  // Validate every target before any output exists.
+/// The targets with their math orientation, each checked against the options (rank) and, for
+/// extraction, against the base, before any output exists.
+std::vector<Target> validate_targets(const SvdInitOptions& o, const Checkpoint& in,
+                                     const std::optional<Checkpoint>& base,
+                                     const TargetSelection& selection) {
+  const bool extract = base.has_value();
   std::vector<Target> targets;
-  std::map<std::string, std::size_t> target_of;
   for (const auto& w : selection.targets) {
     const CheckpointTensor& t = *w.tensor;
     Target tg;
@@ -185,7 +312,6 @@ Json run_svd_init(const SvdInitOptions& o) {
         fail(ErrorKind::Unsupported,
              located(base->file_of(*tg.base), t.info.name, "not a float tensor in the base"));
     }
-    target_of[t.info.name] = targets.size();
     targets.push_back(tg);
   }
   if (extract)  // a target weight the fine-tune lacks is a mismatch too
@@ -194,6 +320,25 @@ Json run_svd_init(const SvdInitOptions& o) {
       if (!in.find(w.tensor->info.name))
         fail(ErrorKind::Usage, located(in.path().string(), w.tensor->info.name,
                                        "in the base checkpoint but missing in the fine-tuned one"));
+
+  return targets;
+}
+
+Json run_svd_init(const SvdInitOptions& o) {
+  const auto start = Clock::now();
+  const bool extract = o.base.has_value();
+  const SvdInitMethod method = extract ? SvdInitMethod::Extract : o.method;
+  const SvdAlgorithm algo = resolve_algorithm(o, method);
+
+  const Checkpoint in = Checkpoint::open(o.input);
+  std::optional<Checkpoint> base;
+  if (extract) base = Checkpoint::open(*o.base);
+  const TargetSelection selection = select_targets(in, o.common.targets, {"svd-init"});
+
+  std::vector<Target> targets = validate_targets(o, in, base, selection);  // --shard keeps a share
+  std::map<std::string, std::size_t> target_of;
+  for (std::size_t i = 0; i < targets.size(); ++i)
+    target_of[targets[i].tensor->info.name] = i;
 
   std::vector<fs::path> inputs{o.input};
   if (o.base) inputs.push_back(*o.base);
@@ -217,123 +362,8 @@ Json run_svd_init(const SvdInitOptions& o) {
     parallel_chunks(n, grain, body);
   };
 
-  // The per-tensor work: decode (and subtract the base), decompose, build the residual in the
-  // input dtype, measure. `residual` is null for extraction.
   ScratchPool scratch;
-  auto work = [&](const Target& tg, const TensorView& view, OwnedTensor* residual) {
-    const auto t0 = Clock::now();
-    const auto& info = tg.tensor->info;
-    const std::string file = in.file_of(*tg.tensor);
-    double cpu = thread_cpu_seconds();
-    auto lap = [&cpu] {
-      const double now = thread_cpu_seconds(), d = now - cpu;
-      cpu = now;
-      return d;
-    };
-    std::vector<float> w = scratch.take(static_cast<std::size_t>(view.numel()));
-    // Decode, NaN/Inf check and ‖W‖²_F in one pass over cache-sized chunks (the same fixed
-    // chunks and f64 sum order for any thread count).
-    SvdInitParams tensor_params = params;
-    {
-      constexpr std::size_t kChunk = 16384;
-      const std::size_t size = dtype_size(view.dtype);
-      double norm_sq = 0;
-      for (std::size_t c0 = 0; c0 < w.size(); c0 += kChunk) {
-        const std::size_t len = std::min(kChunk, w.size() - c0);
-        const std::span<float> chunk(w.data() + c0, len);
-        decode_to_f32(view.dtype, view.bytes.subspan(c0 * size, len * size), chunk);
-        if (!all_finite(chunk))  // locate the first bad element (index in the whole tensor)
-          check_finite(std::span<const float>(w.data(), c0 + len), file, info.name);
-        norm_sq += frobenius_sq(chunk);
-      }
-      if (!tg.base) tensor_params.norm_sq = norm_sq;  // extraction: the norm of ΔW, not of W
-    }
-    if (tg.base) {
-      std::vector<float> b = to_f32(base->view(*tg.base));
-      check_finite(b, base->file_of(*tg.base), info.name);
-      for (std::size_t i = 0; i < w.size(); ++i)
-        w[i] -= b[i];
-      base->release(*tg.base);
-    }
-    if (tg.transposed) w = transpose(w, info.shape[0], info.shape[1]);
-    const double decode_cpu = lap();
-    SvdInitResult r = svd_init_matrix(w, tg.out, tg.in, tensor_params, info.name);
-    const double svd_cpu = lap();
-    // The residual is computed from the factors as stored, so residual + s·B·A = W holds for
-    // the files on disk (with the default f32 adapter this is exactly PEFT's order).
-    round_to(o.adapter_dtype, r.A);
-    round_to(o.adapter_dtype, r.B);
-    round_to(o.adapter_dtype, r.S);
-
-    // W becomes W_res in place, panel by panel, and each panel is cast straight into the output
-    // bytes while in cache, measuring |cast(W_res) + s·B·A − W| = |cast(W_res) − W_res| (W_res =
-    // W − s·B·A in f32; that subtraction adds at most 2^-24·|W_res|) in ulps of W (decoded from
-    // the input) and of the stored entry. Peak memory: one f32 copy of W plus the output.
-    Done done;
-    ResidualOutput dst;
-    if (residual) {
-      residual->name = info.name;
-      residual->dtype = info.dtype;
-      residual->shape = info.shape;
-      residual->bytes.resize(w.size() * dtype_size(info.dtype));
-      dst = {view.dtype, view.bytes, info.dtype, residual->bytes};
-    }
-    const ResidualStats st =
-        residual_in_place(w, r, tg.out, tg.in, tg.transposed, dst, params.parallel);
-    const double residual_cpu = lap();
-    const double err_sq = st.err_sq, max_abs = st.max_abs;
-    const std::size_t numel = w.size();
-    scratch.give(std::move(w));
-    const double norm = std::sqrt(r.norm_sq);
-    const double seconds = seconds_since(t0);
-    done.row = {{"name", info.name},
-                {"module", tg.module},
-                {"shape", info.shape},
-                {"dtype", std::string(dtype_name(info.dtype))},
-                {"transposed", tg.transposed},
-                {"rank", r.rank},
-                {"alpha", r.alpha},
-                {"scaling", round_sig(r.scaling)},
-                {"energy_captured", r.norm_sq > 0 ? round_sig(r.captured_sq / r.norm_sq) : 1.0},
-                {"energy_target_met", r.energy_met},
-                {"sigma_1", round_sig(r.sigma_1)},
-                {"sigma_r", round_sig(r.sigma_r)},
-                {"sigma_r_plus_1", opt_num(r.sigma_r1)},
-                {"rel_err_fro", norm > 0 ? round_sig(std::sqrt(err_sq) / norm) : 0.0},
-                {"optimal_rel_err_fro", opt_num(r.optimal_rel_err)},
-                {"posterior_rel_err_fro", opt_num(r.posterior_rel_err)},
-                {"max_abs_err", round_sig(max_abs)},
-                {"seconds", round_sig(seconds, 4)}};
-    if (residual) {
-      done.row["max_err_ulps"] = round_sig(st.max_ulps, 4);
-      done.row["within_one_ulp"] =
-          round_sig(static_cast<double>(st.within_one_ulp) / static_cast<double>(numel), 8);
-      done.row["max_err_residual_ulps"] = round_sig(st.max_res_ulps, 4);
-    }
-    // CPU seconds of this thread per phase (work that other threads did for this tensor's split
-    // products is not included: exact with --threads 1).
-    done.row["phase_cpu_seconds"] = {{"decode", round_sig(decode_cpu, 3)},
-                                     {"svd", round_sig(svd_cpu, 3)},
-                                     {"residual", round_sig(residual_cpu, 3)}};
-    if (r.gemm_seconds > 0)
-      done.row["gemm_gflops"] = round_sig(r.gemm_flops / r.gemm_seconds / 1e9, 4);
-    done.row["adapter_params"] =
-        r.A.size() + r.B.size() + (method == SvdInitMethod::Sorsa ? r.S.size() : std::size_t{0});
-    done.row["sums"] = {{"gemm_flops", r.gemm_flops}, {"gemm_seconds", r.gemm_seconds}};
-    if (method == SvdInitMethod::Sorsa) {
-      done.sorsa = {tg.module,      r.rank,         tg.in,         tg.out,
-                    std::move(r.A), std::move(r.S), std::move(r.B)};
-    } else {
-      done.lora.module = tg.module;
-      done.lora.embedding = tg.embedding;
-      done.lora.rank = r.rank;
-      done.lora.in = tg.in;
-      done.lora.out = tg.out;
-      done.lora.A = std::move(r.A);
-      done.lora.B = std::move(r.B);
-    }
-    return done;
-  };
+  const TensorDecomposer work{o, method, in, base, params, scratch};
 
   // Collected in checkpoint order by the serial sink.
   std::vector<LoraModule> lora_modules;
