@@ -121,6 +121,159 @@ void check_same_layout(const Checkpoint& base, const Checkpoint& ft) {
 
 }  // namespace
 
+/// What one analysed matrix gives the in-order sink.
+struct Result {
+  Json row;
+  Json drift_row;
+  Json intruders = Json::array();
+  SpectrumPlotData plot;
+};
+
+/// The per-matrix work: the spectrum of W and, with --compare or --adapter, the drift of W + ΔW.
+struct ItemAnalyzer {
+  const AnalyzeSpectrumOptions& options;
+  const Checkpoint& base;
+  const std::optional<Checkpoint>& ft;
+  const std::optional<LoraAdapter>& adapter;
+  const SpectrumOptions& sopt;
+  bool drift;
+
+  Result operator()(const Item& it) const;
+};
+
+Result ItemAnalyzer::operator()(const Item& it) const {
+  const std::string& name = it.base->info.name;
+  Result r;
+  try {
+    const std::vector<float> w = load_matrix(base, *it.base, it.transposed);
+    const auto [layer, module] = layer_and_module(name);
+    r.row = {{"name", name}, {"layer", layer}, {"module", module}, {"shape", it.base->info.shape}};
+    if (it.transposed) r.row["transposed"] = true;
+    r.plot.name = name;
+    if (!drift || (!it.ft && !it.lora)) {
+      const Spectrum s = compute_spectrum({w.data(), it.rows, it.cols}, sopt);
+      r.row["method"] = s.method;
+      r.row.update(metrics_json(spectrum_metrics(s.sigma, it.rows, it.cols)));
+      r.plot.sigma = s.sigma;
+    } else {
+      std::vector<float> wt;
+      if (it.ft) {
+        wt = load_matrix(*ft, *it.ft, it.transposed);
+      } else {
+        wt = lora_delta(*adapter, *it.lora);
+        std::vector<float> delta = std::move(wt);
+        // The delta is in storage layout [in, out]; analyse it as [out, in].
+        if (it.transposed) delta = transpose(delta, it.cols, it.rows);
+        wt.resize(w.size());
+        for (std::size_t e = 0; e < w.size(); ++e)
+          wt[e] = w[e] + delta[e];
+      }
+      const DriftResult dr =
+          compute_drift({w.data(), it.rows, it.cols}, {wt.data(), it.rows, it.cols}, options.drift);
+      r.row["method"] = dr.base.method;
+      r.row.update(metrics_json(dr.base_metrics));
+      const DriftMetrics& d = dr.drift;
+      const auto angle_max = [](const std::vector<double>& a) {
+        return a.empty() ? 0.0 : a.back();
+      };
+      r.drift_row = {
+          {"name", name},
+          {"layer", layer},
+          {"module", module},
+          {"rel_delta_fro", r6(d.rel_delta_fro)},
+          {"delta_fro", r6(d.delta_fro)},
+          {"delta_spectral", r6(d.delta_spectral)},
+          {"delta_stable_rank", r6(d.delta_stable_rank)},
+          {"delta_rank50", d.delta_rank50},
+          {"delta_rank90", d.delta_rank90},
+          {"delta_rank99", d.delta_rank99},
+          {"angles_k", d.angles_k},
+          {"angle_left_mean_deg", r6(mean_of(d.angles_left_deg))},
+          {"angle_left_max_deg", r6(angle_max(d.angles_left_deg))},
+          {"angle_right_mean_deg", r6(mean_of(d.angles_right_deg))},
+          {"angle_right_max_deg", r6(angle_max(d.angles_right_deg))},
+          {"intruders", d.intruders.size()},
+          {"min_best_cos", d.best_cos.empty()
+                               ? Json()
+                               : Json(r6(*std::min_element(d.best_cos.begin(), d.best_cos.end())))},
+          {"sorsa_dsigma", r6(d.sorsa_dsigma)},
+          {"sorsa_dd", r6(d.sorsa_dd)},
+          {"alpha_base", r6(d.alpha_base)},
+          {"alpha_ft", r6(d.alpha_ft)},
+          {"delta_alpha", r6(d.delta_alpha)},
+          {"sigma1_base", r6(dr.base_metrics.spectral_norm)},
+          {"sigma1_ft", r6(dr.ft_metrics.spectral_norm)},
+          {"stable_rank_ft", r6(dr.ft_metrics.stable_rank)},
+          {"mp_spikes_ft", dr.ft_metrics.mp.spikes}};
+      Json angles_l = Json::array(), angles_r = Json::array();
+      for (double a : d.angles_left_deg)
+        angles_l.push_back(r6(a));
+      for (double a : d.angles_right_deg)
+        angles_r.push_back(r6(a));
+      r.drift_row["angles_left_deg"] = angles_l;
+      r.drift_row["angles_right_deg"] = angles_r;
+      for (const auto& in : d.intruders)
+        r.intruders.push_back({{"name", name},
+                               {"layer", layer},
+                               {"module", module},
+                               {"index", in.index},
+                               {"sigma", r6(in.sigma)},
+                               {"best_cos", r6(in.best_cos)}});
+      r.plot.sigma = dr.base.sigma;
+      r.plot.sigma_ft = dr.ft.sigma;
+      r.plot.sigma_delta = d.sigma_delta;
+    }
+  } catch (const Error& e) {
+    throw Error(e.kind(), located(base.file_of(*it.base), name, e.what()));
+  }
+  return r;
+}
+
+/// The tables, one CSV each: spectrum, drift and intruders (drift modes), skipped, and every
+/// singular value. Array columns (angles) stay in report.json only.
+void write_tables(const Report& report, const Json& drift_rows, const Json& intruder_rows,
+                  const Json& skipped, const std::vector<SpectrumPlotData>& plots, bool drift,
+                  const std::filesystem::path& dir) {
+  const std::vector<std::string> spectrum_cols = [&] {
+    std::vector<std::string> c;
+    if (!report.rows().empty())
+      for (const auto& [k, v] : report.rows().front().items())
+        if (v.is_primitive()) c.push_back(k);
+    return c;
+  }();
+  Json rows_json = Json::array();
+  for (const auto& r : report.rows())
+    rows_json.push_back(r);
+  CsvWriter::from_rows(rows_json,
+                       spectrum_cols.empty() ? std::vector<std::string>{"name"} : spectrum_cols)
+      .write(dir / "spectrum.csv");
+  if (drift) {
+    std::vector<std::string> dcols;
+    if (!drift_rows.empty())
+      for (const auto& [k, v] : drift_rows.front().items())
+        if (v.is_primitive()) dcols.push_back(k);
+    CsvWriter::from_rows(drift_rows, dcols.empty() ? std::vector<std::string>{"name"} : dcols)
+        .write(dir / "drift.csv");
+    CsvWriter::from_rows(intruder_rows, {"name", "layer", "module", "index", "sigma", "best_cos"})
+        .write(dir / "intruders.csv");
+  }
+  CsvWriter::from_rows(skipped, {"name", "shape", "reason"}).write(dir / "skipped.csv");
+  {
+    CsvWriter sv(drift
+                     ? std::vector<std::string>{"name", "index", "sigma", "sigma_ft", "sigma_delta"}
+                     : std::vector<std::string>{"name", "index", "sigma"});
+    for (const auto& p : plots)
+      for (std::size_t i = 0; i < p.sigma.size(); ++i) {
+        if (drift)
+          sv.row({p.name, i, p.sigma[i], i < p.sigma_ft.size() ? Json(p.sigma_ft[i]) : Json(),
+                  i < p.sigma_delta.size() ? Json(p.sigma_delta[i]) : Json()});
+        else
+          sv.row({p.name, i, p.sigma[i]});
+      }
+    sv.write(dir / "singular_values.csv");
+  }
+}
+
 Json analyze_spectrum_totals(const Json& report, const std::vector<std::string>&) {
   const Json& rows = report["tensors"];
   const auto median = [](std::vector<double> v) {
@@ -245,12 +398,6 @@ Json run_analyze_spectrum(const AnalyzeSpectrumOptions& options) {
   keep_my_shard(options.common.exec.shard, out.path(), base, items,
                 [](const Item& i) { return i.base; });
 
-  struct Result {
-    Json row;
-    Json drift_row;
-    Json intruders = Json::array();
-    SpectrumPlotData plot;
-  };
   std::vector<Result> results(items.size());
   auto working_set = [&](std::size_t i) -> std::uint64_t {
     const auto m = static_cast<std::uint64_t>(items[i].rows),
@@ -261,94 +408,10 @@ Json run_analyze_spectrum(const AnalyzeSpectrumOptions& options) {
   };
   SpectrumOptions sopt;
   sopt.exact_below = options.exact_below;
+  const ItemAnalyzer analyze{options, base, ft, adapter, sopt, drift};
   auto work = [&](std::size_t i) -> Commit {
-    const Item& it = items[i];
-    const std::string& name = it.base->info.name;
-    Result r;
-    try {
-      const std::vector<float> w = load_matrix(base, *it.base, it.transposed);
-      const auto [layer, module] = layer_and_module(name);
-      r.row = {
-          {"name", name}, {"layer", layer}, {"module", module}, {"shape", it.base->info.shape}};
-      if (it.transposed) r.row["transposed"] = true;
-      r.plot.name = name;
-      if (!drift || (!it.ft && !it.lora)) {
-        const Spectrum s = compute_spectrum({w.data(), it.rows, it.cols}, sopt);
-        r.row["method"] = s.method;
-        r.row.update(metrics_json(spectrum_metrics(s.sigma, it.rows, it.cols)));
-        r.plot.sigma = s.sigma;
-      } else {
-        std::vector<float> wt;
-        if (it.ft) {
-          wt = load_matrix(*ft, *it.ft, it.transposed);
-        } else {
-          wt = lora_delta(*adapter, *it.lora);
-          std::vector<float> delta = std::move(wt);
-          // The delta is in storage layout [in, out]; analyse it as [out, in].
-          if (it.transposed) delta = transpose(delta, it.cols, it.rows);
-          wt.resize(w.size());
-          for (std::size_t e = 0; e < w.size(); ++e)
-            wt[e] = w[e] + delta[e];
-        }
-        const DriftResult dr = compute_drift({w.data(), it.rows, it.cols},
-                                             {wt.data(), it.rows, it.cols}, options.drift);
-        r.row["method"] = dr.base.method;
-        r.row.update(metrics_json(dr.base_metrics));
-        const DriftMetrics& d = dr.drift;
-        const auto angle_max = [](const std::vector<double>& a) {
-          return a.empty() ? 0.0 : a.back();
-        };
-        r.drift_row = {{"name", name},
-                       {"layer", layer},
-                       {"module", module},
-                       {"rel_delta_fro", r6(d.rel_delta_fro)},
-                       {"delta_fro", r6(d.delta_fro)},
-                       {"delta_spectral", r6(d.delta_spectral)},
-                       {"delta_stable_rank", r6(d.delta_stable_rank)},
-                       {"delta_rank50", d.delta_rank50},
-                       {"delta_rank90", d.delta_rank90},
-                       {"delta_rank99", d.delta_rank99},
-                       {"angles_k", d.angles_k},
-                       {"angle_left_mean_deg", r6(mean_of(d.angles_left_deg))},
-                       {"angle_left_max_deg", r6(angle_max(d.angles_left_deg))},
-                       {"angle_right_mean_deg", r6(mean_of(d.angles_right_deg))},
-                       {"angle_right_max_deg", r6(angle_max(d.angles_right_deg))},
-                       {"intruders", d.intruders.size()},
-                       {"min_best_cos",
-                        d.best_cos.empty()
-                            ? Json()
-                            : Json(r6(*std::min_element(d.best_cos.begin(), d.best_cos.end())))},
-                       {"sorsa_dsigma", r6(d.sorsa_dsigma)},
-                       {"sorsa_dd", r6(d.sorsa_dd)},
-                       {"alpha_base", r6(d.alpha_base)},
-                       {"alpha_ft", r6(d.alpha_ft)},
-                       {"delta_alpha", r6(d.delta_alpha)},
-                       {"sigma1_base", r6(dr.base_metrics.spectral_norm)},
-                       {"sigma1_ft", r6(dr.ft_metrics.spectral_norm)},
-                       {"stable_rank_ft", r6(dr.ft_metrics.stable_rank)},
-                       {"mp_spikes_ft", dr.ft_metrics.mp.spikes}};
-        Json angles_l = Json::array(), angles_r = Json::array();
-        for (double a : d.angles_left_deg)
-          angles_l.push_back(r6(a));
-        for (double a : d.angles_right_deg)
-          angles_r.push_back(r6(a));
-        r.drift_row["angles_left_deg"] = angles_l;
-        r.drift_row["angles_right_deg"] = angles_r;
-        for (const auto& in : d.intruders)
-          r.intruders.push_back({{"name", name},
-                                 {"layer", layer},
-                                 {"module", module},
-                                 {"index", in.index},
-                                 {"sigma", r6(in.sigma)},
-                                 {"best_cos", r6(in.best_cos)}});
-        r.plot.sigma = dr.base.sigma;
-        r.plot.sigma_ft = dr.ft.sigma;
-        r.plot.sigma_delta = d.sigma_delta;
-      }
-    } catch (const Error& e) {
-      throw Error(e.kind(), located(base.file_of(*it.base), name, e.what()));
-    }
-    return [&results, i, r = std::move(r)]() mutable { results[i] = std::move(r); };
+    auto r = std::make_shared<Result>(analyze(items[i]));
+    return [&results, i, r] { results[i] = std::move(*r); };
   };
   run_ordered(items.size(), working_set, work, options.common.exec);
 
@@ -388,45 +451,7 @@ Json run_analyze_spectrum(const AnalyzeSpectrumOptions& options) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const Json j = report.to_json();
 
-  // Tables: one CSV each. Array columns (angles) stay in report.json only.
-  const std::vector<std::string> spectrum_cols = [&] {
-    std::vector<std::string> c;
-    if (!report.rows().empty())
-      for (const auto& [k, v] : report.rows().front().items())
-        if (v.is_primitive()) c.push_back(k);
-    return c;
-  }();
-  Json rows_json = Json::array();
-  for (const auto& r : report.rows())
-    rows_json.push_back(r);
-  CsvWriter::from_rows(rows_json,
-                       spectrum_cols.empty() ? std::vector<std::string>{"name"} : spectrum_cols)
-      .write(out.path() / "spectrum.csv");
-  if (drift) {
-    std::vector<std::string> dcols;
-    if (!drift_rows.empty())
-      for (const auto& [k, v] : drift_rows.front().items())
-        if (v.is_primitive()) dcols.push_back(k);
-    CsvWriter::from_rows(drift_rows, dcols.empty() ? std::vector<std::string>{"name"} : dcols)
-        .write(out.path() / "drift.csv");
-    CsvWriter::from_rows(intruder_rows, {"name", "layer", "module", "index", "sigma", "best_cos"})
-        .write(out.path() / "intruders.csv");
-  }
-  CsvWriter::from_rows(skipped, {"name", "shape", "reason"}).write(out.path() / "skipped.csv");
-  {
-    CsvWriter sv(drift
-                     ? std::vector<std::string>{"name", "index", "sigma", "sigma_ft", "sigma_delta"}
-                     : std::vector<std::string>{"name", "index", "sigma"});
-    for (const auto& p : plots)
-      for (std::size_t i = 0; i < p.sigma.size(); ++i) {
-        if (drift)
-          sv.row({p.name, i, p.sigma[i], i < p.sigma_ft.size() ? Json(p.sigma_ft[i]) : Json(),
-                  i < p.sigma_delta.size() ? Json(p.sigma_delta[i]) : Json()});
-        else
-          sv.row({p.name, i, p.sigma[i]});
-      }
-    sv.write(out.path() / "singular_values.csv");
-  }
+  write_tables(report, drift_rows, intruder_rows, skipped, plots, drift, out.path());
   report.write(out.path() / "report.json");
   write_spectrum_html(j, plots, out.path() / "report.html");
   out.commit();

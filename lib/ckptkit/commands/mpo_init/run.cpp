@@ -153,23 +153,11 @@ Json mpo_init_totals(const Json& report, const std::vector<std::string>& residua
           {"residual_files", residual_files}};
 }
 
-Json run_mpo_init(const MpoInitOptions& o) {
-  const auto start = Clock::now();
-  validate_options(o);
-  const bool quantized = !o.quantize_residual.empty();
-  if (quantized) {
-    if (o.quant_block < 32)
-      fail(ErrorKind::Usage,
-           "--quant-block: bitsandbytes' NF4 blocks are 32..4096 (a power of two), not " +
-               std::to_string(o.quant_block));
-    bnb::nf4_spec(o.quant_block);  // validates the block size
-  }
-
-  const Checkpoint in = Checkpoint::open(o.input);
-  const TargetSelection selection = select_targets(in, o.common.targets, {"mpo-init"});
-
+/// Each target's factorization (row and column shapes) and truncation (bond cap, tolerance, or a
+/// parameter budget turned into a cap), checked before any output exists.
+std::vector<Target> plan_targets(const MpoInitOptions& o, const Checkpoint& in,
+                                 const TargetSelection& selection) {
   std::vector<Target> targets;
-  std::map<std::string, std::size_t> target_of;
   for (const auto& w : selection.targets) {
     const CheckpointTensor& t = *w.tensor;
     const std::string file = in.file_of(t);
@@ -208,9 +196,125 @@ Json run_mpo_init(const MpoInitOptions& o) {
                          " parameters); raise the budget or use fewer cores"));
       tg.trunc.bond_cap = cap;
     }
-    target_of[t.info.name] = targets.size();
     targets.push_back(tg);
   }
+  return targets;
+}
+
+/// The per-tensor work: TT-SVD of W into cores, the residual W − MPO (NF4-quantized for QDoTA)
+/// into `outputs`, and the row of the report.
+struct TensorDecomposer {
+  const MpoInitOptions& o;
+  const Checkpoint& in;
+  bool quantized;
+
+  Done operator()(const Target& tg, const TensorView& view,
+                  std::vector<OwnedTensor>& outputs) const;
+};
+
+Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
+                                  std::vector<OwnedTensor>& outputs) const {
+  const auto t0 = Clock::now();
+  const auto& info = tg.tensor->info;
+  std::vector<float> w = to_f32(view);
+  check_finite(w, in.file_of(*tg.tensor), info.name);
+  if (tg.transposed) w = transpose(w, info.shape[0], info.shape[1]);
+  Mpo m = mpo_decompose(w.data(), tg.rows, tg.cols, tg.shape, tg.trunc);
+  const double decompose_seconds = seconds_since(t0);
+  // The residual comes from the cores as stored, so residual + MPO(cores on disk) = W.
+  for (auto& c : m.cores)
+    round_to(o.adapter_dtype, c.data);
+  const std::vector<float> delta = mpo_contract(tg.shape, m.cores);
+  std::vector<float> res(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i)
+    res[i] = w[i] - delta[i];
+
+  Done d;
+  d.norm_sq = sum_sq(w);
+  d.err_sq = sum_sq(res);
+  const double norm = std::sqrt(d.norm_sq);
+  // What the residual becomes on disk, in the math orientation: the cast, or NF4's
+  // dequantization.
+  std::vector<float> stored_res = res;
+  std::vector<float> stored_orient = tg.transposed ? transpose(res, tg.rows, tg.cols) : res;
+  if (quantized) {
+    QuantizedResidual q =
+        quantize_residual(info.name, info.dtype, info.shape, stored_orient, o.quant_block);
+    outputs = std::move(q.tensors);
+    stored_res =
+        tg.transposed ? transpose(q.dequantized, tg.cols, tg.rows) : std::move(q.dequantized);
+  } else {
+    outputs.push_back(make_tensor(info.name, info.dtype, info.shape, stored_orient));
+    round_to(info.dtype, stored_res);
+  }
+  double max_abs = 0;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    const double e = static_cast<double>(stored_res[i]) + delta[i] - w[i];
+    d.q_err_sq += e * e;
+    max_abs = std::max(max_abs, std::fabs(e));
+  }
+  double bound_sq = 0;
+  for (double x : m.discarded)
+    bound_sq += x * x;
+  const std::int64_t params = m.params();
+  const std::int64_t dense = tg.rows * tg.cols;
+  const double rel = norm > 0 ? std::sqrt(d.err_sq) / norm : 0.0;
+  std::vector<std::int64_t> full{1};
+  full.insert(full.end(), m.full_bonds.begin(), m.full_bonds.end());
+  full.push_back(1);
+  d.row = {{"name", info.name},
+           {"module", tg.module},
+           {"shape", info.shape},
+           {"dtype", std::string(dtype_name(info.dtype))},
+           {"transposed", tg.transposed},
+           {"row_shape", tg.shape.row},
+           {"col_shape", tg.shape.col},
+           {"bonds", m.bonds()},
+           {"full_bonds", full},
+           {"bond_cap", tg.trunc.bond_cap > 0 ? Json(tg.trunc.bond_cap) : Json(nullptr)},
+           {"params_budget", tg.budget > 0 ? Json(tg.budget) : Json(nullptr)},
+           {"params", params},
+           {"dense_params", dense},
+           {"params_vs_dense", round_sig(static_cast<double>(params) / static_cast<double>(dense))},
+           {"lora_rank_equal_params",
+            round_sig(static_cast<double>(params) / static_cast<double>(tg.rows + tg.cols), 4)},
+           {"rel_err_fro", round_sig(rel)},
+           {"energy_captured", round_sig(1.0 - rel * rel)},
+           {"discarded_rel_per_bond", discarded_json(m)},
+           {"tt_bound_rel", round_sig(norm > 0 ? std::sqrt(bound_sq) / norm : 0.0)},
+           {quantized ? "qdota_rel_err_fro" : "stored_rel_err_fro",
+            round_sig(norm > 0 ? std::sqrt(d.q_err_sq) / norm : 0.0)},
+           {"max_abs_err", round_sig(max_abs)},
+           {"decompose_seconds", round_sig(decompose_seconds, 4)},
+           {"seconds", round_sig(seconds_since(t0), 4)}};
+  d.module = {tg.module,
+              tg.rows,
+              tg.cols,
+              tg.shape,
+              std::move(m.cores),
+              mpo_trainable_cores(tg.shape.cores(), o.trainable)};
+  return d;
+}
+
+Json run_mpo_init(const MpoInitOptions& o) {
+  const auto start = Clock::now();
+  validate_options(o);
+  const bool quantized = !o.quantize_residual.empty();
+  if (quantized) {
+    if (o.quant_block < 32)
+      fail(ErrorKind::Usage,
+           "--quant-block: bitsandbytes' NF4 blocks are 32..4096 (a power of two), not " +
+               std::to_string(o.quant_block));
+    bnb::nf4_spec(o.quant_block);  // validates the block size
+  }
+
+  const Checkpoint in = Checkpoint::open(o.input);
+  const TargetSelection selection = select_targets(in, o.common.targets, {"mpo-init"});
+
+  const std::vector<Target> targets = plan_targets(o, in, selection);
+  std::map<std::string, std::size_t> target_of;
+  for (std::size_t i = 0; i < targets.size(); ++i)
+    target_of[targets[i].tensor->info.name] = i;
 
   OutputDir out(o.common.output, o.common.force, {o.input});
   const fs::path adapter_dir = out.path() / "adapter";
@@ -218,89 +322,7 @@ Json run_mpo_init(const MpoInitOptions& o) {
   fs::create_directories(adapter_dir);
   fs::create_directories(residual_dir);
 
-  auto work = [&](const Target& tg, const TensorView& view, std::vector<OwnedTensor>& outputs) {
-    const auto t0 = Clock::now();
-    const auto& info = tg.tensor->info;
-    std::vector<float> w = to_f32(view);
-    check_finite(w, in.file_of(*tg.tensor), info.name);
-    if (tg.transposed) w = transpose(w, info.shape[0], info.shape[1]);
-    Mpo m = mpo_decompose(w.data(), tg.rows, tg.cols, tg.shape, tg.trunc);
-    const double decompose_seconds = seconds_since(t0);
-    // The residual comes from the cores as stored, so residual + MPO(cores on disk) = W.
-    for (auto& c : m.cores)
-      round_to(o.adapter_dtype, c.data);
-    const std::vector<float> delta = mpo_contract(tg.shape, m.cores);
-    std::vector<float> res(w.size());
-    for (std::size_t i = 0; i < w.size(); ++i)
-      res[i] = w[i] - delta[i];
-
-    Done d;
-    d.norm_sq = sum_sq(w);
-    d.err_sq = sum_sq(res);
-    const double norm = std::sqrt(d.norm_sq);
-    // What the residual becomes on disk, in the math orientation: the cast, or NF4's
-    // dequantization.
-    std::vector<float> stored_res = res;
-    std::vector<float> stored_orient = tg.transposed ? transpose(res, tg.rows, tg.cols) : res;
-    if (quantized) {
-      QuantizedResidual q =
-          quantize_residual(info.name, info.dtype, info.shape, stored_orient, o.quant_block);
-      outputs = std::move(q.tensors);
-      stored_res =
-          tg.transposed ? transpose(q.dequantized, tg.cols, tg.rows) : std::move(q.dequantized);
-    } else {
-      outputs.push_back(make_tensor(info.name, info.dtype, info.shape, stored_orient));
-      round_to(info.dtype, stored_res);
-    }
-    double max_abs = 0;
-    for (std::size_t i = 0; i < w.size(); ++i) {
-      const double e = static_cast<double>(stored_res[i]) + delta[i] - w[i];
-      d.q_err_sq += e * e;
-      max_abs = std::max(max_abs, std::fabs(e));
-    }
-    double bound_sq = 0;
-    for (double x : m.discarded)
-      bound_sq += x * x;
-    const std::int64_t params = m.params();
-    const std::int64_t dense = tg.rows * tg.cols;
-    const double rel = norm > 0 ? std::sqrt(d.err_sq) / norm : 0.0;
-    std::vector<std::int64_t> full{1};
-    full.insert(full.end(), m.full_bonds.begin(), m.full_bonds.end());
-    full.push_back(1);
-    d.row = {
-        {"name", info.name},
-        {"module", tg.module},
-        {"shape", info.shape},
-        {"dtype", std::string(dtype_name(info.dtype))},
-        {"transposed", tg.transposed},
-        {"row_shape", tg.shape.row},
-        {"col_shape", tg.shape.col},
-        {"bonds", m.bonds()},
-        {"full_bonds", full},
-        {"bond_cap", tg.trunc.bond_cap > 0 ? Json(tg.trunc.bond_cap) : Json(nullptr)},
-        {"params_budget", tg.budget > 0 ? Json(tg.budget) : Json(nullptr)},
-        {"params", params},
-        {"dense_params", dense},
-        {"params_vs_dense", round_sig(static_cast<double>(params) / static_cast<double>(dense))},
-        {"lora_rank_equal_params",
-         round_sig(static_cast<double>(params) / static_cast<double>(tg.rows + tg.cols), 4)},
-        {"rel_err_fro", round_sig(rel)},
-        {"energy_captured", round_sig(1.0 - rel * rel)},
-        {"discarded_rel_per_bond", discarded_json(m)},
-        {"tt_bound_rel", round_sig(norm > 0 ? std::sqrt(bound_sq) / norm : 0.0)},
-        {quantized ? "qdota_rel_err_fro" : "stored_rel_err_fro",
-         round_sig(norm > 0 ? std::sqrt(d.q_err_sq) / norm : 0.0)},
-        {"max_abs_err", round_sig(max_abs)},
-        {"decompose_seconds", round_sig(decompose_seconds, 4)},
-        {"seconds", round_sig(seconds_since(t0), 4)}};
-    d.module = {tg.module,
-                tg.rows,
-                tg.cols,
-                tg.shape,
-                std::move(m.cores),
-                mpo_trainable_cores(tg.shape.cores(), o.trainable)};
-    return d;
-  };
+  const TensorDecomposer work{o, in, quantized};
 
   std::vector<MpoModule> modules;
   std::vector<Json> rows;
