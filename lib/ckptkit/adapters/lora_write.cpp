@@ -11,13 +11,6 @@
 namespace ckpt {
 namespace {
 
-// PEFT declares lora_alpha as int; write integral values as JSON integers.
-nlohmann::json number(double v) {
-  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9e15)
-    return static_cast<std::int64_t>(v);
-  return v;
-}
-
 std::string leaf(const std::string& module) {
   const auto dot = module.rfind('.');
   return dot == std::string::npos ? module : module.substr(dot + 1);
@@ -28,11 +21,17 @@ nlohmann::json patterns_json(const LoraConfig& c) {
   for (const auto& [k, v] : c.rank_pattern)
     rank[k] = v;
   for (const auto& [k, v] : c.alpha_pattern)
-    alpha[k] = number(v);
+    alpha[k] = peft_json_number(v);
   return {{"rank_pattern", rank}, {"alpha_pattern", alpha}};
 }
 
 }  // namespace
+
+nlohmann::json peft_json_number(double v) {
+  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9e15)
+    return static_cast<std::int64_t>(v);
+  return v;
+}
 
 nlohmann::json lora_config_json(const LoraConfig& c) {
   nlohmann::json j = {
@@ -40,7 +39,7 @@ nlohmann::json lora_config_json(const LoraConfig& c) {
       {"task_type", "CAUSAL_LM"},
       {"base_model_name_or_path", c.base_model_name_or_path},
       {"r", c.r},
-      {"lora_alpha", number(c.lora_alpha)},
+      {"lora_alpha", peft_json_number(c.lora_alpha)},
       {"target_modules", c.target_modules},
       {"fan_in_fan_out", c.fan_in_fan_out},
       {"use_rslora", c.use_rslora},
@@ -109,7 +108,7 @@ void write_sorsa_adapter(const std::filesystem::path& dir, const LoraConfig& con
       {"format_version", kSorsaFormatVersion},
       {"base_model_name_or_path", config.base_model_name_or_path},
       {"r", config.r},
-      {"alpha", number(config.lora_alpha)},
+      {"alpha", peft_json_number(config.lora_alpha)},
       {"use_rslora", config.use_rslora},
       {"target_modules", config.target_modules},
       {"fan_in_fan_out", config.fan_in_fan_out},

@@ -45,6 +45,10 @@ void write_lora_adapter(const std::filesystem::path& dir, const LoraConfig& conf
 void write_sorsa_adapter(const std::filesystem::path& dir, const LoraConfig& config,
                          const std::vector<SorsaModule>& modules, DType dtype = DType::F32);
 
+/// A number as PEFT's configs hold it: lora_alpha is declared int, so integral values are JSON
+/// integers, others floats.
+nlohmann::json peft_json_number(double v);
+
 /// The target_modules list for a set of adapted module names: their leaf names (sorted, unique)
 /// when every module of `all_candidates` carrying such a leaf name is adapted, else the full
 /// module names (so that PEFT adapts exactly these modules and nothing more).

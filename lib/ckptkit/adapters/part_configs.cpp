@@ -9,16 +9,6 @@
 #include "ckptkit/core/error.hpp"
 
 namespace ckpt {
-namespace {
-
-// As lora_write.cpp writes numbers: integral values as JSON integers (PEFT's lora_alpha is int).
-nlohmann::json json_number(double v) {
-  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9e15)
-    return static_cast<std::int64_t>(v);
-  return v;
-}
-
-}  // namespace
 
 std::string merge_part_adapter_configs(const std::vector<nlohmann::ordered_json>& cfg,
                                        const std::vector<std::string>& where,
@@ -78,11 +68,11 @@ std::string merge_part_adapter_configs(const std::vector<nlohmann::ordered_json>
     nlohmann::json out = nlohmann::json::parse(merged.dump());
     if (have) {
       out["r"] = static_cast<int>(r);
-      if (out.contains(alpha_key)) out[alpha_key] = json_number(alpha);
+      if (out.contains(alpha_key)) out[alpha_key] = peft_json_number(alpha);
       nlohmann::json rp = nlohmann::json::object(), ap = nlohmann::json::object();
       for (const auto& m : modules) {
         if (ra[m].first != r) rp[m] = static_cast<int>(ra[m].first);
-        if (ra[m].second != alpha) ap[m] = json_number(ra[m].second);
+        if (ra[m].second != alpha) ap[m] = peft_json_number(ra[m].second);
       }
       if (out.contains("rank_pattern")) out["rank_pattern"] = rp;
       if (out.contains("alpha_pattern")) out["alpha_pattern"] = ap;

@@ -4,6 +4,10 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "ckptkit/engine/engine.hpp"
@@ -32,6 +36,36 @@ struct StreamJob {
   std::function<TensorPlan(const CheckpointTensor&)> plan;
   std::function<TensorResult(const CheckpointTensor&, const TensorView&)> compute;
 };
+
+/// The StreamJob of a command that computes a list of targets (each with a `tensor` member, the
+/// CheckpointTensor it replaces) and passes every other tensor through: `plan(target)` gives the
+/// target's output tensors and its bytes in flight, `compute(target, view, outputs)` fills the
+/// outputs and returns what the in-order sink hands to `commit`. `targets` must outlive the job.
+template <class Target, class Plan, class Compute, class Commit>
+StreamJob targets_job(const Checkpoint& in, const std::vector<Target>& targets, Plan plan,
+                      Compute compute, Commit commit) {
+  auto index = std::make_shared<std::map<std::string, std::size_t>>();
+  for (std::size_t i = 0; i < targets.size(); ++i)
+    index->emplace(targets[i].tensor->info.name, i);
+  StreamJob job;
+  job.input = &in;
+  job.plan = [&targets, index, plan](const CheckpointTensor& t) {
+    TensorPlan p;
+    if (const auto it = index->find(t.info.name); it != index->end()) {
+      p.passthrough = false;
+      std::tie(p.outputs, p.working_set) = plan(targets[it->second]);
+    }
+    return p;
+  };
+  job.compute = [&targets, index, compute, commit](const CheckpointTensor& t, const TensorView& v) {
+    TensorResult r;
+    auto done = std::make_shared<decltype(compute(targets.front(), v, r.outputs))>(
+        compute(targets[index->at(t.info.name)], v, r.outputs));
+    r.on_commit = [done, commit] { commit(*done); };
+    return r;
+  };
+  return job;
+}
 
 /// Plans every tensor, then streams the checkpoint into `out_dir` with `options`. Returns the
 /// files written. Exceptions from compute are rethrown with the file and tensor named.

@@ -429,9 +429,6 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   const std::vector<std::string>& skip = selection.left_alone;
 
   std::vector<Target> targets = validate_targets(o, in, fisher, imatrix, selection, uniform);
-  std::map<std::string, std::size_t> target_of;
-  for (std::size_t i = 0; i < targets.size(); ++i)
-    target_of[targets[i].tensor->info.name] = i;
   if (!o.budget_bits)
     for (auto& tg : targets)
       tg.layout = pick_layout(o.layout, tg.spec, lq_config_label(tg.spec));
@@ -482,28 +479,17 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
     rows.push_back(std::move(d.row));
   };
 
-  StreamJob job;
-  job.input = &in;
-  job.plan = [&](const CheckpointTensor& t) {
-    TensorPlan p;
-    const auto it = target_of.find(t.info.name);
-    if (it != target_of.end()) {
-      const Target& tg = targets[it->second];
-      p.passthrough = false;
-      p.outputs = quantized_specs(tg.layout, tg.spec, t.info);
-      p.working_set = working_set(tg);
-    }
-    return p;
-  };
-  job.compute = [&](const CheckpointTensor& t, const TensorView& v) {
-    const Target& tg = targets[target_of.at(t.info.name)];
-    auto [done, r] = work(tg, v);
-    TensorResult res;
-    res.outputs = quantized_tensors(tg.layout, tg.spec, t.info, std::move(r.q));
-    auto d = std::make_shared<Done>(std::move(done));
-    res.on_commit = [d, &collect] { collect(*d); };
-    return res;
-  };
+  const StreamJob job = targets_job(
+      in, targets,
+      [](const Target& tg) {
+        return std::pair{quantized_specs(tg.layout, tg.spec, tg.tensor->info), working_set(tg)};
+      },
+      [&](const Target& tg, const TensorView& v, std::vector<OwnedTensor>& outputs) {
+        auto [done, r] = work(tg, v);
+        outputs = quantized_tensors(tg.layout, tg.spec, tg.tensor->info, std::move(r.q));
+        return std::move(done);
+      },
+      collect);
   WriterOptions wo = writer_options(o.common, in.metadata());
   wo.write_metadata = true;
   if (wo.metadata.empty()) wo.metadata = {{"format", "pt"}};

@@ -312,9 +312,6 @@ Json run_mpo_init(const MpoInitOptions& o) {
   const TargetSelection selection = select_targets(in, o.common.targets, {"mpo-init"});
 
   const std::vector<Target> targets = plan_targets(o, in, selection);
-  std::map<std::string, std::size_t> target_of;
-  for (std::size_t i = 0; i < targets.size(); ++i)
-    target_of[targets[i].tensor->info.name] = i;
 
   OutputDir out(o.common.output, o.common.force, {o.input});
   const fs::path adapter_dir = out.path() / "adapter";
@@ -332,27 +329,16 @@ Json run_mpo_init(const MpoInitOptions& o) {
     rows.push_back(std::move(d.row));
   };
 
-  StreamJob job;
-  job.input = &in;
-  job.plan = [&](const CheckpointTensor& t) {
-    TensorPlan p;
-    const auto it = target_of.find(t.info.name);
-    if (it != target_of.end()) {
-      const Target& tg = targets[it->second];
-      p.passthrough = false;
-      p.outputs = quantized ? bnb::bnb4_specs(t.info.name, bnb::nf4_spec(o.quant_block),
-                                              t.info.dtype, t.info.shape)
-                            : std::vector<TensorSpec>{{t.info.name, t.info.dtype, t.info.shape}};
-      p.working_set = static_cast<std::uint64_t>(tg.rows * tg.cols) * sizeof(float) * 7;
-    }
-    return p;
-  };
-  job.compute = [&](const CheckpointTensor& t, const TensorView& v) {
-    TensorResult r;
-    auto d = std::make_shared<Done>(work(targets[target_of.at(t.info.name)], v, r.outputs));
-    r.on_commit = [d, &collect] { collect(*d); };
-    return r;
-  };
+  const StreamJob job = targets_job(
+      in, targets,
+      [&](const Target& tg) {
+        const auto& t = tg.tensor->info;
+        return std::pair{
+            quantized ? bnb::bnb4_specs(t.name, bnb::nf4_spec(o.quant_block), t.dtype, t.shape)
+                      : std::vector<TensorSpec>{{t.name, t.dtype, t.shape}},
+            static_cast<std::uint64_t>(tg.rows * tg.cols) * sizeof(float) * 7};
+      },
+      work, collect);
   WriterOptions wo = writer_options(o.common, in.metadata());
   wo.write_metadata = in.shards().front().header.has_metadata;
   const auto residual_files = stream_checkpoint(job, residual_dir, wo, o.common.exec, "mpo-init");

@@ -336,9 +336,6 @@ Json run_svd_init(const SvdInitOptions& o) {
   const TargetSelection selection = select_targets(in, o.common.targets, {"svd-init"});
 
   std::vector<Target> targets = validate_targets(o, in, base, selection);  // --shard keeps a share
-  std::map<std::string, std::size_t> target_of;
-  for (std::size_t i = 0; i < targets.size(); ++i)
-    target_of[targets[i].tensor->info.name] = i;
 
   std::vector<fs::path> inputs{o.input};
   if (o.base) inputs.push_back(*o.base);
@@ -386,25 +383,17 @@ Json run_svd_init(const SvdInitOptions& o) {
   if (!extract) {
     const fs::path residual_dir = out.path() / "residual";
     fs::create_directories(residual_dir);
-    StreamJob job;
-    job.input = &in;
-    job.plan = [&](const CheckpointTensor& t) {
-      TensorPlan p;
-      const auto it = target_of.find(t.info.name);
-      if (it != target_of.end()) {
-        p.passthrough = false;
-        p.outputs = {{t.info.name, t.info.dtype, t.info.shape}};
-        p.working_set = working_set(targets[it->second]);
-      }
-      return p;
-    };
-    job.compute = [&](const CheckpointTensor& t, const TensorView& v) {
-      TensorResult res;
-      res.outputs.resize(1);
-      auto d = std::make_shared<Done>(work(targets[target_of.at(t.info.name)], v, &res.outputs[0]));
-      res.on_commit = [d, &collect] { collect(*d); };
-      return res;
-    };
+    const StreamJob job = targets_job(
+        in, targets,
+        [&](const Target& tg) {
+          const auto& t = tg.tensor->info;
+          return std::pair{std::vector<TensorSpec>{{t.name, t.dtype, t.shape}}, working_set(tg)};
+        },
+        [&](const Target& tg, const TensorView& v, std::vector<OwnedTensor>& outputs) {
+          outputs.resize(1);
+          return work(tg, v, &outputs[0]);
+        },
+        collect);
     WriterOptions wo = writer_options(o.common, in.metadata());
     wo.write_metadata = in.shards().front().header.has_metadata;
     residual_files = stream_checkpoint(job, residual_dir, wo, o.common.exec, "svd-init");
