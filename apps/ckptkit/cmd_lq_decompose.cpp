@@ -11,7 +11,7 @@ namespace ckpt::cli {
 void setup_lq_decompose(CLI::App& app, Run& run) {
   struct Flags {
     LqDecomposeOptions o;
-    std::string fisher, imatrix, adapter_dtype = "f32";
+    std::string fisher, imatrix, adapter_dtype = "f32", order = "svd-first", svd = "randomized";
     double alpha = 16, budget = 0;
     bool no_compare = false;
     CommonFlags common;
@@ -26,9 +26,9 @@ void setup_lq_decompose(CLI::App& app, Run& run) {
   cmd->add_option(
       "--max-iter", f->o.max_iter,
       "Iteration cap; the loop stops earlier when the error stops falling (default 10)");
-  cmd->add_option("--order", f->o.order, "svd-first (LQ-LoRA, default) or quantize-first (LoftQ)")
+  cmd->add_option("--order", f->order, "svd-first (LQ-LoRA, default) or quantize-first (LoftQ)")
       ->check(CLI::IsMember({"svd-first", "quantize-first"}));
-  cmd->add_option("--svd", f->o.svd, "randomized (default) or exact")
+  cmd->add_option("--svd", f->svd, "randomized (default) or exact")
       ->check(CLI::IsMember({"randomized", "exact"}));
   cmd->add_option("--niter", f->o.niter, "Randomized SVD power iterations (default 4)");
   cmd->add_option("--oversample", f->o.oversample,
@@ -72,6 +72,8 @@ void setup_lq_decompose(CLI::App& app, Run& run) {
       if (!f->imatrix.empty()) o.imatrix = f->imatrix;
       if (o.fisher && o.imatrix) fail(ErrorKind::Usage, "--fisher and --imatrix are exclusive");
       o.compare = !f->no_compare;
+      o.order = f->order == "svd-first" ? LqOrder::SvdFirst : LqOrder::QuantizeFirst;
+      o.exact_svd = f->svd == "exact";
       o.adapter_dtype = parse_float_flag("--adapter-dtype", f->adapter_dtype);
       const Json j = run_lq_decompose(o);
       const auto& t = j["totals"];

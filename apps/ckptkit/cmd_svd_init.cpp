@@ -61,7 +61,8 @@ void setup_svd_init(CLI::App& app, Run& run) {
       o.method = f->method == "milora"  ? SvdInitMethod::Milora
                  : f->method == "sorsa" ? SvdInitMethod::Sorsa
                                         : SvdInitMethod::Pissa;
-      o.svd = f->svd;
+      if (f->svd != "auto")
+        o.svd = f->svd == "exact" ? SvdAlgorithm::Exact : SvdAlgorithm::Randomized;
       o.rank = f->rank;
       if (alpha_given) o.alpha = f->alpha;
       o.rslora = f->rslora;

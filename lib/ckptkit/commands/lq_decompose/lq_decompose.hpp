@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "ckptkit/decompose/lq.hpp"
 #include "ckptkit/engine/options.hpp"
 #include "ckptkit/report/report.hpp"
 
@@ -29,11 +30,11 @@ struct LqDecomposeOptions {
   std::string layout = "auto";          ///< auto | bnb | ckptkit
   std::string compute_dtype = "bfloat16";
   // The loop.
-  int rank = 64;                    ///< LQ-LoRA's default
-  std::optional<double> alpha;      ///< lora_alpha (default 16, LQ-LoRA's)
-  int max_iter = 10;                ///< iteration cap (LQ-LoRA: 100; converges in ~5-10)
-  std::string order = "svd-first";  ///< svd-first (LQ-LoRA) | quantize-first (LoftQ)
-  std::string svd = "randomized";   ///< randomized | exact
+  int rank = 64;                      ///< LQ-LoRA's default
+  std::optional<double> alpha;        ///< lora_alpha (default 16, LQ-LoRA's)
+  int max_iter = 10;                  ///< iteration cap (LQ-LoRA: 100; converges in ~5-10)
+  LqOrder order = LqOrder::SvdFirst;  ///< SvdFirst (LQ-LoRA) | QuantizeFirst (LoftQ)
+  bool exact_svd = false;             ///< exact SVD instead of the randomized one
   int niter = 4, oversample = 10;
   bool compare = true;  ///< also measure plain quantization and the other order
   // Data-aware weights.

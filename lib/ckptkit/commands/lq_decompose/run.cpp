@@ -402,15 +402,11 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   if (o.niter < 0 || o.oversample < 0)
     fail(ErrorKind::Usage, "--niter and --oversample must be >= 0");
   if (o.candidate_iters < 1) fail(ErrorKind::Usage, "--candidate-iters must be at least 1");
-  if (o.order != "svd-first" && o.order != "quantize-first")
-    fail(ErrorKind::Usage, "--order must be svd-first or quantize-first, not '" + o.order + "'");
-  if (o.svd != "randomized" && o.svd != "exact")
-    fail(ErrorKind::Usage, "--svd must be randomized or exact, not '" + o.svd + "'");
   if (o.layout != "auto" && o.layout != "bnb" && o.layout != "ckptkit")
     fail(ErrorKind::Usage, "--layout: '" + o.layout + "' is not auto, bnb or ckptkit");
   if (o.budget_bits && !std::isfinite(*o.budget_bits))
     fail(ErrorKind::Usage, "--budget-bits must be a finite number");
-  const LqOrder order = o.order == "svd-first" ? LqOrder::SvdFirst : LqOrder::QuantizeFirst;
+  const LqOrder order = o.order;
   const QuantSpec uniform = resolve_spec(o);
   const std::vector<QuantSpec> candidates =
       o.budget_bits ? lq_candidate_specs(o.candidates) : std::vector<QuantSpec>{};
@@ -437,7 +433,7 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   base.rank = o.rank;
   base.max_iter = o.max_iter;
   base.order = order;
-  base.exact_svd = o.svd == "exact";
+  base.exact_svd = o.exact_svd;
   base.oversample = o.oversample;
   base.niter = o.niter;
   base.seed = o.common.seed;
@@ -541,9 +537,9 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
                        {"scaling", round_sig(scaling)},
                        {"order", lq_order_name(order)},
                        {"max_iter", o.max_iter},
-                       {"svd", o.svd},
-                       {"niter", o.svd == "randomized" ? Json(o.niter) : Json(nullptr)},
-                       {"oversample", o.svd == "randomized" ? Json(o.oversample) : Json(nullptr)},
+                       {"svd", o.exact_svd ? "exact" : "randomized"},
+                       {"niter", o.exact_svd ? Json(nullptr) : Json(o.niter)},
+                       {"oversample", o.exact_svd ? Json(nullptr) : Json(o.oversample)},
                        {"config", o.budget_bits ? Json("budget") : Json(lq_config_label(uniform))},
                        {"layout", o.layout},
                        {"weighting", fisher    ? "fisher"

@@ -255,17 +255,10 @@ SvdAlgorithm resolve_algorithm(const SvdInitOptions& o, SvdInitMethod method) {
   if (o.alpha && !(*o.alpha > 0)) fail(ErrorKind::Usage, "--alpha must be positive");
   if (o.niter < 0 || o.oversample < 0)
     fail(ErrorKind::Usage, "--niter and --oversample must be >= 0");
-  SvdAlgorithm algo;
-  if (o.svd == "exact") {
-    algo = SvdAlgorithm::Exact;
-  } else if (o.svd == "randomized") {
-    algo = SvdAlgorithm::Randomized;
-  } else if (o.svd == "auto") {
-    algo = method == SvdInitMethod::Milora || o.energy ? SvdAlgorithm::Exact
-                                                       : SvdAlgorithm::Randomized;
-  } else {
-    fail(ErrorKind::Usage, "--svd must be exact, randomized or auto, not '" + o.svd + "'");
-  }
+  const SvdAlgorithm algo =
+      o.svd ? *o.svd
+            : (method == SvdInitMethod::Milora || o.energy ? SvdAlgorithm::Exact
+                                                           : SvdAlgorithm::Randomized);
   if (algo == SvdAlgorithm::Randomized && method == SvdInitMethod::Milora)
     fail(ErrorKind::Usage,
          "milora takes the smallest singular triplets, which only --svd exact finds");

@@ -19,7 +19,7 @@ struct SvdInitOptions {
   std::optional<std::filesystem::path> base;  // extraction: decompose input − base
   CommonOptions common;
   SvdInitMethod method = SvdInitMethod::Pissa;  // Extract is implied by `base`
-  std::string svd = "auto";                     // exact | randomized | auto
+  std::optional<SvdAlgorithm> svd;              // unset: auto (resolve_algorithm)
   int rank = 16;                                // ignored with energy
   std::optional<double> alpha;                  // default: alpha = rank
   bool rslora = false;
