@@ -34,14 +34,7 @@ void setup_convert(CLI::App& app, Run& run) {
                "--dtype: unknown float type '" + f->dtype + "' (f32, bf16, f16, f64)");
       }
       const Json j = run_convert(o);
-      const auto& t = j["totals"];
-      char buf[512];
-      std::snprintf(buf, sizeof buf, "wrote %s: %llu tensors (%llu cast), %zu files, %.2fs\n",
-                    o.common.output.c_str(),
-                    static_cast<unsigned long long>(t["tensors"].get<std::uint64_t>()),
-                    static_cast<unsigned long long>(t["cast"].get<std::uint64_t>()),
-                    t["files"].size(), t["seconds"].get<double>());
-      print_result(f->common, j, buf);
+      print_result(f->common, j, convert_summary(j, o.common.output.string()));
       return 0;
     };
   });

@@ -76,14 +76,7 @@ void setup_lq_decompose(CLI::App& app, Run& run) {
       o.exact_svd = f->svd == "exact";
       o.adapter_dtype = parse_float_flag("--adapter-dtype", f->adapter_dtype);
       const Json j = run_lq_decompose(o);
-      const auto& t = j["totals"];
-      char buf[512];
-      std::snprintf(
-          buf, sizeof buf, "wrote %s: %zu matrices, %.4f bits/param, rel error %.4g, %.2fs\n",
-          o.common.output.c_str(), static_cast<std::size_t>(t["targets"].get<std::uint64_t>()),
-          t["bits_per_param"].get<double>(), t["rel_error"].get<double>(),
-          t["seconds"].get<double>());
-      print_result(f->common, j, buf);
+      print_result(f->common, j, lq_decompose_summary(j, o.common.output.string()));
       return 0;
     };
   });

@@ -65,16 +65,7 @@ void setup_merge(CLI::App& app, Run& run) {
         o.base_model_name_or_path = f->base_model;
         o.common = common;
         const Json j = run_to_lora(o);
-        const auto& t = j["totals"];
-        char buf[512];
-        std::snprintf(buf, sizeof buf,
-                      "wrote %s: %zu modules, r %d, %llu params, dropped energy %.4g (%.3g%%), "
-                      "%.2fs\n",
-                      o.common.output.c_str(), t["modules"].get<std::size_t>(), t["r"].get<int>(),
-                      static_cast<unsigned long long>(t["adapter_params"].get<std::uint64_t>()),
-                      t["dropped_energy"].get<double>(),
-                      100.0 * t["dropped_fraction"].get<double>(), t["seconds"].get<double>());
-        print_result(f->common, j, buf);
+        print_result(f->common, j, to_lora_summary(j, o.common.output.string()));
         return 0;
       }
       if (rank_given) fail(ErrorKind::Usage, "--rank applies to --to-lora only");
@@ -87,12 +78,7 @@ void setup_merge(CLI::App& app, Run& run) {
       o.dtype = dtype;
       o.common = common;
       const Json j = run_merge(o);
-      const auto& t = j["totals"];
-      char buf[512];
-      std::snprintf(buf, sizeof buf, "wrote %s: %zu merged tensors, max |change| %.3g, %.2fs\n",
-                    o.common.output.c_str(), t["merged"].get<std::size_t>(),
-                    t["max_abs_change"].get<double>(), t["seconds"].get<double>());
-      print_result(f->common, j, buf);
+      print_result(f->common, j, merge_summary(j, o.common.output.string()));
       return 0;
     };
   });

@@ -81,16 +81,7 @@ void setup_mpo_init(CLI::App& app, Run& run) {
       o.quant_block = f->quant_block;
       o.adapter_dtype = parse_float_flag("--adapter-dtype", f->adapter_dtype);
       const Json j = run_mpo_init(o);
-      const auto& t = j["totals"];
-      char buf[512];
-      std::snprintf(buf, sizeof buf,
-                    "wrote %s: %zu matrices as MPO adapters, %lld params (%.4g of dense), relative "
-                    "error %.4g, %.2fs\n",
-                    o.common.output.c_str(), t["targets"].get<std::size_t>(),
-                    static_cast<long long>(t["adapter_params"].get<std::int64_t>()),
-                    t["params_vs_dense"].get<double>(), t["rel_err_fro"].get<double>(),
-                    t["seconds"].get<double>());
-      print_result(f->common, j, buf);
+      print_result(f->common, j, mpo_init_summary(j, o.common.output.string()));
       return 0;
     };
   });

@@ -55,27 +55,7 @@ void setup_quantize(CLI::App& app, Run& run) {
                "--dtype: unknown float type '" + f->dtype + "' (f32, bf16, f16, f64)");
       }
       const Json j = run_quantize(o);
-      const auto& t = j["totals"];
-      char buf[512];
-      if (o.dequantize) {
-        std::snprintf(buf, sizeof buf, "wrote %s: %llu tensors dequantized, %.2fs\n",
-                      o.common.output.c_str(),
-                      static_cast<unsigned long long>(t["dequantized"].get<std::uint64_t>()),
-                      t["seconds"].get<double>());
-      } else if (o.scheme == "lossless") {
-        std::snprintf(buf, sizeof buf, "wrote %s: %llu tensors, ratio %.4f, %.2fs\n",
-                      o.common.output.c_str(),
-                      static_cast<unsigned long long>(t["tensors"].get<std::uint64_t>()),
-                      t["ratio"].get<double>(), t["seconds"].get<double>());
-      } else {
-        std::snprintf(buf, sizeof buf,
-                      "wrote %s: %llu tensors quantized (%s), %.4f bits/param stored, %.2fs\n",
-                      o.common.output.c_str(),
-                      static_cast<unsigned long long>(t["quantized"].get<std::uint64_t>()),
-                      j["settings"]["scheme"].get<std::string>().c_str(),
-                      t["bits_per_param_stored"].get<double>(), t["seconds"].get<double>());
-      }
-      print_result(f->common, j, buf);
+      print_result(f->common, j, quantize_summary(j, o.common.output.string()));
       return 0;
     };
   });

@@ -45,16 +45,7 @@ void setup_stitch(CLI::App& app, Run& run) {
       CommonFlags cf;
       cf.quiet = f->quiet;
       cf.json = f->json;
-      const Json& totals = report.value("totals", Json::object());
-      std::string summary = "stitched " + std::to_string(f->parts.size()) + " parts of '" +
-                            report.value("command", std::string("?")) + "' into " + f->output +
-                            ": " + std::to_string(report.value("tensors", Json::array()).size()) +
-                            " report rows";
-      if (totals.contains("files"))
-        summary += ", " + std::to_string(totals["files"].size()) + " checkpoint files";
-      if (totals.contains("residual_files"))
-        summary += ", " + std::to_string(totals["residual_files"].size()) + " residual files";
-      print_result(cf, report, summary + "\n");
+      print_result(cf, report, stitch_summary(report, f->parts.size(), f->output));
       return 0;
     };
   });

@@ -75,15 +75,7 @@ void setup_svd_init(CLI::App& app, Run& run) {
       o.max_rank = f->max_rank;
       o.adapter_dtype = parse_float_flag("--adapter-dtype", f->adapter_dtype);
       const Json j = run_svd_init(o);
-      const auto& t = j["totals"];
-      char buf[512];
-      std::snprintf(buf, sizeof buf,
-                    "wrote %s: %zu adapted tensors, %llu adapter params, max |err| %.3g, %.2fs\n",
-                    o.common.output.c_str(),
-                    static_cast<std::size_t>(t["targets"].get<std::uint64_t>()),
-                    static_cast<unsigned long long>(t["adapter_params"].get<std::uint64_t>()),
-                    t["max_abs_err"].get<double>(), t["seconds"].get<double>());
-      print_result(f->common, j, buf);
+      print_result(f->common, j, svd_init_summary(j, o.common.output.string()));
       return 0;
     };
   });

@@ -68,9 +68,7 @@ void setup_velora_init(CLI::App& app, Run& run) {
       o.seq = f->seq;
       o.prefix = f->prefix;
       const Json j = run_velora_init(o);
-      std::string summary = j["markdown"].get<std::string>();
-      summary += "\nwrote " + o.common.output.string() + " (" +
-                 std::to_string(j["totals"]["modules"].get<std::uint64_t>()) + " vectors)\n";
+      const std::string summary = velora_init_summary(j, o.common.output.string());
       Json report = j;
       report.erase("markdown");
       print_result(f->common, report, summary);

@@ -17,6 +17,9 @@ inline std::string join(const std::vector<std::int64_t>& v) {
   return s;
 }
 
+/// printf into a std::string.
+std::string strprintf(const char* format, ...) __attribute__((format(printf, 1, 2)));
+
 /// Python's repr() of a double (shortest round-trip, scientific below 1e-4 and from 1e16), as
 /// json.dumps writes floats: the bitsandbytes quant_state JSON is written the same way.
 std::string python_float_repr(double v);

@@ -487,4 +487,15 @@ Json run_stitch(const StitchOptions& o) {
   return report;
 }
 
+std::string stitch_summary(const Json& report, std::size_t parts,
+                           const std::filesystem::path& output) {
+  std::size_t files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(output))
+    files += e.is_regular_file() ? 1 : 0;
+  return "stitched " + std::to_string(parts) + " parts of '" +
+         report.value("command", std::string("?")) + "' into " + output.string() + ": " +
+         std::to_string(report.value("tensors", Json::array()).size()) + " report rows, " +
+         std::to_string(files) + " files\n";
+}
+
 }  // namespace ckpt

@@ -27,4 +27,8 @@ struct StitchOptions {
 /// returns its report.json. Nothing is left on disk when it fails.
 Json run_stitch(const StitchOptions& options);
 
+/// The one-line summary printed after a stitch: parts, command, rows and files written.
+std::string stitch_summary(const Json& report, std::size_t parts,
+                           const std::filesystem::path& output);
+
 }  // namespace ckpt

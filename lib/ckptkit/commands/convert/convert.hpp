@@ -19,4 +19,7 @@ struct ConvertOptions {
 /// beside the weights only when --report names a file: a converted checkpoint stays clean).
 Json run_convert(const ConvertOptions& options);
 
+/// The one-line summary printed after a run (not under --quiet or --json).
+std::string convert_summary(const Json& report, const std::string& output);
+
 }  // namespace ckpt

@@ -1,6 +1,7 @@
 #include "ckptkit/commands/convert/convert.hpp"
 
 #include <chrono>
+#include <cstdio>
 
 #include "ckptkit/engine/stream.hpp"
 #include "ckptkit/io/output_dir.hpp"
@@ -55,6 +56,17 @@ Json run_convert(const ConvertOptions& options) {
   Json j = report.to_json();
   if (options.common.report_path) report.write(*options.common.report_path);
   return j;
+}
+
+std::string convert_summary(const Json& report, const std::string& output) {
+  const auto& t = report["totals"];
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "wrote %s: %llu tensors (%llu cast), %zu files, %.2fs\n",
+                output.c_str(), static_cast<unsigned long long>(t["tensors"].get<std::uint64_t>()),
+                static_cast<unsigned long long>(t["cast"].get<std::uint64_t>()), t["files"].size(),
+                t["seconds"].get<double>());
+
+  return buf;
 }
 
 }  // namespace ckpt

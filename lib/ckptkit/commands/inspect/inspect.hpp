@@ -19,4 +19,7 @@ struct InspectOptions {
 /// Malformed input throws Error(Format) like every other reader.
 Json run_inspect(const InspectOptions& options);
 
+/// The human-readable table `ckptkit inspect` prints (the report of run_inspect).
+std::string inspect_table(const Json& report);
+
 }  // namespace ckpt

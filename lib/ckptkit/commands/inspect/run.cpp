@@ -1,5 +1,8 @@
 #include "ckptkit/commands/inspect/inspect.hpp"
 
+#include "ckptkit/core/strings.hpp"
+#include "ckptkit/core/units.hpp"
+
 #include <cmath>
 #include <map>
 
@@ -92,6 +95,62 @@ Json run_inspect(const InspectOptions& options) {
   j["valid"] = nonfinite == 0;
   j["verdict"] = verdict;
   return j;
+}
+
+namespace {
+
+std::string shape_text(const Json& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i].get<long long>());
+  return s + "]";
+}
+
+}  // namespace
+
+std::string inspect_table(const Json& j) {
+  std::string out;
+  out += strprintf("%s (%s, %zu shard%s)\n", j["path"].get<std::string>().c_str(),
+                   j["format"].get<std::string>().c_str(), j["shards"].size(),
+                   j["shards"].size() == 1 ? "" : "s");
+  const auto& arch = j["architecture"];
+  if (!arch.empty()) {
+    out += strprintf("architecture:");
+    for (const auto& [k, v] : arch.items())
+      out += strprintf(" %s=%s", k.c_str(), v.dump().c_str());
+    out += strprintf("\n");
+  }
+  std::size_t w = 4;
+  for (const auto& t : j["tensors"])
+    w = std::max(w, t["name"].get<std::string>().size());
+  out += strprintf("\n  %-*s  %-5s  %-16s  %12s  %s\n", static_cast<int>(w), "name", "dtype",
+                   "shape", "bytes", "target");
+  for (const auto& t : j["tensors"]) {
+    out += strprintf("%s %-*s  %-5s  %-16s  %12llu  %s\n", t["target"].get<bool>() ? "*" : " ",
+                     static_cast<int>(w), t["name"].get<std::string>().c_str(),
+                     t["dtype"].get<std::string>().c_str(), shape_text(t["shape"]).c_str(),
+                     static_cast<unsigned long long>(t["bytes"].get<std::uint64_t>()),
+                     t["reason"].get<std::string>().c_str());
+  }
+  out += strprintf("\nby dtype:\n");
+  for (const auto& [k, v] : j["totals"]["by_dtype"].items())
+    out += strprintf("  %-5s %5llu tensors %14llu params %12s\n", k.c_str(),
+                     static_cast<unsigned long long>(v["tensors"].get<std::uint64_t>()),
+                     static_cast<unsigned long long>(v["params"].get<std::uint64_t>()),
+                     format_bytes(v["bytes"].get<std::uint64_t>()).c_str());
+  const auto& tot = j["totals"];
+  out += strprintf("total: %llu tensors, %llu params, %s\n",
+                   static_cast<unsigned long long>(tot["tensors"].get<std::uint64_t>()),
+                   static_cast<unsigned long long>(tot["params"].get<std::uint64_t>()),
+                   format_bytes(tot["bytes"].get<std::uint64_t>()).c_str());
+  const auto& tg = j["targets"];
+  out += strprintf(
+      "targets (*): %llu tensors, %llu params%s\n",
+      static_cast<unsigned long long>(tg["tensors"].get<std::uint64_t>()),
+      static_cast<unsigned long long>(tg["params"].get<std::uint64_t>()),
+      j["fan_in_fan_out"].get<bool>() ? " (stored [in, out]: transposed as PEFT does)" : "");
+  out += strprintf("verdict: %s\n", j["verdict"].get<std::string>().c_str());
+  return out;
 }
 
 }  // namespace ckpt

@@ -54,4 +54,7 @@ Json run_lq_decompose(const LqDecomposeOptions& options);
 /// The report's row-derived totals (CommandSpec::totals): one fold for a run and for stitch.
 Json lq_decompose_totals(const Json& report, const std::vector<std::string>& files);
 
+/// The one-line summary printed after a run (not under --quiet or --json).
+std::string lq_decompose_summary(const Json& report, const std::string& output);
+
 }  // namespace ckpt

@@ -1,6 +1,7 @@
 #include "ckptkit/commands/lq_decompose/lq_decompose.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <memory>
 
@@ -554,6 +555,17 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   totals["seconds"] = round_sig(seconds_since(start), 4);
   report.totals() = totals;
   return commit_with_report(report, out, o.common);
+}
+
+std::string lq_decompose_summary(const Json& report, const std::string& output) {
+  const auto& t = report["totals"];
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "wrote %s: %zu matrices, %.4f bits/param, rel error %.4g, %.2fs\n",
+                output.c_str(), static_cast<std::size_t>(t["targets"].get<std::uint64_t>()),
+                t["bits_per_param"].get<double>(), t["rel_error"].get<double>(),
+                t["seconds"].get<double>());
+
+  return buf;
 }
 
 }  // namespace ckpt

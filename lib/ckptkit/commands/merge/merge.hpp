@@ -44,4 +44,8 @@ struct ToLoraOptions {
 /// report. Both adapters must have the same modules, shapes, ranks and scalings.
 Json run_to_lora(const ToLoraOptions& options);
 
+/// The one-line summaries printed after a run (not under --quiet or --json).
+std::string merge_summary(const Json& report, const std::string& output);
+std::string to_lora_summary(const Json& report, const std::string& output);
+
 }  // namespace ckpt

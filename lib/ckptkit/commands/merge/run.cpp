@@ -3,6 +3,7 @@
 #include <Eigen/Core>
 #include <bit>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -383,6 +384,15 @@ Json run_merge(const MergeOptions& opts) {
                      {"files", files},
                      {"seconds", round_sig(seconds_since(start), 4)}};
   return commit_with_report(report, out, o.common);
+}
+
+std::string merge_summary(const Json& report, const std::string& output) {
+  const auto& t = report["totals"];
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "wrote %s: %zu merged tensors, max |change| %.3g, %.2fs\n",
+                output.c_str(), t["merged"].get<std::size_t>(), t["max_abs_change"].get<double>(),
+                t["seconds"].get<double>());
+  return buf;
 }
 
 }  // namespace ckpt

@@ -1,6 +1,7 @@
 // `ckptkit merge --to-lora`: a fine-tuned PiSSA / SORSA adapter (trained factors A, B over the
 // residual) into a plain LoRA for the original base, ΔW = s·(B·A − B₀·A₀).
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <memory>
 
@@ -213,6 +214,18 @@ Json run_to_lora(const ToLoraOptions& o) {
                      {"dropped_fraction", total > 0 ? round_sig(dropped / total, 8) : 0.0},
                      {"seconds", round_sig(seconds_since(start), 4)}};
   return commit_with_report(report, out, o.common);
+}
+
+std::string to_lora_summary(const Json& report, const std::string& output) {
+  const auto& t = report["totals"];
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "wrote %s: %zu modules, r %d, %llu params, dropped energy %.4g (%.3g%%), %.2fs\n",
+                output.c_str(), t["modules"].get<std::size_t>(), t["r"].get<int>(),
+                static_cast<unsigned long long>(t["adapter_params"].get<std::uint64_t>()),
+                t["dropped_energy"].get<double>(), 100.0 * t["dropped_fraction"].get<double>(),
+                t["seconds"].get<double>());
+  return buf;
 }
 
 }  // namespace ckpt

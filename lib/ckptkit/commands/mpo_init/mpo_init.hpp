@@ -35,4 +35,7 @@ Json run_mpo_init(const MpoInitOptions& options);
 /// The report's row-derived totals (CommandSpec::totals): one fold for a run and for stitch.
 Json mpo_init_totals(const Json& report, const std::vector<std::string>& residual_files);
 
+/// The one-line summary printed after a run (not under --quiet or --json).
+std::string mpo_init_summary(const Json& report, const std::string& output);
+
 }  // namespace ckpt

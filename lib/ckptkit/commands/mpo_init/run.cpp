@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -387,6 +388,20 @@ Json run_mpo_init(const MpoInitOptions& o) {
   report.totals() = mpo_init_totals(report.to_json(), residual_files);
   report.totals()["seconds"] = round_sig(seconds_since(start), 4);
   return commit_with_report(report, out, o.common);
+}
+
+std::string mpo_init_summary(const Json& report, const std::string& output) {
+  const auto& t = report["totals"];
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "wrote %s: %zu matrices as MPO adapters, %lld params (%.4g of dense), relative "
+                "error %.4g, %.2fs\n",
+                output.c_str(), t["targets"].get<std::size_t>(),
+                static_cast<long long>(t["adapter_params"].get<std::int64_t>()),
+                t["params_vs_dense"].get<double>(), t["rel_err_fro"].get<double>(),
+                t["seconds"].get<double>());
+
+  return buf;
 }
 
 }  // namespace ckpt

@@ -35,4 +35,7 @@ Json run_quantize(const QuantizeOptions& options);
 /// The report's row-derived totals (CommandSpec::totals): one fold for a run and for stitch.
 Json quantize_totals(const Json& report, const std::vector<std::string>& files);
 
+/// The one-line summary printed after a run (not under --quiet or --json).
+std::string quantize_summary(const Json& report, const std::string& output);
+
 }  // namespace ckpt

@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <set>
@@ -381,6 +382,27 @@ Json quantize_totals(const Json& report, const std::vector<std::string>& files) 
 
 Json run_quantize(const QuantizeOptions& options) {
   return options.dequantize ? run_dequant(options) : run_quant(options);
+}
+
+std::string quantize_summary(const Json& report, const std::string& output) {
+  const auto& t = report["totals"];
+  char buf[512];
+  if (report["settings"].value("dequantize", false)) {
+    std::snprintf(buf, sizeof buf, "wrote %s: %llu tensors dequantized, %.2fs\n", output.c_str(),
+                  static_cast<unsigned long long>(t["dequantized"].get<std::uint64_t>()),
+                  t["seconds"].get<double>());
+  } else if (report["settings"].value("scheme", "") == "lossless") {
+    std::snprintf(buf, sizeof buf, "wrote %s: %llu tensors, ratio %.4f, %.2fs\n", output.c_str(),
+                  static_cast<unsigned long long>(t["tensors"].get<std::uint64_t>()),
+                  t["ratio"].get<double>(), t["seconds"].get<double>());
+  } else {
+    std::snprintf(
+        buf, sizeof buf, "wrote %s: %llu tensors quantized (%s), %.4f bits/param stored, %.2fs\n",
+        output.c_str(), static_cast<unsigned long long>(t["quantized"].get<std::uint64_t>()),
+        report["settings"]["scheme"].get<std::string>().c_str(),
+        t["bits_per_param_stored"].get<double>(), t["seconds"].get<double>());
+  }
+  return buf;
 }
 
 }  // namespace ckpt

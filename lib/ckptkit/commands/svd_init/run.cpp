@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -470,6 +471,17 @@ Json run_svd_init(const SvdInitOptions& o) {
         "svd-init: the --energy target was not reached within the rank cap on some layers (see "
         "report.json)");
   return commit_with_report(report, out, o.common);
+}
+
+std::string svd_init_summary(const Json& report, const std::string& output) {
+  const auto& t = report["totals"];
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "wrote %s: %zu adapted tensors, %llu adapter params, max |err| %.3g, %.2fs\n",
+                output.c_str(), static_cast<std::size_t>(t["targets"].get<std::uint64_t>()),
+                static_cast<unsigned long long>(t["adapter_params"].get<std::uint64_t>()),
+                t["max_abs_err"].get<double>(), t["seconds"].get<double>());
+  return buf;
 }
 
 }  // namespace ckpt

@@ -36,4 +36,7 @@ Json run_svd_init(const SvdInitOptions& options);
 /// The report's row-derived totals (CommandSpec::totals): one fold for a run and for stitch.
 Json svd_init_totals(const Json& report, const std::vector<std::string>& residual_files);
 
+/// The one-line summary printed after a run (not under --quiet or --json).
+std::string svd_init_summary(const Json& report, const std::string& output);
+
 }  // namespace ckpt

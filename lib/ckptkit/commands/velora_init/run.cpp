@@ -498,4 +498,9 @@ Json run_velora_init(const VeloraInitOptions& o) {
   return j;
 }
 
+std::string velora_init_summary(const Json& report, const std::string& output) {
+  return report["markdown"].get<std::string>() + "\nwrote " + output + " (" +
+         std::to_string(report["totals"]["modules"].get<std::uint64_t>()) + " vectors)\n";
+}
+
 }  // namespace ckpt

@@ -39,4 +39,7 @@ inline constexpr const char* kVeloraKeySuffix = ".lora_velora_embed";
 /// module.
 Json run_velora_init(const VeloraInitOptions& options);
 
+/// What velora-init prints after a run: the Markdown tables, then the files written.
+std::string velora_init_summary(const Json& report, const std::string& output);
+
 }  // namespace ckpt
