@@ -30,9 +30,7 @@ void setup_lq_decompose(CLI::App& app, Run& run) {
       ->check(CLI::IsMember({"svd-first", "quantize-first"}));
   cmd->add_option("--svd", f->svd, "randomized (default) or exact")
       ->check(CLI::IsMember({"randomized", "exact"}));
-  cmd->add_option("--niter", f->o.niter, "Randomized SVD power iterations (default 4)");
-  cmd->add_option("--oversample", f->o.oversample,
-                  "Randomized SVD extra sketch columns (default 10)");
+  add_randomized_svd_flags(cmd, f->o.niter, f->o.oversample);
   cmd->add_flag("--no-compare", f->no_compare,
                 "Skip measuring plain quantization and the other order per matrix");
   cmd->add_option("--fisher", f->fisher,
@@ -49,8 +47,7 @@ void setup_lq_decompose(CLI::App& app, Run& run) {
       ->check(CLI::IsMember({"default", "lq-lora"}));
   cmd->add_option("--candidate-iters", f->o.candidate_iters,
                   "LQ iterations per candidate in the budget cost table (default 1)");
-  cmd->add_option("--adapter-dtype", f->adapter_dtype,
-                  "Adapter tensor dtype: f32 (default), bf16, f16");
+  add_adapter_dtype_flag(cmd, f->adapter_dtype, "Adapter tensor dtype");
   add_common_flags(cmd, f->common,
                    kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags | kSeedFlag);
   cmd->footer(

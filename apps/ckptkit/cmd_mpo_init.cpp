@@ -52,8 +52,7 @@ void setup_mpo_init(CLI::App& app, Run& run) {
   cmd->add_option("--quantize-residual", f->quantize,
                   "QDoTA: store the residual as nf4 (bitsandbytes layout)");
   cmd->add_option("--quant-block", f->quant_block, "NF4 block size (default 64, as QLoRA)");
-  cmd->add_option("--adapter-dtype", f->adapter_dtype,
-                  "Dtype of the stored cores: f32 (default), bf16, f16");
+  add_adapter_dtype_flag(cmd, f->adapter_dtype, "Dtype of the stored cores");
   add_common_flags(cmd, f->common, kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags);
   cmd->footer(
       "Examples:\n"

@@ -31,17 +31,14 @@ void setup_svd_init(CLI::App& app, Run& run) {
   cmd->add_option("--svd", f->svd,
                   "exact | randomized | auto (default: randomized, exact for milora and --energy)")
       ->check(CLI::IsMember({"exact", "randomized", "auto"}));
-  cmd->add_option("--niter", f->niter, "Randomized SVD power iterations (default 4)");
-  cmd->add_option("--oversample", f->oversample,
-                  "Randomized SVD extra sketch columns (default 10)");
+  add_randomized_svd_flags(cmd, f->niter, f->oversample);
   cmd->add_option("--energy", f->energy,
                   "Per-layer rank: smallest k with sum sigma^2 (top k) >= F * total, F in (0, 1]");
   cmd->add_option("--max-rank", f->max_rank,
                   "Rank cap for --energy with --svd randomized (default 256)");
   cmd->add_option("--base", f->base,
                   "Extraction: decompose CKPT - BASE into a LoRA for the untouched BASE");
-  cmd->add_option("--adapter-dtype", f->adapter_dtype,
-                  "Adapter tensor dtype: f32 (default), bf16, f16");
+  add_adapter_dtype_flag(cmd, f->adapter_dtype, "Adapter tensor dtype");
   add_common_flags(cmd, f->common,
                    kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags | kSeedFlag);
   cmd->footer(

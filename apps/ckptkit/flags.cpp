@@ -49,6 +49,15 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f, unsigned groups) {
   cmd->add_flag("--json", f.json, "Print the JSON report on stdout");
 }
 
+void add_randomized_svd_flags(CLI::App* cmd, int& niter, int& oversample) {
+  cmd->add_option("--niter", niter, "Randomized SVD power iterations (default 4)");
+  cmd->add_option("--oversample", oversample, "Randomized SVD extra sketch columns (default 10)");
+}
+
+void add_adapter_dtype_flag(CLI::App* cmd, std::string& dtype, const std::string& what) {
+  cmd->add_option("--adapter-dtype", dtype, what + ": f32 (default), bf16, f16");
+}
+
 CommonOptions to_common(const CommonFlags& f, const std::vector<std::string>& argv) {
   CommonOptions c;
   c.output = f.output;

@@ -73,6 +73,12 @@ void add_quant_flags(CLI::App* cmd, Options& o, const std::string& schemes,
                   "bnb_4bit_compute_dtype written to quantization_config (default bfloat16)");
 }
 
+/// --niter and --oversample of the randomized SVD (svd-init, lq-decompose).
+void add_randomized_svd_flags(CLI::App* cmd, int& niter, int& oversample);
+
+/// --adapter-dtype: the float type the adapter tensors are stored in (parse_float_flag reads it).
+void add_adapter_dtype_flag(CLI::App* cmd, std::string& dtype, const std::string& what);
+
 /// Validates and converts (Error(Usage) on a bad size).
 CommonOptions to_common(const CommonFlags& f, const std::vector<std::string>& argv);
 

@@ -103,44 +103,50 @@ void run_ordered(std::size_t n, const std::function<std::uint64_t(std::size_t)>&
   std::vector<Commit> slots(n);
   // TSan sync points (see TsanHandOff): the caller's set-up → every filter; source call k → call
   // k+1 and item i → its parallel task → the sink; sink call i → call i+1 → the caller.
-  const char launch = 0, source = 0, sink = 0;
-  tsan_release(&launch);
+  // `launch` is static: a task must acquire it before it reads anything its closure holds (a
+  // closure member is itself a read of memory the caller wrote), so its address must be a
+  // constant, not a captured reference.
+  static const char launch = 0;
+  const char source = 0, sink = 0;
   // Whether the pipeline returned or threw, the caller then sees every task's writes.
   const AtScopeEnd joined{[&] { acquire_pipeline_end(source, sink, slots); }};
   tbb::task_arena arena(threads);
   arena.execute([&] {
     std::size_t next = 0;
-    tbb::parallel_pipeline(
-        tokens, tbb::make_filter<void, std::size_t>(tbb::filter_mode::serial_in_order,
-                                                    [&](tbb::flow_control& fc) -> std::size_t {
-                                                      tsan_acquire(&launch);
-                                                      const TsanHandOff order(&source, &source);
-                                                      throw_if_interrupted();
-                                                      if (next >= n) {
-                                                        fc.stop();
-                                                        return 0;
-                                                      }
-                                                      tsan_release(&slots[next]);
-                                                      return next++;
-                                                    }) &
-                    tbb::make_filter<std::size_t, std::size_t>(tbb::filter_mode::parallel,
-                                                               [&](std::size_t i) {
-                                                                 tsan_acquire(&launch);
-                                                                 const TsanHandOff item(&slots[i],
-                                                                                        &slots[i]);
-                                                                 slots[i] = work(i);
-                                                                 return i;
-                                                               }) &
-                    tbb::make_filter<std::size_t, void>(tbb::filter_mode::serial_in_order,
-                                                        [&](std::size_t i) {
-                                                          tsan_acquire(&launch);
-                                                          tsan_acquire(&slots[i]);
-                                                          const TsanHandOff order(&sink, &sink);
-                                                          throw_if_interrupted();
-                                                          const Commit commit = std::move(slots[i]);
-                                                          slots[i] = nullptr;
-                                                          if (commit) commit();
-                                                        }));
+    const auto source_stage = [&](tbb::flow_control& fc) -> std::size_t {
+      tsan_acquire(&launch);
+      const TsanHandOff order(&source, &source);
+      throw_if_interrupted();
+      if (next >= n) {
+        fc.stop();
+        return 0;
+      }
+      tsan_release(&slots[next]);
+      return next++;
+    };
+    const auto work_stage = [&](std::size_t i) {
+      tsan_acquire(&launch);
+      const TsanHandOff item(&slots[i], &slots[i]);
+      slots[i] = work(i);
+      return i;
+    };
+    const auto sink_stage = [&](std::size_t i) {
+      tsan_acquire(&launch);
+      tsan_acquire(&slots[i]);
+      const TsanHandOff order(&sink, &sink);
+      throw_if_interrupted();
+      const Commit commit = std::move(slots[i]);
+      slots[i] = nullptr;
+      if (commit) commit();
+    };
+    const tbb::filter<void, void> stages =
+        tbb::make_filter<void, std::size_t>(tbb::filter_mode::serial_in_order, source_stage) &
+        tbb::make_filter<std::size_t, std::size_t>(tbb::filter_mode::parallel, work_stage) &
+        tbb::make_filter<std::size_t, void>(tbb::filter_mode::serial_in_order, sink_stage);
+    // Released only now: the stages (and `next`), built on this thread, are what every worker
+    // reads first; TSan cannot see oneTBB's own hand-off (libtbb is not instrumented).
+    tsan_release(&launch);
+    tbb::parallel_pipeline(tokens, stages);
   });
 }
 
@@ -150,7 +156,8 @@ void parallel_chunks(std::size_t n, std::size_t grain,
   // full disk), TBB would otherwise skip chunks silently and the caller would go on with
   // half-computed partial results. Every chunk runs; the pipeline stops after this task.
   tbb::task_group_context isolated(tbb::task_group_context::isolated);
-  const char launch = 0, done = 0;
+  static const char launch = 0;  // static as in run_ordered
+  const char done = 0;
   tsan_release(&launch);
   const AtScopeEnd joined{[&] { tsan_acquire(&done); }};
   tbb::parallel_for(
