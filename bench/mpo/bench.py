@@ -126,7 +126,7 @@ def main():
         for n in cores_list:
             rows = reports[(n, r)]["tensors"]
             p = sum(x["params"] for x in rows)
-            err = sum((x["rel_err_fro"] ** 2) * float(np.sum(spectra[x["name"]] ** 2)) for x in rows)
+            err = sum((x["rel_error"] ** 2) * float(np.sum(spectra[x["name"]] ** 2)) for x in rows)
             cells.append("%d | %.4f" % (p, 1 - err / tot))
         print("| %d | %d | %.4f | %s |" % (r, lora_params, kept / tot, " | ".join(cells)))
     print()
@@ -167,7 +167,7 @@ def main():
                     continue
                 commands.append(cmd)
                 t = rep["totals"]
-                print("| %d | %d | %.4f | %.4f |" % (n, r, t["rel_err_fro"], t["qdota_rel_err_fro"]))
+                print("| %d | %d | %.4f | %.4f |" % (n, r, t["rel_error"], t["qdota_rel_error"]))
         print()
 
     # Timing: ckptkit's per-matrix decompose_seconds (TT-SVD only, one thread) vs numpy's tt_matrix in

@@ -215,8 +215,8 @@ def main():
     check(rep["settings"]["bits_per_param_formula"] == 4 + 8 / 64 + 32 / (64 * 256),
           f"bits/param formula 4 + 8/64 + 32/16384 = {rep['settings']['bits_per_param_formula']}")
     row = rep["tensors"][0]
-    check(all(k in row for k in ("rel_fro_error", "max_abs_error", "sqnr_db", "bits_per_param")),
-          "report rows carry rel_fro_error, max_abs_error, sqnr_db, bits_per_param")
+    check(all(k in row for k in ("rel_error", "max_abs_error", "sqnr_db", "bits_per_param")),
+          "report rows carry rel_error, max_abs_error, sqnr_db, bits_per_param")
 
     # --- bnb FP4 with double quantization: codes recomputed here with bnb's tree
     qdir = os.path.join(tmp, "fp4")

@@ -1,6 +1,6 @@
 """Every command's report.json (and inspect --json) against docs/report-schema.md: the envelope
-fields and their types, schema_version 1, a `name` in every row naming a real tensor, and
-totals.seconds. Runs each command once on the bundled sample (small targets, seconds each)."""
+fields and their types, schema_version 1, a `name` in every row naming a real tensor, one name
+for the relative error (`rel_error`), and totals.seconds. Runs each command once on the bundled sample (small targets, seconds each)."""
 import json
 import os
 import shutil
@@ -34,6 +34,11 @@ def validate(label, rep, names):
     if names is not None:
         unknown = sorted({r["name"] for r in rows if isinstance(r.get("name"), str)} - names)
         check(not unknown, f"{label}: every row names a tensor of the input ({unknown[:3]})")
+    old = sorted({k for r in rows for k in r} & {"rel_err_fro", "rel_fro_error", "max_abs_err"})
+    check(not old, f"{label}: no row uses an old error name ({old})")
+    if rep.get("command") in ("svd-init", "mpo-init", "lq-decompose") or label == "quantize":
+        check(all(isinstance(r.get("rel_error"), (int, float)) for r in rows),
+              f"{label}: every row has rel_error")
     secs = rep.get("totals", {}).get("seconds")
     check(isinstance(secs, (int, float)) and secs >= 0, f"{label}: totals.seconds = {secs}")
 

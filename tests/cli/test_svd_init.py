@@ -139,8 +139,8 @@ def check_pissa(out, sample_w, rank, dtype_name, tol_identity):
     for n, a in sample_w.items():
         if n not in targets and not np.array_equal(a, res[n]):
             check(False, f"non-target {n} copied unchanged")
-    check(len(rep["tensors"]) == 36 and all("sigma_r_plus_1" in r and "max_abs_err" in r for r in rep["tensors"]),
-          "report has a row per target with sigma_r_plus_1 and max_abs_err")
+    check(len(rep["tensors"]) == 36 and all("sigma_r_plus_1" in r and "max_abs_error" in r for r in rep["tensors"]),
+          "report has a row per target with sigma_r_plus_1 and max_abs_error")
     return rep
 
 

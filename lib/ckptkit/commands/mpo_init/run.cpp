@@ -148,8 +148,8 @@ Json mpo_init_totals(const Json& report, const std::vector<std::string>& residua
           {"dense_params", dense_params},
           {"params_vs_dense",
            round_sig(static_cast<double>(adapter_params) / static_cast<double>(dense_params))},
-          {"rel_err_fro", round_sig(norm_sq > 0 ? std::sqrt(err_sq / norm_sq) : 0.0)},
-          {quantized ? "qdota_rel_err_fro" : "stored_rel_err_fro",
+          {"rel_error", round_sig(norm_sq > 0 ? std::sqrt(err_sq / norm_sq) : 0.0)},
+          {quantized ? "qdota_rel_error" : "stored_rel_error",
            round_sig(norm_sq > 0 ? std::sqrt(q_err_sq / norm_sq) : 0.0)},
           {"residual_files", residual_files}};
 }
@@ -279,13 +279,13 @@ Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
            {"params_vs_dense", round_sig(static_cast<double>(params) / static_cast<double>(dense))},
            {"lora_rank_equal_params",
             round_sig(static_cast<double>(params) / static_cast<double>(tg.rows + tg.cols), 4)},
-           {"rel_err_fro", round_sig(rel)},
+           {"rel_error", round_sig(rel)},
            {"energy_captured", round_sig(1.0 - rel * rel)},
            {"discarded_rel_per_bond", discarded_json(m)},
            {"tt_bound_rel", round_sig(norm > 0 ? std::sqrt(bound_sq) / norm : 0.0)},
-           {quantized ? "qdota_rel_err_fro" : "stored_rel_err_fro",
+           {quantized ? "qdota_rel_error" : "stored_rel_error",
             round_sig(norm > 0 ? std::sqrt(d.q_err_sq) / norm : 0.0)},
-           {"max_abs_err", round_sig(max_abs)},
+           {"max_abs_error", round_sig(max_abs)},
            {"decompose_seconds", round_sig(decompose_seconds, 4)},
            {"seconds", round_sig(seconds_since(t0), 4)}};
   d.module = {tg.module,
@@ -398,7 +398,7 @@ std::string mpo_init_summary(const Json& report, const std::string& output) {
                 "error %.4g, %.2fs\n",
                 output.c_str(), t["targets"].get<std::size_t>(),
                 static_cast<long long>(t["adapter_params"].get<std::int64_t>()),
-                t["params_vs_dense"].get<double>(), t["rel_err_fro"].get<double>(),
+                t["params_vs_dense"].get<double>(), t["rel_error"].get<double>(),
                 t["seconds"].get<double>());
 
   return buf;

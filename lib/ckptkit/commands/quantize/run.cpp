@@ -260,7 +260,7 @@ Json run_quant(const QuantizeOptions& o) {
                 {"double_quant", r.layout == Layout::BnbInt8 ? "none" : quant_dq_name(r.spec.dq)},
                 {"bits_per_param", round_sig(bits_formula, 8)},
                 {"bits_per_param_stored", round_sig(bits_stored, 8)},
-                {"rel_fro_error", round_sig(err.rel_fro)},
+                {"rel_error", round_sig(err.rel_fro)},
                 {"max_abs_error", round_sig(err.max_abs)},
                 {"sqnr_db", round_sig(err.sqnr_db)},
                 {"params", n},

@@ -97,14 +97,14 @@ Json svd_init_totals(const Json& report, const std::vector<std::string>& residua
   double max_abs = 0;
   bool all_met = true;
   for (const auto& r : rows) {
-    max_abs = std::max(max_abs, r["max_abs_err"].get<double>());
+    max_abs = std::max(max_abs, r["max_abs_error"].get<double>());
     all_met = all_met && r["energy_target_met"].get<bool>();
   }
   const double flops = sum_of_row_sums(rows, "gemm_flops");
   const double gemm_seconds = sum_of_row_sums(rows, "gemm_seconds");
   return {{"targets", rows.size()},
           {"adapter_params", sum_of_counts(rows, "adapter_params")},
-          {"max_abs_err", max_abs},
+          {"max_abs_error", max_abs},
           {"energy_target_met", all_met},
           {"residual_files", residual_files},
           {"randomized_gflops",
@@ -204,10 +204,10 @@ Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
               {"sigma_1", round_sig(r.sigma_1)},
               {"sigma_r", round_sig(r.sigma_r)},
               {"sigma_r_plus_1", opt_num(r.sigma_r1)},
-              {"rel_err_fro", norm > 0 ? round_sig(std::sqrt(err_sq) / norm) : 0.0},
-              {"optimal_rel_err_fro", opt_num(r.optimal_rel_err)},
-              {"posterior_rel_err_fro", opt_num(r.posterior_rel_err)},
-              {"max_abs_err", round_sig(max_abs)},
+              {"rel_error", norm > 0 ? round_sig(std::sqrt(err_sq) / norm) : 0.0},
+              {"optimal_rel_error", opt_num(r.optimal_rel_err)},
+              {"posterior_rel_error", opt_num(r.posterior_rel_err)},
+              {"max_abs_error", round_sig(max_abs)},
               {"seconds", round_sig(seconds, 4)}};
   if (residual) {
     done.row["max_err_ulps"] = round_sig(st.max_ulps, 4);
@@ -480,7 +480,7 @@ std::string svd_init_summary(const Json& report, const std::string& output) {
                 "wrote %s: %zu adapted tensors, %llu adapter params, max |err| %.3g, %.2fs\n",
                 output.c_str(), static_cast<std::size_t>(t["targets"].get<std::uint64_t>()),
                 static_cast<unsigned long long>(t["adapter_params"].get<std::uint64_t>()),
-                t["max_abs_err"].get<double>(), t["seconds"].get<double>());
+                t["max_abs_error"].get<double>(), t["seconds"].get<double>());
   return buf;
 }
 
