@@ -438,10 +438,7 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   base.oversample = o.oversample;
   base.niter = o.niter;
   base.seed = o.common.seed;
-  base.parallel = [](std::size_t n, std::size_t grain,
-                     const std::function<void(std::size_t, std::size_t)>& body) {
-    parallel_chunks(n, grain, body);
-  };
+  base.parallel = parallel_chunks;
   const Checkpoint* fp = fisher ? &*fisher : nullptr;
   const Checkpoint* ip = imatrix ? &*imatrix : nullptr;
 

@@ -348,10 +348,7 @@ Json run_svd_init(const SvdInitOptions& o) {
   params.oversample = o.oversample;
   params.niter = o.niter;
   params.seed = o.common.seed;
-  params.parallel = [](std::size_t n, std::size_t grain,
-                       const std::function<void(std::size_t, std::size_t)>& body) {
-    parallel_chunks(n, grain, body);
-  };
+  params.parallel = parallel_chunks;
 
   ScratchPool scratch;
   const TensorDecomposer work{o, method, in, base, params, scratch};
