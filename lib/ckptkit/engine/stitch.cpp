@@ -1,8 +1,6 @@
 #include "ckptkit/engine/stitch.hpp"
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
 #include <fstream>
 #include <map>
 #include <set>

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <map>
 #include <memory>
 
 #include "ckptkit/adapters/lora_write.hpp"
@@ -18,7 +17,6 @@
 #include "ckptkit/formats/bnb_layout.hpp"
 #include "ckptkit/formats/quant_layout.hpp"
 #include "ckptkit/io/output_dir.hpp"
-#include "ckptkit/io/targets.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;

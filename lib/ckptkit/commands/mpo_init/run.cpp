@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <map>
 #include <memory>
 
 #include "ckptkit/adapters/mpo_adapter.hpp"
@@ -19,7 +18,6 @@
 #include "ckptkit/engine/targets.hpp"
 #include "ckptkit/formats/bnb_layout.hpp"
 #include "ckptkit/io/output_dir.hpp"
-#include "ckptkit/io/targets.hpp"
 #include "ckptkit/quant/blockwise.hpp"
 
 namespace ckpt {

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <mutex>
 
@@ -20,7 +19,6 @@
 #include "ckptkit/engine/stream.hpp"
 #include "ckptkit/engine/targets.hpp"
 #include "ckptkit/io/output_dir.hpp"
-#include "ckptkit/io/targets.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;
