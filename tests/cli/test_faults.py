@@ -96,8 +96,25 @@ def as_nobody():
     return drop
 
 
-def run_cmd(args, preexec=None):
-    return subprocess.run([BIN, *args, "-q"], capture_output=True, text=True, preexec_fn=preexec)
+def run_cmd(args, preexec=None, binary=BIN):
+    return subprocess.run([binary, *args, "-q"], capture_output=True, text=True, preexec_fn=preexec)
+
+
+def reachable_copies(tmp):
+    """The binary and the sample copied under `tmp` (mode 0755), where 'nobody' can reach them:
+    the clone itself may sit in a folder only its owner can enter (e.g. `mktemp -d`)."""
+    d = os.path.join(tmp, "for-nobody")
+    os.makedirs(d)
+    binary = os.path.join(d, "ckptkit")
+    shutil.copy2(BIN, binary)
+    os.chmod(binary, 0o755)
+    sample = shutil.copytree(SAMPLE, os.path.join(d, "sample"))
+    for dp, dns, fns in os.walk(d):
+        for n in dns:
+            os.chmod(os.path.join(dp, n), 0o755)
+        for n in fns:
+            os.chmod(os.path.join(dp, n), 0o755 if n == "ckptkit" else 0o644)
+    return binary, sample
 
 
 def expect_failure(what, p, code, needle, parent=None, name=None):
@@ -164,21 +181,23 @@ def disk_full_rlimit(tmp):
 def permissions(tmp):
     drop = as_nobody()
     who = "as nobody" if drop else "as this user"
+    binary, sample = reachable_copies(tmp) if drop else (BIN, SAMPLE)
     # Read-only output location.
     ro = os.path.join(tmp, "readonly")
     os.makedirs(ro)
     os.chmod(ro, 0o555)
-    p = run_cmd(["convert", SAMPLE, "-o", os.path.join(ro, "out")], drop)
+    p = run_cmd(["convert", sample, "-o", os.path.join(ro, "out")], drop, binary)
     expect_failure(f"read-only output location ({who})", p, 1, "permission denied", ro, "out")
     # Permission denied on the input file (output location writable by that user).
     src = os.path.join(tmp, "secret")
     os.makedirs(src)
-    shutil.copy(os.path.join(SAMPLE, "model.safetensors"), src)
+    shutil.copy(os.path.join(sample, "model.safetensors"), src)
     os.chmod(os.path.join(src, "model.safetensors"), 0o000)
     wr = os.path.join(tmp, "writable")
     os.makedirs(wr)
     os.chmod(wr, 0o777)
-    p = run_cmd(["convert", os.path.join(src, "model.safetensors"), "-o", os.path.join(wr, "out")], drop)
+    p = run_cmd(["convert", os.path.join(src, "model.safetensors"), "-o", os.path.join(wr, "out")], drop,
+                binary)
     if drop is None and p.returncode == 0:
         cktest.skip("permission denied: chmod 000 did not stop this user from reading")
     else:
