@@ -4,6 +4,7 @@
 // the single run's bit for bit, and stitch itself names no command and no totals key.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <string>
