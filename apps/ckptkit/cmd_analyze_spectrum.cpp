@@ -38,7 +38,8 @@ void setup_analyze_spectrum(CLI::App& app, Run& run) {
          "Recompute with SVD (f64) when sigma_min/sigma_1 from the Gram route is below this "
          "(default 1e-6; 0 = never)")
       ->check(CLI::NonNegativeNumber);
-  add_common_flags(cmd, f->common, kTargetFlags | kFanInFanOutFlags | kShardFlag);
+  add_common_flags(cmd, f->common,
+                   kTargetFlags | kFanInFanOutFlags | kShardFlag | kModulePrefixFlag);
   cmd->footer(
       "Examples:\n  ckptkit analyze-spectrum ./model -o spectrum/\n"
       "  ckptkit analyze-spectrum ./base --compare ./finetuned -o drift/ && xdg-open "

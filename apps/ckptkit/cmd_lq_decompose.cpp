@@ -49,7 +49,8 @@ void setup_lq_decompose(CLI::App& app, Run& run) {
                   "LQ iterations per candidate in the budget cost table (default 1)");
   add_adapter_dtype_flag(cmd, f->adapter_dtype, "Adapter tensor dtype");
   add_common_flags(cmd, f->common,
-                   kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags | kSeedFlag);
+                   kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags | kSeedFlag |
+                       kModulePrefixFlag | kAdapterWriterFlags);
   cmd->footer(
       "Examples:\n"
       "  ckptkit lq-decompose ./llama -o ./llama-lq --scheme nf3 --rank 64\n"

@@ -24,7 +24,7 @@ void setup_merge(CLI::App& app, Run& run) {
   cmd->add_option("inputs", f->inputs,
                   "BASE ADAPTER... (PEFT LoRA, SORSA or MPO adapter directories; BASE alone may "
                   "be an svd-init/mpo-init output), or with --to-lora: INIT_ADAPTER "
-                  "TRAINED_ADAPTER")
+                  "TRAINED_ADAPTER, or BASE DORA_ADAPTER")
       ->required();
   cmd->add_option("--weights", f->weights, "Weight of each adapter's delta, e.g. 1,0.5 (default 1)")
       ->delimiter(',');
@@ -33,19 +33,21 @@ void setup_merge(CLI::App& app, Run& run) {
                   "adapter's, f32)");
   cmd->add_flag("--to-lora", f->to_lora,
                 "Convert a fine-tuned PiSSA/SORSA adapter into a LoRA for the original base: "
-                "s(B·A − B0·A0), exact at rank 2r");
+                "s(B·A − B0·A0), exact at rank 2r; or a DoRA adapter into the LoRA of rank "
+                "--rank closest to its merge");
   cmd->add_option("--rank", f->rank,
                   "With --to-lora: re-truncate to this rank by an SVD of the factored form");
   cmd->add_option("--base-model", f->base_model,
                   "With --to-lora: base_model_name_or_path to write (the original model)");
-  add_common_flags(cmd, f->common, kWriterFlags);
+  add_common_flags(cmd, f->common, kWriterFlags | kModulePrefixFlag);
   cmd->footer(
       "Examples:\n"
       "  ckptkit merge ./llama ./my-lora -o ./llama-merged\n"
       "  ckptkit merge ./llama ./lora-a ./lora-b --weights 1,0.5 -o ./llama-ab --dtype bf16\n"
       "  ckptkit merge ./llama-pissa -o ./llama-back          (svd-init output: residual + "
       "adapter)\n"
-      "  ckptkit merge --to-lora ./llama-pissa/adapter ./trained-pissa -o ./plain-lora --rank 16");
+      "  ckptkit merge --to-lora ./llama-pissa/adapter ./trained-pissa -o ./plain-lora --rank 16\n"
+      "  ckptkit merge --to-lora ./llama ./my-dora -o ./plain-lora --rank 32");
   cmd->callback([f, cmd, &run] {
     const bool rank_given = cmd->count("--rank") > 0;
     run = [f, rank_given] {
@@ -64,7 +66,7 @@ void setup_merge(CLI::App& app, Run& run) {
         o.adapter_dtype = dtype.value_or(DType::F32);
         o.base_model_name_or_path = f->base_model;
         o.common = common;
-        const Json j = run_to_lora(o);
+        const Json j = is_dora_adapter(o.trained_adapter) ? run_dora_to_lora(o) : run_to_lora(o);
         print_result(f->common, j, to_lora_summary(j, o.common.output.string()));
         return 0;
       }

@@ -53,7 +53,9 @@ void setup_mpo_init(CLI::App& app, Run& run) {
                   "QDoTA: store the residual as nf4 (bitsandbytes layout)");
   cmd->add_option("--quant-block", f->quant_block, "NF4 block size (default 64, as QLoRA)");
   add_adapter_dtype_flag(cmd, f->adapter_dtype, "Dtype of the stored cores");
-  add_common_flags(cmd, f->common, kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags);
+  add_common_flags(cmd, f->common,
+                   kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags |
+                       kModulePrefixFlag | kAdapterWriterFlags);
   cmd->footer(
       "Examples:\n"
       "  ckptkit mpo-init ./llama -o ./llama-dota --cores 5 --params-like-lora 8\n"

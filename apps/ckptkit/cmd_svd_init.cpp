@@ -40,7 +40,8 @@ void setup_svd_init(CLI::App& app, Run& run) {
                   "Extraction: decompose CKPT - BASE into a LoRA for the untouched BASE");
   add_adapter_dtype_flag(cmd, f->adapter_dtype, "Adapter tensor dtype");
   add_common_flags(cmd, f->common,
-                   kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags | kSeedFlag);
+                   kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags | kSeedFlag |
+                       kModulePrefixFlag | kAdapterWriterFlags);
   cmd->footer(
       "Examples:\n"
       "  ckptkit svd-init ./llama -o ./llama-pissa --rank 16 --target q_proj,v_proj\n"

@@ -29,6 +29,20 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f, unsigned groups) {
         "Weights are stored [in, out] (GPT-2 Conv1D); default: from config.json model_type");
     cmd->add_flag("--no-fan-in-fan-out", f.no_fan_in_fan_out, "Weights are stored [out, in]");
   }
+  if (groups & kModulePrefixFlag)
+    cmd->add_option("--module-prefix", f.module_prefix,
+                    "Attribute of the task model that holds the base model (transformers' "
+                    "base_model_prefix, e.g. transformer); default: from config.json model_type "
+                    "(docs/architectures.md); '' for none");
+  if (groups & kAdapterWriterFlags) {
+    cmd->add_option("--task-type", f.task_type,
+                    "The model PEFT wraps, which fixes the adapter's module names: CAUSAL_LM "
+                    "(default), SEQ_CLS, TOKEN_CLS, QUESTION_ANS, SEQ_2_SEQ_LM, "
+                    "FEATURE_EXTRACTION");
+    cmd->add_option("--base-model-id", f.base_model_id,
+                    "base_model_name_or_path written into adapter_config.json (default: the "
+                    "input's config.json _name_or_path, else the input path as given)");
+  }
   if (groups & kShardFlag)
     cmd->add_option("--shard", f.shard,
                     "K/N (0-based): compute a deterministic 1/N of the targets (balanced by bytes) "
@@ -66,6 +80,14 @@ CommonOptions to_common(const CommonFlags& f, const std::vector<std::string>& ar
   c.targets.exclude = f.exclude;
   if (f.fan_in_fan_out) c.targets.fan_in_fan_out = true;
   if (f.no_fan_in_fan_out) c.targets.fan_in_fan_out = false;
+  c.targets.module_prefix = f.module_prefix;
+  const auto task = parse_task_type(f.task_type);
+  if (!task)
+    fail(ErrorKind::Usage, "--task-type: unknown task type '" + f.task_type +
+                               "' (CAUSAL_LM, SEQ_CLS, TOKEN_CLS, QUESTION_ANS, SEQ_2_SEQ_LM, "
+                               "FEATURE_EXTRACTION)");
+  c.targets.task = *task;
+  c.base_model_id = f.base_model_id;
   c.exec.threads = f.threads;
   c.exec.memory_budget = parse_size(f.memory_budget, "--memory-budget");
   c.exec.progress = !f.quiet && !f.json;

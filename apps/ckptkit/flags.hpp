@@ -18,11 +18,13 @@ namespace ckpt::cli {
 /// command that writes an output: -o, --force, --report, --quiet, --json, --threads,
 /// --memory-budget.
 enum FlagGroup : unsigned {
-  kTargetFlags = 1,       ///< --target, --exclude
-  kFanInFanOutFlags = 2,  ///< --fan-in-fan-out, --no-fan-in-fan-out: the math needs [out, in]
-  kShardFlag = 4,         ///< --shard K/N (docs/distributed.md)
-  kWriterFlags = 8,       ///< --max-shard-size, --zstd: the command writes a checkpoint
-  kSeedFlag = 16,         ///< --seed: the command draws random numbers
+  kTargetFlags = 1,          ///< --target, --exclude
+  kFanInFanOutFlags = 2,     ///< --fan-in-fan-out, --no-fan-in-fan-out: the math needs [out, in]
+  kShardFlag = 4,            ///< --shard K/N (docs/distributed.md)
+  kWriterFlags = 8,          ///< --max-shard-size, --zstd: the command writes a checkpoint
+  kSeedFlag = 16,            ///< --seed: the command draws random numbers
+  kModulePrefixFlag = 32,    ///< --module-prefix: checkpoint names vs the task model's
+  kAdapterWriterFlags = 64,  ///< --task-type, --base-model-id: the command writes an adapter
 };
 
 /// Raw flag values before they are turned into library options (unused groups keep defaults).
@@ -40,6 +42,9 @@ struct CommonFlags {
   bool quiet = false;
   bool json = false;
   std::string shard;  // "K/N" or empty
+  std::optional<std::string> module_prefix;
+  std::string task_type = "CAUSAL_LM";
+  std::optional<std::string> base_model_id;
 };
 
 /// Adds the output and execution flags and the `groups` (FlagGroup bits) to `cmd`.

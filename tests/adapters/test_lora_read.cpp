@@ -126,8 +126,18 @@ TEST_CASE("adapter_config.json: defaults, patterns in file order, bad input") {
         ErrorKind::Unsupported);
   CHECK(kind_of([] { parse_lora_config(R"({"peft_type": "LORA", "r": "8"})", "cfg"); }) ==
         ErrorKind::Format);
-  CHECK(kind_of([] { parse_lora_config(R"({"peft_type": "LORA", "use_dora": true})", "cfg"); }) ==
-        ErrorKind::Unsupported);
+  CHECK(parse_lora_config(R"({"peft_type": "LORA", "use_dora": true})", "cfg").use_dora);
+  CHECK(kind_of([] { parse_lora_config(R"({"peft_type": "LORA", "use_dora": 1})", "cfg"); }) ==
+        ErrorKind::Format);
+  const LoraConfig layers = parse_lora_config(
+      R"({"peft_type": "LORA", "layers_to_transform": [0, 2], "layers_pattern": "h"})", "cfg");
+  CHECK(layers.layers_to_transform == std::vector<int>{0, 2});
+  CHECK(layers.layers_pattern == std::vector<std::string>{"h"});
+}
+
+/// resolve_lora_adapter against a base of unknown family: names must match as they are.
+void check_adapter_against(LoraAdapter a, const Checkpoint& base) {
+  resolve_lora_adapter(a, base, module_naming({}, std::nullopt, TaskType::CausalLm));
 }
 
 TEST_CASE("read a hand-built adapter: ranks, scaling and dense deltas match the definition") {
@@ -253,6 +263,21 @@ TEST_CASE("malformed adapters are refused with the tensor named") {
                 {{"x.q.lora_A.weight", 2, 4, A},
                  {"x.q.lora_B.weight", 4, 2, B},
                  {"x.q.lora_magnitude_vector", 1, 4, randn(4, "m")}});
-  CHECK(kind_of([&] { read_lora_adapter(tmp / "dora"); }) == ErrorKind::Unsupported);
+  // A magnitude vector without use_dora: PEFT would not load it; refused rather than dropped.
+  CHECK(kind_of([&] { read_lora_adapter(tmp / "dora"); }) == ErrorKind::Format);
+  write_adapter(tmp / "dora_on", R"({"peft_type":"LORA","r":2,"use_dora":true})",
+                {{"x.q.lora_A.weight", 2, 4, A},
+                 {"x.q.lora_B.weight", 4, 2, B},
+                 {"x.q.lora_magnitude_vector", 1, 4, randn(4, "m")}});
+  CHECK(read_lora_adapter(tmp / "dora_on").modules.at(0).magnitude.size() == 4);
+  write_adapter(tmp / "dora_none", R"({"peft_type":"LORA","r":2,"use_dora":true})",
+                {{"x.q.lora_A.weight", 2, 4, A}, {"x.q.lora_B.weight", 4, 2, B}});
+  CHECK(message_of([&] { read_lora_adapter(tmp / "dora_none"); }).find("lora_magnitude_vector") !=
+        std::string::npos);
+  write_adapter(tmp / "lora_bias", R"({"peft_type":"LORA","r":2})",
+                {{"x.q.lora_A.weight", 2, 4, A},
+                 {"x.q.lora_B.weight", 4, 2, B},
+                 {"x.q.lora_B.bias", 1, 4, randn(4, "m")}});
+  CHECK(kind_of([&] { read_lora_adapter(tmp / "lora_bias"); }) == ErrorKind::Unsupported);
   CHECK(kind_of([&] { read_lora_adapter(tmp / "missing"); }) == ErrorKind::Usage);
 }

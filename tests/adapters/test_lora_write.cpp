@@ -25,8 +25,12 @@ TEST_CASE("write_lora_adapter writes PEFT's layout", "[adapters][lora]") {
                6,
                4,
                test::gaussian(12, 1),
-               test::gaussian(8, 2)};
-  LoraModule e{"model.embed_tokens", true, 2, 10, 3, test::gaussian(20, 3), test::gaussian(6, 4)};
+               test::gaussian(8, 2),
+               {},
+               {},
+               false};
+  LoraModule e{"model.embed_tokens", true, 2,  10,   3, test::gaussian(20, 3),
+               test::gaussian(6, 4), {},   {}, false};
   LoraConfig c;
   c.r = 2;
   c.lora_alpha = 2;

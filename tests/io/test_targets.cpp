@@ -101,7 +101,9 @@ TEST_CASE("Conv1D (in, out storage) detection from model_type or the flag", "[ta
   CHECK(TargetSelector(force, llama).fan_in_fan_out());
   force.fan_in_fan_out = false;
   CHECK_FALSE(TargetSelector(force, gpt2).fan_in_fan_out());
-  CHECK(model_type_uses_conv1d("gpt_bigcode"));
+  // GPTBigCode builds its attention from nn.Linear (modeling_gpt_bigcode.py), unlike GPT-2.
+  CHECK_FALSE(model_type_uses_conv1d("gpt_bigcode"));
+  CHECK(model_type_uses_conv1d("gpt2"));
   CHECK_FALSE(model_type_uses_conv1d("opt"));
   CHECK(TargetSelector::module_name("a.b.q_proj.weight") == "a.b.q_proj");
   CHECK(TargetSelector::module_name("a.b.bias") == "a.b.bias");

@@ -3,10 +3,12 @@
 #include <Eigen/Core>
 #include <map>
 
+#include "ckptkit/adapters/base_match.hpp"
 #include "ckptkit/adapters/lora_read.hpp"
 #include "ckptkit/adapters/sorsa_read.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/io/checkpoint.hpp"
+#include "ckptkit/io/targets.hpp"
 
 namespace ckpt {
 
@@ -25,6 +27,7 @@ AdapterDelta factored(const std::string& module, int rank, std::int64_t in, std:
   d.base_tensor = module + ".weight";
   d.rank = rank;
   d.scale = scale;
+  d.transposed = transposed;
   if (!transposed) {
     d.rows = out;
     d.cols = in;
@@ -130,28 +133,55 @@ AnyAdapter read_any_adapter(const fs::path& path) {
   for (const auto& m : l.modules) {
     names.push_back(m.module);
     a.modules.push_back(factored(m.module, m.rank, m.in, m.out, m.A, m.B,
-                                 l.config.scaling_for(m.module),
-                                 m.embedding || l.config.fan_in_fan_out));
+                                 l.config.scaling_for(m.module), m.transposed));
+    a.modules.back().embedding = m.embedding;
+    a.modules.back().magnitude = m.magnitude;
   }
+  a.saved = l.saved;
+  a.notes = l.notes;
   check_patterns(l.config, names, a.config.string());
   return a;
 }
 
-void check_any_adapter_against(
-    const AnyAdapter& a, const Checkpoint& base,
+namespace {
+
+/// ΔWᵀ = s·Rᵀ·Lᵀ: the same factors, for the other storage orientation.
+void flip(AdapterDelta& d) {
+  std::vector<float> L(d.R.size()), R(d.L.size());
+  Eigen::Map<RowF>(L.data(), d.cols, d.rank) =
+      Eigen::Map<const RowF>(d.R.data(), d.rank, d.cols).transpose();
+  Eigen::Map<RowF>(R.data(), d.rank, d.rows) =
+      Eigen::Map<const RowF>(d.L.data(), d.rows, d.rank).transpose();
+  d.L = std::move(L);
+  d.R = std::move(R);
+  std::swap(d.rows, d.cols);
+  d.transposed = !d.transposed;
+}
+
+}  // namespace
+
+void resolve_any_adapter(
+    AnyAdapter& a, const Checkpoint& base, const ModuleNaming& naming,
     const std::vector<std::pair<std::string, std::vector<std::int64_t>>>* logical_shapes) {
   const std::string file = a.weights.string();
   std::map<std::string, Shape> logical;
+  LogicalNames logical_names;
   if (logical_shapes)
-    for (const auto& [n, s] : *logical_shapes)
+    for (const auto& [n, s] : *logical_shapes) {
       logical[n] = s;
-  for (const auto& m : a.modules) {
+      logical_names.insert(n);
+    }
+  for (auto& m : a.modules) {
+    m.base_tensor = match_base_tensor(file, m.module, ".weight", base, naming, &logical_names);
+    if (a.format == AdapterFormat::Lora && !m.embedding) {
+      std::string note;
+      const bool want = peft_transposed(naming, TargetSelector::module_name(m.base_tensor),
+                                        m.transposed, m.module, &note);
+      if (want != m.transposed) flip(m);
+      if (!note.empty()) a.notes.push_back(note);
+    }
     const auto it = logical.find(m.base_tensor);
     const CheckpointTensor* t = base.find(m.base_tensor);
-    if (!t && it == logical.end())
-      fail(ErrorKind::Format, located(file, m.module,
-                                      "no tensor '" + m.base_tensor + "' in the base checkpoint " +
-                                          base.path().string() + ": adapter for another model?"));
     const Shape have = it != logical.end() ? it->second : t->info.shape;
     const Shape want{m.rows, m.cols};
     if (have != want)
@@ -159,6 +189,25 @@ void check_any_adapter_against(
            located(file, m.module,
                    "delta shape " + shape_str(want) + " does not match base tensor '" +
                        m.base_tensor + "' " + shape_str(have) + ": adapter for another model?"));
+  }
+  a.saved_is_new.assign(a.saved.size(), false);
+  for (std::size_t i = 0; i < a.saved.size(); ++i) {
+    OwnedTensor& t = a.saved[i];
+    const auto dot = t.name.rfind('.');
+    const std::string module = dot == std::string::npos ? t.name : t.name.substr(0, dot);
+    const std::string suffix = dot == std::string::npos ? "" : t.name.substr(dot);
+    if (auto found = find_base_tensor(module, suffix, base, naming, &logical_names)) {
+      const auto lit = logical.find(*found);
+      const Shape have = lit != logical.end() ? lit->second : base.find(*found)->info.shape;
+      if (have != t.shape)
+        fail(ErrorKind::Format,
+             located(file, t.name,
+                     "saved module tensor " + shape_str(t.shape) + " does not match base tensor '" +
+                         *found + "' " + shape_str(have) + ": adapter for another model?"));
+      t.name = *found;
+    } else {
+      a.saved_is_new[i] = true;  // a new head (e.g. score of a classifier): added to the output
+    }
   }
 }
 

@@ -11,6 +11,8 @@
 
 #include "ckptkit/adapters/lora.hpp"
 #include "ckptkit/adapters/mpo_adapter.hpp"
+#include "ckptkit/core/tensor.hpp"
+#include "ckptkit/io/architecture.hpp"
 
 namespace ckpt {
 
@@ -33,6 +35,11 @@ struct AdapterDelta {
   double scale = 1;
   int rank = 0;
   std::vector<float> L, R;
+  bool transposed = false;  ///< stored [in, out]: output features are the columns
+  bool embedding = false;   ///< a LoRA embedding module (never re-oriented)
+  /// DoRA: lora_magnitude_vector, one per output feature; the merged weight is
+  /// magnitude / ‖W + ΔW‖ (per output feature) · (W + ΔW). Empty for every other adapter.
+  std::vector<float> magnitude;
 };
 
 struct AnyAdapter {
@@ -43,6 +50,11 @@ struct AnyAdapter {
   std::string base_model_name_or_path;
   std::vector<AdapterDelta> modules;  ///< in file order
   MpoAdapter mpo;                     ///< MPO only: the cores (modules[i] ↔ mpo.modules[i])
+  /// Full tensors saved with a LoRA adapter (modules_to_save heads, biases), named without
+  /// "base_model.model."; resolve_any_adapter renames them to the base's names when present.
+  std::vector<OwnedTensor> saved;
+  std::vector<bool> saved_is_new;  ///< per saved tensor: absent from the base (a new head)
+  std::vector<std::string> notes;  ///< PEFT's reading where it differs from the file's face value
 };
 
 /// Reads `dir` in whichever format its adapter_config.json declares. Besides each format's own
@@ -50,11 +62,13 @@ struct AnyAdapter {
 /// (Error(Format) naming the config file and the key: a pattern written for another model).
 AnyAdapter read_any_adapter(const std::filesystem::path& dir);
 
-/// Checks every module's base tensor exists in `base` with the delta's shape (Error(Format)
-/// "<adapter file>: tensor '<module>': ..."). `quantized_shape(name)` may supply the logical shape
-/// of weights stored quantized (empty Shape: not quantized); pass nullptr when none are.
-void check_any_adapter_against(
-    const AnyAdapter& a, const Checkpoint& base,
+/// Resolves every module against `base` by PEFT's rules (adapters/base_match.hpp): base_tensor
+/// becomes the base's own name (with or without the base-model prefix), LoRA deltas take PEFT's
+/// Conv1D orientation (a note when the config said otherwise), then each delta's shape is checked
+/// (Error(Format) "<adapter file>: tensor '<module>': ..."). `logical_shapes` supplies the float
+/// shape of weights stored quantized; pass nullptr when none are.
+void resolve_any_adapter(
+    AnyAdapter& a, const Checkpoint& base, const ModuleNaming& naming,
     const std::vector<std::pair<std::string, std::vector<std::int64_t>>>* logical_shapes = nullptr);
 
 /// The dense delta of module `i` (scale included), row-major in base storage layout.

@@ -1,5 +1,6 @@
 #include "ckptkit/adapters/lora.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <regex>
 
@@ -52,6 +53,36 @@ std::pair<int, double> LoraConfig::rank_alpha_for(const std::string& module) con
 double LoraConfig::scaling_for(const std::string& module) const {
   const auto [rank, alpha] = rank_alpha_for(module);
   return use_rslora ? alpha / std::sqrt(static_cast<double>(rank)) : alpha / rank;
+}
+
+std::optional<int> peft_layer_index(const std::string& module,
+                                    const std::vector<std::string>& patterns) {
+  // PEFT: re.match(r".*\.[^.]*\.(\d+)\.", key) without layers_pattern, else the first pattern p
+  // for which re.match(rf".*\.{p}\.(\d+)\.", key) matches. In components c[0].c[1]...: the
+  // number is some c[i] with 2 <= i <= size-2 (a dot before c[i-1], a dot after c[i]), and `.*`
+  // is greedy, so the last such i counts. Patterns are taken literally, one component each.
+  std::vector<std::string> c;
+  std::size_t start = 0;
+  while (true) {
+    const auto dot = module.find('.', start);
+    c.push_back(module.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  auto number = [](const std::string& s) {
+    return !s.empty() && s.size() <= 9 &&
+           std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  };
+  auto last_after = [&](const std::string* pattern) -> std::optional<int> {
+    for (std::size_t i = c.size() - 1; i-- > 2;)
+      if (number(c[i]) && (!pattern || c[i - 1] == *pattern)) return std::stoi(c[i]);
+    return std::nullopt;
+  };
+  if (c.size() < 4) return std::nullopt;
+  if (patterns.empty()) return last_after(nullptr);
+  for (const auto& p : patterns)
+    if (const auto i = last_after(&p)) return i;
+  return std::nullopt;
 }
 
 }  // namespace ckpt

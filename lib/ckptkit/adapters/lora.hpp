@@ -33,6 +33,10 @@ struct LoraConfig {
   std::vector<std::pair<std::string, int>> rank_pattern;      // key -> rank, in file order
   std::vector<std::pair<std::string, double>> alpha_pattern;  // key -> alpha (first match wins)
   std::string base_model_name_or_path;
+  bool use_dora = false;
+  /// layers_to_transform / layers_pattern: PEFT creates LoRA layers only in these layers.
+  std::vector<int> layers_to_transform;
+  std::vector<std::string> layers_pattern;
   nlohmann::ordered_json extra =
       nlohmann::ordered_json::object();  // other keys, written back as read
 
@@ -53,9 +57,19 @@ struct LoraModule {
   bool embedding = false;  // lora_embedding_A/B
   int rank = 0;
   std::int64_t in = 0, out = 0;
-  std::vector<float> A;  // rank * in
-  std::vector<float> B;  // out * rank
+  std::vector<float> A;          // rank * in
+  std::vector<float> B;          // out * rank
+  std::vector<float> magnitude;  // DoRA's lora_magnitude_vector [out]; empty for plain LoRA
+  // Where the delta lands (set when read, refined by resolve_lora_adapter against a base):
+  std::string base_tensor;  // "<module>.weight" in the base checkpoint's own names
+  bool transposed = false;  // delta stored [in, out] (Conv1D fan_in_fan_out, embeddings)
 };
+
+/// The layer index PEFT reads from a module name for layers_to_transform
+/// (peft/tuners/tuners_utils.py check_target_module_exists): the number after the last
+/// "<pattern>." component (any component when `patterns` is empty); nullopt when there is none.
+std::optional<int> peft_layer_index(const std::string& module,
+                                    const std::vector<std::string>& patterns);
 
 /// The safetensors key prefix PEFT uses on disk.
 inline constexpr const char* kPeftPrefix = "base_model.model.";

@@ -1,12 +1,15 @@
 #include "ckptkit/adapters/lora_read.hpp"
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <climits>
 #include <map>
 
+#include "ckptkit/adapters/base_match.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/io/file_bytes.hpp"
+#include "ckptkit/io/targets.hpp"
 
 namespace ckpt {
 
@@ -110,15 +113,72 @@ LoraConfig parse_lora_config(const std::string& text, const std::string& file) {
     } else if (key == "base_model_name_or_path") {
       if (v.is_string()) c.base_model_name_or_path = v.get<std::string>();
       c.extra[key] = v;  // written back as read (null stays null)
-    } else if (key == "use_dora" && v.is_boolean() && v.get<bool>()) {
-      fail(ErrorKind::Unsupported,
-           located(file, "", "DoRA adapters (use_dora: true) are not supported"));
+    } else if (key == "use_dora") {
+      if (!v.is_null() && !v.is_boolean()) bad_field(file, key, "true or false");
+      c.use_dora = v.is_boolean() && v.get<bool>();
+      c.extra[key] = v;
+    } else if (key == "layers_to_transform") {
+      c.extra[key] = v;
+      if (v.is_null()) continue;
+      auto layer = [&](const OJson& x) {
+        if (!x.is_number_integer() || x.get<long long>() < 0 || x.get<long long>() > INT_MAX)
+          bad_field(file, key, "a layer index or a list of them");
+        c.layers_to_transform.push_back(x.get<int>());
+      };
+      if (v.is_array())
+        for (const auto& x : v)
+          layer(x);
+      else
+        layer(v);
+    } else if (key == "layers_pattern") {
+      c.extra[key] = v;
+      if (v.is_string())
+        c.layers_pattern = {v.get<std::string>()};
+      else if (v.is_array())
+        for (const auto& x : v) {
+          if (!x.is_string()) bad_field(file, key, "a string, a list of strings or null");
+          c.layers_pattern.push_back(x.get<std::string>());
+        }
+      else if (!v.is_null())
+        bad_field(file, key, "a string, a list of strings or null");
     } else {
       c.extra[key] = v;
     }
   }
   return c;
 }
+
+namespace {
+
+/// A tensor that is not a LoRA factor: a DoRA magnitude, or a full tensor PEFT saved. Returns
+/// the module for a magnitude vector, fills `saved_name` for a saved tensor; refuses the rest.
+std::string classify_other(const std::string& file, const std::string& key,
+                           std::string& saved_name) {
+  std::string k = key;
+  if (k.rfind(kPeftPrefix, 0) == 0) k = k.substr(std::string(kPeftPrefix).size());
+  for (const char* suffix : {".lora_magnitude_vector", ".lora_magnitude_vector.weight"})
+    if (k.ends_with(suffix)) return k.substr(0, k.size() - std::string(suffix).size());
+  if (k.ends_with(".lora_B.bias"))
+    fail(ErrorKind::Unsupported, located(file, key, "LoRA biases (lora_bias) are not supported"));
+  if (k.find("lora_") != std::string::npos || k.find("trainable_tokens_") != std::string::npos)
+    fail(ErrorKind::Unsupported,
+         located(file, key, "not a LoRA factor, DoRA magnitude or saved module tensor"));
+  // ModulesToSaveWrapper's in-memory name, kept by some writers: "<m>.modules_to_save.<a>.<p>".
+  if (const auto at = k.find(".modules_to_save."); at != std::string::npos) {
+    const auto dot = k.find('.', at + 17);
+    if (dot == std::string::npos)
+      fail(ErrorKind::Format, located(file, key, "modules_to_save key without a parameter"));
+    k = k.substr(0, at) + k.substr(dot);
+  }
+  saved_name = k;
+  return {};
+}
+
+bool all_zero(const std::vector<float>& v) {
+  return std::all_of(v.begin(), v.end(), [](float x) { return x == 0.0f; });
+}
+
+}  // namespace
 
 LoraAdapter read_lora_adapter(const fs::path& path) {
   LoraAdapter a;
@@ -144,23 +204,28 @@ LoraAdapter read_lora_adapter(const fs::path& path) {
   struct Pair {
     const CheckpointTensor* A = nullptr;
     const CheckpointTensor* B = nullptr;
+    const CheckpointTensor* magnitude = nullptr;
     bool embedding = false;
   };
   std::vector<std::string> order;
   std::map<std::string, Pair> pairs;
+  std::map<std::string, const CheckpointTensor*> magnitudes;
   for (const auto& t : ckpt.tensors()) {
     const std::string& name = t.info.name;
     KeyPart part;
     if (!split_key(name, part)) {
-      if (name.ends_with("lora_magnitude_vector") || name.ends_with("lora_magnitude_vector.weight"))
-        fail(ErrorKind::Unsupported,
-             located(file, name, "DoRA magnitude vectors are not supported"));
-      if (name.ends_with(".lora_B.bias"))
-        fail(ErrorKind::Unsupported,
-             located(file, name, "LoRA biases (lora_bias) are not supported"));
-      fail(ErrorKind::Unsupported, located(file, name,
-                                           "not a lora_A/lora_B tensor (modules_to_save and other "
-                                           "PEFT types are not supported)"));
+      std::string saved;
+      const std::string dora_module = classify_other(file, name, saved);
+      if (!dora_module.empty()) {
+        if (!magnitudes.emplace(dora_module, &t).second)
+          fail(ErrorKind::Format, located(file, name, "duplicate DoRA magnitude vector"));
+        continue;
+      }
+      if (!is_float(t.info.dtype))
+        fail(ErrorKind::Format, located(file, name, "saved module tensor is not floating point"));
+      const TensorView v = ckpt.view(t);
+      a.saved.push_back({saved, t.info.dtype, t.info.shape, {v.bytes.begin(), v.bytes.end()}});
+      continue;
     }
     auto [it, fresh] = pairs.try_emplace(part.module);
     if (fresh) order.push_back(part.module);
@@ -172,8 +237,19 @@ LoraAdapter read_lora_adapter(const fs::path& path) {
     if (slot) fail(ErrorKind::Format, located(file, name, "duplicate LoRA tensor for this module"));
     slot = &t;
   }
-  if (order.empty()) fail(ErrorKind::Format, located(file, "", "holds no LoRA tensors"));
+  if (order.empty() && a.saved.empty())
+    fail(ErrorKind::Format, located(file, "", "holds no LoRA tensors"));
+  for (const auto& [module, t] : magnitudes) {
+    if (!pairs.count(module))
+      fail(ErrorKind::Format, located(file, t->info.name, "DoRA magnitude without lora_A/lora_B"));
+    if (!a.config.use_dora)
+      fail(ErrorKind::Format, located(file, t->info.name,
+                                      "DoRA magnitude vector but adapter_config.json has no "
+                                      "use_dora: true"));
+    pairs[module].magnitude = t;
+  }
 
+  std::size_t zero_b = 0;
   for (const auto& module : order) {
     const Pair& p = pairs[module];
     if (!p.A || !p.B)
@@ -188,6 +264,15 @@ LoraAdapter read_lora_adapter(const fs::path& path) {
                    "LoRA factors must be 2-D, got A " + shape_str(sa) + " and B " + shape_str(sb)));
     if (!is_float(p.A->info.dtype) || !is_float(p.B->info.dtype))
       fail(ErrorKind::Format, located(file, p.A->info.name, "LoRA factors must be floating point"));
+    if (!a.config.layers_to_transform.empty()) {
+      // PEFT creates no LoRA layer outside these layers: their tensors are never loaded.
+      const auto layer = peft_layer_index(module, a.config.layers_pattern);
+      const auto& keep = a.config.layers_to_transform;
+      if (!layer || std::find(keep.begin(), keep.end(), *layer) == keep.end()) {
+        a.notes.push_back(module + ": outside layers_to_transform, ignored as PEFT does");
+        continue;
+      }
+    }
     LoraModule m;
     m.module = module;
     m.embedding = p.embedding;
@@ -204,20 +289,44 @@ LoraAdapter read_lora_adapter(const fs::path& path) {
            located(file, p.A->info.name,
                    "rank " + std::to_string(m.rank) + " but adapter_config.json says " +
                        std::to_string(want) + " (r / rank_pattern)"));
+    if (a.config.use_dora) {
+      if (!p.magnitude)
+        fail(ErrorKind::Format,
+             located(file, module, "use_dora is true but the module has no lora_magnitude_vector"));
+      if (m.embedding)
+        fail(ErrorKind::Unsupported,
+             located(file, module, "DoRA on an embedding is not supported (linear layers only)"));
+      if (p.magnitude->info.shape != Shape{m.out} && p.magnitude->info.shape != Shape{1, m.out})
+        fail(ErrorKind::Format,
+             located(file, p.magnitude->info.name,
+                     "DoRA magnitude shape " + shape_str(p.magnitude->info.shape) + " but out is " +
+                         std::to_string(m.out)));
+      if (!is_float(p.magnitude->info.dtype))
+        fail(ErrorKind::Format,
+             located(file, p.magnitude->info.name, "DoRA magnitude must be floating point"));
+      m.magnitude = to_f32(ckpt.view(*p.magnitude));
+    }
     m.A = to_f32(ckpt.view(*p.A));
     m.B = to_f32(ckpt.view(*p.B));
+    m.base_tensor = module + ".weight";
+    m.transposed = m.embedding || a.config.fan_in_fan_out;
+    if (all_zero(m.B) || all_zero(m.A)) ++zero_b;
     a.modules.push_back(std::move(m));
   }
+  if (!a.modules.empty() && zero_b == a.modules.size() && !a.config.use_dora)
+    a.notes.push_back(
+        "every module has lora_B (or lora_A) all zero: the adapter changes nothing "
+        "(PEFT's initial state, never trained?)");
   return a;
 }
 
 std::string lora_base_tensor(const LoraModule& m) {
-  return m.module + ".weight";
+  return m.base_tensor.empty() ? m.module + ".weight" : m.base_tensor;
 }
 
-std::vector<std::int64_t> lora_delta_shape(const LoraModule& m, bool fan_in_fan_out) {
+std::vector<std::int64_t> lora_delta_shape(const LoraModule& m, bool transposed) {
   // Embeddings: (B·A)ᵀ is [num_embeddings, dim] = [in, out]; Conv1D: [in, out] too.
-  if (m.embedding || fan_in_fan_out) return {m.in, m.out};
+  if (m.embedding || transposed) return {m.in, m.out};
   return {m.out, m.in};
 }
 
@@ -227,7 +336,7 @@ std::vector<float> lora_delta(const LoraAdapter& adapter, const LoraModule& m) {
   const Eigen::Map<const RowF> A(m.A.data(), m.rank, m.in), B(m.B.data(), m.out, m.rank);
   const float s = static_cast<float>(adapter.config.scaling_for(m.module));
   std::vector<float> out(static_cast<std::size_t>(m.out * m.in));
-  if (m.embedding || adapter.config.fan_in_fan_out)
+  if (m.embedding || m.transposed)
     // Row-major [in, out] of (s·B·A)ᵀ is the column-major [out, in] of s·B·A.
     Eigen::Map<ColF>(out.data(), m.out, m.in).noalias() = s * (B * A);
   else
@@ -235,21 +344,25 @@ std::vector<float> lora_delta(const LoraAdapter& adapter, const LoraModule& m) {
   return out;
 }
 
-void check_adapter_against(const LoraAdapter& adapter, const Checkpoint& base) {
+void resolve_lora_adapter(LoraAdapter& adapter, const Checkpoint& base,
+                          const ModuleNaming& naming) {
   const std::string file = adapter.weights.string();
-  for (const auto& m : adapter.modules) {
-    const std::string name = lora_base_tensor(m);
-    const CheckpointTensor* t = base.find(name);
-    if (!t)
-      fail(ErrorKind::Format, located(file, m.module,
-                                      "no tensor '" + name + "' in the base checkpoint " +
-                                          base.path().string() + ": adapter for another model?"));
-    const Shape want = lora_delta_shape(m, adapter.config.fan_in_fan_out);
+  for (auto& m : adapter.modules) {
+    m.base_tensor = match_base_tensor(file, m.module, ".weight", base, naming);
+    if (!m.embedding) {
+      std::string note;
+      m.transposed = peft_transposed(naming, TargetSelector::module_name(m.base_tensor),
+                                     adapter.config.fan_in_fan_out, m.module, &note);
+      if (!note.empty()) adapter.notes.push_back(note);
+    }
+    const CheckpointTensor* t = base.find(m.base_tensor);
+    const Shape want = lora_delta_shape(m, m.transposed);
     if (t->info.shape != want)
       fail(ErrorKind::Format,
            located(file, m.module,
-                   "delta shape " + shape_str(want) + " does not match base tensor '" + name +
-                       "' " + shape_str(t->info.shape) + ": adapter for another model?"));
+                   "delta shape " + shape_str(want) + " does not match base tensor '" +
+                       m.base_tensor + "' " + shape_str(t->info.shape) +
+                       ": adapter for another model?"));
   }
 }
 

@@ -4,17 +4,26 @@
 
 namespace ckpt {
 
+ModuleNaming checkpoint_naming(const Checkpoint& in, const TargetOptions& options) {
+  std::vector<std::string> names;
+  names.reserve(in.tensors().size());
+  for (const auto& t : in.tensors())
+    names.push_back(t.info.name);
+  return module_naming(names, in.config(), options.task, options.module_prefix);
+}
+
 TargetSelection select_targets(const Checkpoint& in, const TargetOptions& options,
                                const TargetPolicy& policy) {
   using Verdict = TargetDecision::Verdict;
   const TargetSelector selector(options, in.config());
   TargetSelection sel;
   sel.fan_in_fan_out = selector.fan_in_fan_out();
+  sel.naming = checkpoint_naming(in, options);
   for (const auto& t : in.tensors()) {
-    const TargetDecision d = selector.decide(t.info);
+    TargetDecision d = selector.decide(t.info);
     const std::string module = TargetSelector::module_name(t.info.name);
     const bool matrix = t.info.shape.size() == 2;
-    if (matrix) sel.candidates.push_back(module);
+    if (matrix) sel.candidates.push_back(sel.naming.peft_module(module));
     const bool unfit =
         d.named && (d.verdict == Verdict::NotMatrix || d.verdict == Verdict::NotFloat);
     if (unfit && policy.unfit_is_error) {
@@ -27,11 +36,18 @@ TargetSelection select_targets(const Checkpoint& in, const TargetOptions& option
            located(in.file_of(t), t.info.name, "matched by --target but " + d.reason));
     }
     if (unfit) sel.skipped.push_back({&t, d.reason});
+    // The default selection leaves the family's task heads alone (score, classifier, BERT's
+    // cls.predictions...), as it does lm_head: an adapter on them exists in one layout only.
+    if (d.selected && !d.named && sel.naming.is_head(module)) {
+      d.selected = false;
+      d.reason = "task head";
+    }
     if (!d.selected) {
       if (matrix && t.info.name.ends_with(".weight")) sel.left_alone.push_back(module);
       continue;
     }
-    TargetWeight tg{&t, module, d.transposed, is_embedding_module(module)};
+    TargetWeight tg{&t, module, sel.naming.peft_module(module), d.transposed,
+                    is_embedding_module(module)};
     if (tg.embedding && !policy.embeddings)
       fail(ErrorKind::Usage,
            located(in.file_of(t), t.info.name,

@@ -25,7 +25,9 @@ struct TargetPolicy {
 /// One weight a command works on.
 struct TargetWeight {
   const CheckpointTensor* tensor = nullptr;
-  std::string module;      ///< tensor name without ".weight"
+  std::string module;  ///< tensor name without ".weight"
+  /// The module's name in the task model PEFT wraps (adapter keys, rank_pattern, report rows).
+  std::string adapter_module;
   bool conv1d = false;     ///< stored [in, out] (transformers Conv1D, fan_in_fan_out)
   bool embedding = false;  ///< an embedding module (its delta is (B·A)ᵀ in PEFT)
 };
@@ -37,14 +39,20 @@ struct SkippedTarget {
 };
 
 struct TargetSelection {
-  std::vector<TargetWeight> targets;    ///< checkpoint order
-  std::vector<SkippedTarget> skipped;   ///< checkpoint order
-  std::vector<std::string> candidates;  ///< module names of every 2-D tensor (target_modules)
+  std::vector<TargetWeight> targets;   ///< checkpoint order
+  std::vector<SkippedTarget> skipped;  ///< checkpoint order
+  /// Adapter module names of every 2-D tensor (for target_modules).
+  std::vector<std::string> candidates;
   /// Linear weights (2-D ".weight" tensors) left alone: what a quantized output keeps in float
   /// (transformers' llm_int8_skip_modules).
   std::vector<std::string> left_alone;
   bool fan_in_fan_out = false;  ///< Conv1D storage, from --fan-in-fan-out or config.json
+  ModuleNaming naming;          ///< checkpoint names -> task model names
 };
+
+/// How `in`'s tensor names map to the task model's (architecture table, --task-type,
+/// --module-prefix).
+ModuleNaming checkpoint_naming(const Checkpoint& in, const TargetOptions& options);
 
 /// Applies `options` to every tensor of `in` under `policy`. Errors (Usage, or Unsupported for a
 /// named non-float tensor) name the file and the tensor, before any output exists.

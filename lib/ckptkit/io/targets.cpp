@@ -1,5 +1,7 @@
 #include "ckptkit/io/targets.hpp"
 
+#include <algorithm>
+
 #include "ckptkit/core/error.hpp"
 
 namespace ckpt {
@@ -29,8 +31,8 @@ bool is_embedding_or_head(const std::string& module) {
 }  // namespace
 
 bool model_type_uses_conv1d(const std::string& model_type) {
-  return model_type == "gpt2" || model_type == "openai-gpt" || model_type == "gpt_bigcode" ||
-         model_type == "decision_transformer";
+  const Architecture* a = find_architecture(model_type);
+  return a && !a->conv1d.empty();
 }
 
 std::string TargetSelector::module_name(const std::string& tensor_name) {
@@ -71,13 +73,26 @@ bool TargetSelector::matches(const std::vector<Pattern>& patterns, const std::st
 }
 
 TargetSelector::TargetSelector(TargetOptions options, const std::optional<nlohmann::json>& config)
-    : target_(compile(options.target)), exclude_(compile(options.exclude)) {
-  if (options.fan_in_fan_out) {
-    fan_in_fan_out_ = *options.fan_in_fan_out;
-  } else if (config && config->is_object() && config->contains("model_type") &&
-             (*config)["model_type"].is_string()) {
-    fan_in_fan_out_ = model_type_uses_conv1d((*config)["model_type"].get<std::string>());
-  }
+    : target_(compile(options.target)),
+      exclude_(compile(options.exclude)),
+      forced_fan_in_fan_out_(options.fan_in_fan_out) {
+  if (config && config->is_object() && config->contains("model_type") &&
+      (*config)["model_type"].is_string())
+    arch_ = find_architecture((*config)["model_type"].get<std::string>());
+}
+
+bool TargetSelector::fan_in_fan_out() const {
+  return forced_fan_in_fan_out_.value_or(arch_ && !arch_->conv1d.empty());
+}
+
+bool TargetSelector::transposed(const std::string& module) const {
+  if (forced_fan_in_fan_out_) return *forced_fan_in_fan_out_;
+  if (!arch_) return false;
+  const auto dot = module.rfind('.');
+  const std::string_view leaf = dot == std::string::npos ? std::string_view(module)
+                                                         : std::string_view(module).substr(dot + 1);
+  // GPT-2 is Conv1D in attention and MLP alike; its embeddings and head are not.
+  return std::find(arch_->conv1d.begin(), arch_->conv1d.end(), leaf) != arch_->conv1d.end();
 }
 
 TargetDecision TargetSelector::decide(const TensorInfo& t) const {
@@ -121,7 +136,7 @@ TargetDecision TargetSelector::decide(const TensorInfo& t) const {
   }
   d.verdict = Verdict::Selected;
   d.selected = true;
-  d.transposed = fan_in_fan_out_;
+  d.transposed = transposed(module);
   d.reason = "linear weight";
   return d;
 }

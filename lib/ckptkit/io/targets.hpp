@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "ckptkit/io/architecture.hpp"
 #include "ckptkit/io/safetensors.hpp"
 
 namespace ckpt {
@@ -17,7 +18,9 @@ namespace ckpt {
 struct TargetOptions {
   std::vector<std::string> target;  // empty: the default selection
   std::vector<std::string> exclude;
-  std::optional<bool> fan_in_fan_out;  // unset: decided from config.json model_type
+  std::optional<bool> fan_in_fan_out;        // unset: per module, from config.json model_type
+  TaskType task = TaskType::CausalLm;        // the model PEFT wraps (adapter module names)
+  std::optional<std::string> module_prefix;  // overrides the architecture table's prefix
 };
 
 /// Why a tensor was or was not picked, for `inspect` and reports.
@@ -42,7 +45,10 @@ class TargetSelector {
   TargetSelector(TargetOptions options, const std::optional<nlohmann::json>& config);
 
   TargetDecision decide(const TensorInfo& t) const;
-  bool fan_in_fan_out() const { return fan_in_fan_out_; }
+  /// What adapter_config.json says: --fan-in-fan-out, else whether the family has Conv1D layers.
+  bool fan_in_fan_out() const;
+  /// Whether one module is stored [in, out]: --fan-in-fan-out, else the family's Conv1D layers.
+  bool transposed(const std::string& module) const;
 
   /// The module name of a weight tensor ("a.b.q_proj.weight" -> "a.b.q_proj").
   static std::string module_name(const std::string& tensor_name);
@@ -57,13 +63,15 @@ class TargetSelector {
   static bool matches(const std::vector<Pattern>& patterns, const std::string& module);
 
   std::vector<Pattern> target_, exclude_;
-  bool fan_in_fan_out_ = false;
+  std::optional<bool> forced_fan_in_fan_out_;
+  const Architecture* arch_ = nullptr;
 };
 
 /// True for an embedding module (its last name component holds "embed", or is wte / wpe).
 bool is_embedding_module(const std::string& module);
 
-/// True for model types whose linear layers are transformers Conv1D ([in, out] storage).
+/// True for model types whose linear layers are transformers Conv1D ([in, out] storage), from the
+/// architecture table.
 bool model_type_uses_conv1d(const std::string& model_type);
 
 }  // namespace ckpt

@@ -337,7 +337,12 @@ Json run_analyze_spectrum(const AnalyzeSpectrumOptions& options) {
   std::map<std::string, const LoraModule*> lora_by_tensor;
   if (options.adapter) {
     adapter.emplace(read_lora_adapter(*options.adapter));
-    check_adapter_against(*adapter, base);
+    if (adapter->config.use_dora)
+      fail(ErrorKind::Unsupported,
+           located(adapter->weights.string(), "",
+                   "a DoRA adapter has no low-rank delta: turn it into a LoRA first (ckptkit "
+                   "merge --to-lora BASE DORA_ADAPTER)"));
+    resolve_lora_adapter(*adapter, base, checkpoint_naming(base, options.common.targets));
     for (const auto& m : adapter->modules)
       lora_by_tensor[lora_base_tensor(m)] = &m;
   }
@@ -383,8 +388,8 @@ Json run_analyze_spectrum(const AnalyzeSpectrumOptions& options) {
     it.ft = ft ? ft->find(t.info.name) : nullptr;
     it.lora = adapted ? lit->second : nullptr;
     // Embedding deltas and the base embedding share [num_embeddings, dim]: never transposed.
-    it.transposed = is_target ? sit->second->conv1d
-                              : (adapted && adapter->config.fan_in_fan_out && !it.lora->embedding);
+    it.transposed =
+        is_target ? sit->second->conv1d : (adapted && it.lora->transposed && !it.lora->embedding);
     it.rows = it.transposed ? t.info.shape[1] : t.info.shape[0];
     it.cols = it.transposed ? t.info.shape[0] : t.info.shape[1];
     if (it.rows == 0 || it.cols == 0) {
@@ -431,7 +436,8 @@ Json run_analyze_spectrum(const AnalyzeSpectrumOptions& options) {
                                     {"lora_alpha", adapter->config.lora_alpha},
                                     {"use_rslora", adapter->config.use_rslora},
                                     {"fan_in_fan_out", adapter->config.fan_in_fan_out},
-                                    {"modules", adapter->modules.size()}};
+                                    {"modules", adapter->modules.size()},
+                                    {"notes", adapter->notes}};
   Json drift_rows = Json::array(), intruder_rows = Json::array();
   std::vector<SpectrumPlotData> plots;
   for (auto& r : results) {

@@ -30,10 +30,11 @@ struct Target {
   const CheckpointTensor* tensor = nullptr;
   const CheckpointTensor* fisher = nullptr;   // per-element F (storage shape)
   const CheckpointTensor* imatrix = nullptr;  // per-input-column vector
-  std::string module;
-  bool transposed = false;          // Conv1D: stored [in, out]
-  std::int64_t rows = 0, cols = 0;  // storage orientation (what is quantized)
-  std::int64_t out = 0, in = 0;     // math orientation (the adapter's)
+  std::string module;                         // the checkpoint's (imatrix lookups)
+  std::string adapter_module;                 // the task model's (adapter keys, report rows)
+  bool transposed = false;                    // Conv1D: stored [in, out]
+  std::int64_t rows = 0, cols = 0;            // storage orientation (what is quantized)
+  std::int64_t out = 0, in = 0;               // math orientation (the adapter's)
   QuantSpec spec;
   QuantLayout layout = QuantLayout::Ckptkit;
 };
@@ -167,6 +168,7 @@ std::vector<Target> validate_targets(const LqDecomposeOptions& o, const Checkpoi
     Target tg;
     tg.tensor = &t;
     tg.module = w.module;
+    tg.adapter_module = w.adapter_module;
     tg.transposed = w.conv1d;
     tg.rows = t.info.shape[0];
     tg.cols = t.info.shape[1];
@@ -339,7 +341,7 @@ std::pair<Done, LqResult> TensorDecomposer::operator()(const Target& tg,
   for (double e : r.errors)
     errs.push_back(round_sig(r.norm > 0 ? e / r.norm : 0.0));
   d.row = {{"name", info.name},
-           {"module", tg.module},
+           {"module", tg.adapter_module},
            {"shape", info.shape},
            {"dtype", std::string(dtype_name(info.dtype))},
            {"transposed", tg.transposed},
@@ -375,7 +377,7 @@ std::pair<Done, LqResult> TensorDecomposer::operator()(const Target& tg,
   d.row["seconds_total"] = round_sig(seconds_since(t0), 4);
   if (o.rank > 0) {
     LqAdapterFactors f = lq_adapter_factors(r, scaling);
-    d.lora.module = tg.module;
+    d.lora.module = tg.adapter_module;
     d.lora.rank = o.rank;
     d.lora.in = tg.in;
     d.lora.out = tg.out;
@@ -520,7 +522,8 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
     cfg.lora_alpha = alpha;
     cfg.fan_in_fan_out = selection.fan_in_fan_out;
     cfg.target_modules = target_modules_for(adapted, candidates_modules);
-    cfg.base_model_name_or_path = (o.common.output / "quantized").string();
+    cfg.base_model_name_or_path = adapter_base_model(o.common, in, o.input);
+    cfg.extra["task_type"] = std::string(task_type_name(o.common.targets.task));
     write_lora_adapter(adapter_dir, cfg, modules, o.adapter_dtype);
   }
 

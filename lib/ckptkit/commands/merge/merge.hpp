@@ -4,6 +4,8 @@
 //                                  streamed tensor by tensor; untouched tensors copied byte for
 //                                  byte. BASE may be an svd-init / mpo-init output directory
 //                                  (residual/ + adapter/) given alone.
+//   merge --to-lora BASE DORA -o OUT [--rank R]
+//                                  OUT = a plain LoRA closest (rank R) to the DoRA merge's change.
 //   merge --to-lora INIT TRAINED -o OUT [--rank R']
 //                                  OUT = a PEFT LoRA adapter with ΔW = s(B·A − B₀·A₀): exact at
 //                                  rank 2r (PEFT's rewrite), or re-truncated to R' by an SVD of
@@ -43,6 +45,13 @@ struct ToLoraOptions {
 /// Writes OUT/adapter_model.safetensors + adapter_config.json (+ report.json) and returns the
 /// report. Both adapters must have the same modules, shapes, ranks and scalings.
 Json run_to_lora(const ToLoraOptions& options);
+
+/// True for a PEFT LoRA adapter directory with use_dora.
+bool is_dora_adapter(const std::filesystem::path& dir);
+/// --to-lora BASE DORA_ADAPTER (init_adapter is the base checkpoint): the DoRA adapter as a
+/// plain LoRA of rank --rank (default: its r), the best rank-k approximation of W' − W with the
+/// energy it drops per module (dora_to_lora.cpp).
+Json run_dora_to_lora(const ToLoraOptions& options);
 
 /// The one-line summaries printed after a run (not under --quiet or --json).
 std::string merge_summary(const Json& report, const std::string& output);

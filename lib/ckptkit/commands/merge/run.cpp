@@ -13,6 +13,7 @@
 #include "ckptkit/core/timing.hpp"
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/engine/targets.hpp"
 #include "ckptkit/formats/quantized_base.hpp"
 #include "ckptkit/io/output_dir.hpp"
 
@@ -142,6 +143,51 @@ Stats merge_matrix(std::span<const double> base_f64, const TensorView* base_view
   return total;
 }
 
+/// DoRA (PEFT's DoraLinearVariant.merge_safe): V = W + ΔW, then every output feature of V is
+/// scaled to its magnitude: W' = m / ‖V‖ · V, the norm taken over the input features (rows of
+/// [out, in] storage, columns of Conv1D's [in, out]). In f64, one rounding to the output dtype.
+Stats merge_dora(std::span<const double> base_f64, const TensorView* base_view, std::int64_t rows,
+                 std::int64_t cols, const AdapterDelta& d, DType out_dtype, std::byte* out) {
+  const std::size_t n = static_cast<std::size_t>(rows * cols);
+  std::vector<double> orig(n);
+  if (base_view)
+    decode_to_f64(base_view->dtype, base_view->bytes, orig);
+  else
+    std::copy_n(base_f64.data(), n, orig.data());
+  RowF delta(rows, cols);
+  delta.noalias() = Eigen::Map<const RowF>(d.L.data(), rows, d.rank) *
+                    Eigen::Map<const RowF>(d.R.data(), d.rank, cols);
+  std::vector<double> v(n);
+  for (std::size_t i = 0; i < n; ++i)
+    v[i] = orig[i] + d.scale * static_cast<double>(delta.data()[i]);
+  const std::int64_t features = d.transposed ? cols : rows;
+  std::vector<double> norm_sq(static_cast<std::size_t>(features), 0.0);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const double x = v[static_cast<std::size_t>(r * cols + c)];
+      norm_sq[static_cast<std::size_t>(d.transposed ? c : r)] += x * x;
+    }
+  Stats s;
+  const std::size_t out_size = dtype_size(out_dtype);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const std::size_t i = static_cast<std::size_t>(r * cols + c);
+      const std::size_t f = static_cast<std::size_t>(d.transposed ? c : r);
+      const double merged = static_cast<double>(d.magnitude[f]) / std::sqrt(norm_sq[f]) * v[i];
+      const double stored = store_one(out_dtype, merged, out + i * out_size);
+      if (!std::isfinite(stored) && s.bad_at < 0) {
+        s.bad_at = static_cast<std::int64_t>(i);
+        s.bad_value = merged;
+      }
+      const double dd = merged - orig[i];
+      s.base_sq += orig[i] * orig[i];
+      s.delta_sq += dd * dd;
+      s.out_sq += stored * stored;
+      s.max_abs_change = std::max(s.max_abs_change, std::fabs(stored - orig[i]));
+    }
+  return s;
+}
+
 std::string torch_dtype_of(DType t) {
   switch (t) {
     case DType::BF16:
@@ -153,6 +199,143 @@ std::string torch_dtype_of(DType t) {
     default:
       return "float32";
   }
+}
+
+/// Full tensors adapters saved (modules_to_save): what merge_and_unload + save_pretrained keep.
+struct SavedPlan {
+  std::map<std::string, const OwnedTensor*> replaced;  ///< base name -> trained copy
+  std::vector<const OwnedTensor*> added;               ///< heads the base lacks
+  /// A head added to a base stored without its base-model prefix: the output is written in the
+  /// task model's names (prefix added), or transformers would prefix the head too and drop it.
+  bool to_task_layout = false;
+  const ModuleNaming* naming = nullptr;
+  Json report = Json::array();
+
+  std::string out_name(const std::string& name) const {
+    return to_task_layout ? naming->peft_module(name) : name;
+  }
+  bool empty() const { return replaced.empty() && added.empty() && !to_task_layout; }
+};
+
+SavedPlan plan_saved_tensors(const std::vector<AnyAdapter>& adapters, const MergeOptions& o,
+                             const std::map<std::string, Target>& targets,
+                             const QuantizedBase& qbase, const Checkpoint& base,
+                             const ModuleNaming& naming) {
+  SavedPlan plan;
+  plan.naming = &naming;
+  std::map<std::string, std::size_t> owner;
+  for (std::size_t a = 0; a < adapters.size(); ++a)
+    for (std::size_t i = 0; i < adapters[a].saved.size(); ++i) {
+      const OwnedTensor& t = adapters[a].saved[i];
+      const std::string file = adapters[a].weights.string();
+      if (!o.weights.empty() && o.weights[a] != 1)
+        fail(ErrorKind::Usage, located(file, t.name,
+                                       "a saved module tensor (modules_to_save) replaces the "
+                                       "base's: --weights must be 1 for this adapter"));
+      if (targets.count(t.name))
+        fail(ErrorKind::Format,
+             located(file, t.name, "both a saved module tensor and a LoRA target"));
+      if (qbase.group_of_any(t.name))
+        fail(ErrorKind::Unsupported,
+             located(file, t.name, "a saved module tensor replaces a quantized weight"));
+      if (const auto [it, fresh] = owner.emplace(t.name, a); !fresh)
+        fail(ErrorKind::Usage,
+             located(file, t.name,
+                     "also saved by adapter " + adapters[it->second].weights.string()));
+      const bool added = adapters[a].saved_is_new[i];
+      if (added)
+        plan.added.push_back(&t);
+      else
+        plan.replaced[t.name] = &t;
+      plan.report.push_back(
+          {{"name", t.name}, {"adapter", a}, {"action", added ? "added" : "replaced"}});
+    }
+  plan.to_task_layout = !plan.added.empty() && naming.stored_prefix.empty() &&
+                        !naming.prefix.empty() && naming.task != TaskType::FeatureExtraction;
+  if (plan.to_task_layout && !qbase.groups.empty())
+    fail(ErrorKind::Unsupported,
+         located(base.path().string(), "",
+                 "adding a head to a quantized base stored without its prefix"));
+  for (const OwnedTensor* t : plan.added)
+    if (base.find(plan.out_name(t->name)))
+      fail(ErrorKind::Format,
+           located(base.path().string(), t->name, "the added head's name is already taken"));
+  return plan;
+}
+
+/// Wraps `job` so that saved tensors replace their base tensors, added heads follow the last
+/// tensor, and every name follows `saved.out_name`.
+void add_saved_tensors(StreamJob& job, const SavedPlan& saved, const Checkpoint& base,
+                       std::optional<DType> dtype) {
+  if (saved.empty()) return;
+  const CheckpointTensor* last = &base.tensors().back();
+  // A trained copy takes the base tensor's dtype, as the module it replaces had in memory.
+  auto out_dtype = [dtype](const OwnedTensor&, DType base_dtype) {
+    return dtype.value_or(base_dtype);
+  };
+  auto inner_plan = job.plan;
+  auto inner_compute = job.compute;
+  job.plan = [=, &saved](const CheckpointTensor& t) {
+    TensorPlan p = inner_plan(t);
+    if (const auto it = saved.replaced.find(t.info.name); it != saved.replaced.end()) {
+      p.passthrough = false;
+      p.outputs = {{t.info.name, out_dtype(*it->second, t.info.dtype), it->second->shape}};
+      p.working_set = it->second->bytes.size() * 2;
+    } else if (p.passthrough && (saved.to_task_layout || &t == last)) {
+      p.passthrough = false;
+      p.outputs = {{t.info.name, t.info.dtype, t.info.shape}};
+      p.working_set = t.info.nbytes();
+    }
+    for (auto& spec : p.outputs)
+      spec.name = saved.out_name(spec.name);
+    if (&t == last)
+      for (const OwnedTensor* a : saved.added) {
+        p.passthrough = false;
+        p.outputs.push_back({saved.out_name(a->name), dtype.value_or(a->dtype), a->shape});
+        p.working_set += a->bytes.size() * 2;
+      }
+    return p;
+  };
+  job.compute = [=, &saved](const CheckpointTensor& t, const TensorView& v) {
+    TensorResult r;
+    if (const auto it = saved.replaced.find(t.info.name); it != saved.replaced.end()) {
+      const OwnedTensor& s = *it->second;
+      const DType dt = out_dtype(s, t.info.dtype);
+      r.outputs.push_back({t.info.name, dt, s.shape, convert_float_bytes(s.dtype, dt, s.bytes)});
+    } else if (inner_plan(t).passthrough) {
+      r.outputs.push_back(
+          {t.info.name, t.info.dtype, t.info.shape, {v.bytes.begin(), v.bytes.end()}});
+    } else {
+      r = inner_compute(t, v);
+    }
+    for (auto& out : r.outputs)
+      out.name = saved.out_name(out.name);
+    if (&t == last)
+      for (const OwnedTensor* a : saved.added) {
+        const DType dt = dtype.value_or(a->dtype);
+        r.outputs.push_back(
+            {saved.out_name(a->name), dt, a->shape, convert_float_bytes(a->dtype, dt, a->bytes)});
+      }
+    return r;
+  };
+}
+
+/// Rows of an added classifier head (score / classifier), when config.json does not already
+/// have that many labels.
+std::optional<std::int64_t> head_labels(const SavedPlan& saved, const ModuleNaming& naming,
+                                        const std::optional<nlohmann::json>& config) {
+  if (!config || !config->is_object()) return std::nullopt;
+  for (const OwnedTensor* t : saved.added) {
+    if (!naming.is_head(t->name) || t->shape.size() != 2 || !t->name.ends_with(".weight")) continue;
+    const std::string leaf = t->name.substr(0, t->name.size() - 7);
+    if (leaf != "score" && leaf != "classifier" && !leaf.ends_with(".out_proj")) continue;
+    const std::int64_t n = t->shape[0];
+    const auto it = config->find("id2label");
+    if (it != config->end() && it->is_object() && static_cast<std::int64_t>(it->size()) == n)
+      return std::nullopt;
+    return n;
+  }
+  return std::nullopt;
 }
 
 /// An svd-init / mpo-init output given alone: its residual plus its adapter.
@@ -185,11 +368,12 @@ Json run_merge(const MergeOptions& opts) {
 
   const Checkpoint base = Checkpoint::open(o.base);
   const QuantizedBase qbase = find_quantized_weights(base);
+  const ModuleNaming naming = checkpoint_naming(base, o.common.targets);
   std::vector<AnyAdapter> adapters;
   adapters.reserve(o.adapters.size());
   for (const auto& p : o.adapters) {
     adapters.push_back(read_any_adapter(p));
-    check_any_adapter_against(adapters.back(), base, &qbase.logical_shapes);
+    resolve_any_adapter(adapters.back(), base, naming, &qbase.logical_shapes);
   }
 
   // Which base tensors receive which deltas (adapter order within a tensor).
@@ -201,6 +385,15 @@ Json run_merge(const MergeOptions& opts) {
       t.parts.push_back({&adapters[a], m, a, o.weights.empty() ? 1.0 : o.weights[a]});
     }
   for (auto& [name, t] : targets) {
+    for (const auto& part : t.parts) {
+      const AdapterDelta& d = part.adapter->modules[part.module];
+      if (d.magnitude.empty()) continue;
+      if (t.parts.size() > 1 || part.weight != 1)
+        fail(ErrorKind::Usage,
+             located(part.adapter->weights.string(), d.module,
+                     "a DoRA module merges alone and with weight 1 (its magnitude rescales the "
+                     "whole merged weight)"));
+    }
     t.quantized = qbase.group_of(name);
     if (t.quantized) {
       t.out_dtype = o.dtype.value_or(qbase.original_dtype(base, *t.quantized));
@@ -214,6 +407,8 @@ Json run_merge(const MergeOptions& opts) {
                        ", not a float type (quantized layout not recognised)"));
     t.out_dtype = o.dtype.value_or(ct->info.dtype);
   }
+
+  const SavedPlan saved = plan_saved_tensors(adapters, o, targets, qbase, base, naming);
 
   std::vector<fs::path> inputs{o.base};
   for (const auto& p : o.adapters)
@@ -289,8 +484,14 @@ Json run_merge(const MergeOptions& opts) {
         dense[p] = any_adapter_dense(*tg.parts[p].adapter, tg.parts[p].module);
     OwnedTensor res{t.info.name, out_dtype, shape, {}};
     res.bytes.resize(static_cast<std::size_t>(numel(shape)) * dtype_size(out_dtype));
-    const Stats s = merge_matrix(deq, g ? nullptr : &v, rows_n, cols_n, tg.parts, dense, out_dtype,
-                                 res.bytes.data());
+    const AdapterDelta* dora =
+        tg.parts.size() == 1 && !tg.parts[0].adapter->modules[tg.parts[0].module].magnitude.empty()
+            ? &tg.parts[0].adapter->modules[tg.parts[0].module]
+            : nullptr;
+    const Stats s =
+        dora ? merge_dora(deq, g ? nullptr : &v, rows_n, cols_n, *dora, out_dtype, res.bytes.data())
+             : merge_matrix(deq, g ? nullptr : &v, rows_n, cols_n, tg.parts, dense, out_dtype,
+                            res.bytes.data());
     if (s.bad_at >= 0) {
       const std::string module = TargetSelector::module_name(t.info.name);
       std::string from;
@@ -310,6 +511,7 @@ Json run_merge(const MergeOptions& opts) {
       const AdapterDelta& d = part.adapter->modules[part.module];
       parts.push_back({{"adapter", part.adapter_index},
                        {"format", adapter_format_name(part.adapter->format)},
+                       {"dora", !d.magnitude.empty()},
                        {"rank", d.rank > 0 ? Json(d.rank) : Json(nullptr)},
                        {"scaling", round_sig(d.scale)},
                        {"weight", part.weight}});
@@ -338,6 +540,7 @@ Json run_merge(const MergeOptions& opts) {
     };
     return r;
   };
+  add_saved_tensors(job, saved, base, o.dtype);
   WriterOptions wo = writer_options(o.common, base.metadata());
   wo.write_metadata = base.shards().front().header.has_metadata;
   const auto files = stream_checkpoint(job, out.path(), wo, o.common.exec, "merge");
@@ -349,13 +552,24 @@ Json run_merge(const MergeOptions& opts) {
   const bool drop_quant =
       has_config && !qbase.groups.empty() && config->contains("quantization_config");
   const bool set_dtype = has_config && o.dtype && config->contains("torch_dtype");
-  const bool rewrite_config = drop_quant || set_dtype;
+  const std::optional<std::int64_t> labels = head_labels(saved, naming, config);
+  const bool rewrite_config = drop_quant || set_dtype || labels;
   copy_files(base.extra_files(), out.path(),
              rewrite_config ? std::vector<std::string>{"config.json"} : std::vector<std::string>{});
   if (rewrite_config) {
     nlohmann::ordered_json c = nlohmann::ordered_json::parse(config->dump());
     if (set_dtype) c["torch_dtype"] = torch_dtype_of(*o.dtype);
     if (drop_quant) c.erase("quantization_config");
+    if (labels) {
+      // A classifier head the base lacked: transformers sizes it from id2label (default 2).
+      nlohmann::ordered_json id2label, label2id;
+      for (std::int64_t i = 0; i < *labels; ++i) {
+        id2label[std::to_string(i)] = "LABEL_" + std::to_string(i);
+        label2id["LABEL_" + std::to_string(i)] = i;
+      }
+      c["id2label"] = id2label;
+      c["label2id"] = label2id;
+    }
     write_text_file(out.path() / "config.json", c.dump(2) + "\n");
   }
 
@@ -368,21 +582,31 @@ Json run_merge(const MergeOptions& opts) {
     adapters_json.push_back({{"path", o.adapters[a].string()},
                              {"format", adapter_format_name(adapters[a].format)},
                              {"modules", adapters[a].modules.size()},
+                             {"saved_tensors", adapters[a].saved.size()},
+                             {"notes", adapters[a].notes},
                              {"weight", o.weights.empty() ? 1.0 : o.weights[a]}});
   }
-  report.settings() = {{"adapters", adapters_json},
-                       {"dtype", o.dtype ? std::string(dtype_name(*o.dtype)) : "base"},
-                       {"quantized_base", !qbase.groups.empty()},
-                       {"accumulation", "f32 GEMM per delta, f64 sum, one rounding to dtype"}};
+  report.settings() = {
+      {"adapters", adapters_json},
+      {"dtype", o.dtype ? std::string(dtype_name(*o.dtype)) : "base"},
+      {"quantized_base", !qbase.groups.empty()},
+      {"module_naming", naming.assumption},
+      {"output_layout", saved.to_task_layout ? "task model (prefix '" + naming.prefix + "' added)"
+                                             : std::string("as the base")},
+      {"saved_tensors", saved.report},
+      {"accumulation", "f32 GEMM per delta, f64 sum, one rounding to dtype"}};
   for (auto& r : rows)
     report.add_row(std::move(r));
-  report.totals() = {{"merged", targets.size()},
-                     {"dequantized_unmerged", dequantized_plain},
-                     {"cast", cast},
-                     {"tensors_out", base.tensors().size() - qbase.companion_count()},
-                     {"max_abs_change", round_sig(max_change)},
-                     {"files", files},
-                     {"seconds", round_sig(seconds_since(start), 4)}};
+  report.totals() = {
+      {"merged", targets.size()},
+      {"replaced", saved.replaced.size()},
+      {"added", saved.added.size()},
+      {"dequantized_unmerged", dequantized_plain},
+      {"cast", cast},
+      {"tensors_out", base.tensors().size() - qbase.companion_count() + saved.added.size()},
+      {"max_abs_change", round_sig(max_change)},
+      {"files", files},
+      {"seconds", round_sig(seconds_since(start), 4)}};
   return commit_with_report(report, out, o.common);
 }
 

@@ -162,7 +162,7 @@ std::vector<Target> plan_targets(const MpoInitOptions& o, const Checkpoint& in,
     const std::string file = in.file_of(t);
     Target tg;
     tg.tensor = &t;
-    tg.module = w.module;
+    tg.module = w.adapter_module;
     tg.transposed = w.conv1d;
     tg.rows = tg.transposed ? t.info.shape[1] : t.info.shape[0];
     tg.cols = tg.transposed ? t.info.shape[0] : t.info.shape[1];
@@ -353,7 +353,7 @@ Json run_mpo_init(const MpoInitOptions& o) {
   }
 
   MpoAdapter adapter;
-  adapter.base_model_name_or_path = (o.common.output / "residual").string();
+  adapter.base_model_name_or_path = adapter_base_model(o.common, in, o.input);
   adapter.trainable = o.trainable;
   adapter.residual_quantization = o.quantize_residual;
   adapter.fan_in_fan_out = selection.fan_in_fan_out;

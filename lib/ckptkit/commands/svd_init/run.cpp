@@ -275,7 +275,7 @@ std::vector<Target> validate_targets(const SvdInitOptions& o, const Checkpoint& 
     const CheckpointTensor& t = *w.tensor;
     Target tg;
     tg.tensor = &t;
-    tg.module = w.module;
+    tg.module = w.adapter_module;
     tg.embedding = w.embedding;
     // PEFT: Conv1D weights are [in, out]; embeddings' ΔW is (B·A)ᵀ. Both: decompose the transpose.
     tg.transposed = w.conv1d != tg.embedding;
@@ -430,8 +430,11 @@ Json run_svd_init(const SvdInitOptions& o) {
         cfg.rank_pattern.emplace_back(adapted[i], ranks[i]);
         cfg.alpha_pattern.emplace_back(adapted[i], ranks[i]);
       }
+  // Extraction: the adapter applies to the base. PiSSA/MiLoRA: to the residual written beside it,
+  // but PEFT's own PiSSA keeps the original model's id here too (the residual is loaded by path).
   cfg.base_model_name_or_path =
-      extract ? o.base->string() : (o.common.output / "residual").string();
+      adapter_base_model(o.common, extract ? *base : in, extract ? *o.base : o.input);
+  cfg.extra["task_type"] = std::string(task_type_name(o.common.targets.task));
   if (method == SvdInitMethod::Sorsa)
     write_sorsa_adapter(adapter_dir, cfg, sorsa_modules, o.adapter_dtype);
   else
