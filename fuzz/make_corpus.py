@@ -2,7 +2,8 @@
 """Writes seed corpora for the fuzz targets, derived from the bundled sample in data/.
 
 usage: fuzz/make_corpus.py OUTDIR [CKPTKIT_BIN]
-  -> OUTDIR/{safetensors,index,adapter_config,activations,lossless,mpo_adapter,quant_state}/*
+  -> OUTDIR/{safetensors,index,adapter_config,activations,torch_bin,lossless,mpo_adapter,
+             quant_state}/*
 
 Seeds are small: the sample's real header (names, dtypes, __metadata__) with every tensor shrunk
 so a whole file fits in a few KB, plus its original header alone, and index files built from its
@@ -49,6 +50,19 @@ def safetensors(entries, metadata=None, pad=True):
     return struct.pack("<Q", len(text)) + text + bytes((i * 7 + 1) & 0xFF for i in range(offset))
 
 
+def torch_bin_seeds():
+    """The PyTorch fixtures of data/torch-bin (torch.save output, the legacy format, a crafted
+    pickle) as they are."""
+    d = os.path.join(ROOT, "data", "torch-bin")
+    out = {}
+    for dp, _, fs in os.walk(d):
+        for f in sorted(fs):
+            if f.endswith(".bin"):
+                with open(os.path.join(dp, f), "rb") as fh:
+                    out[os.path.relpath(os.path.join(dp, f), d).replace("/", "_")] = fh.read()
+    return out
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "fuzz-corpus"
     st_dir, ix_dir = os.path.join(out, "safetensors"), os.path.join(out, "index")
@@ -90,6 +104,7 @@ def main():
     counts = {
         "adapter_config": write_seeds(out, "adapter_config", adapter_config_seeds()),
         "activations": write_seeds(out, "activations", activation_seeds()),
+        "torch_bin": write_seeds(out, "torch_bin", torch_bin_seeds()),
     }
     binary = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("CKPTKIT_BIN")
     if binary and os.path.exists(binary):

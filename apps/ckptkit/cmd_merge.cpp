@@ -37,8 +37,9 @@ void setup_merge(CLI::App& app, Run& run) {
                 "--rank closest to its merge");
   cmd->add_option("--rank", f->rank,
                   "With --to-lora: re-truncate to this rank by an SVD of the factored form");
-  cmd->add_option("--base-model", f->base_model,
-                  "With --to-lora: base_model_name_or_path to write (the original model)");
+  cmd->add_option("--base-model-id,--base-model", f->base_model,
+                  "With --to-lora: base_model_name_or_path to write (default: the trained "
+                  "adapter's)");
   add_common_flags(cmd, f->common, kWriterFlags | kModulePrefixFlag);
   cmd->footer(
       "Examples:\n"
@@ -71,7 +72,8 @@ void setup_merge(CLI::App& app, Run& run) {
         return 0;
       }
       if (rank_given) fail(ErrorKind::Usage, "--rank applies to --to-lora only");
-      if (!f->base_model.empty()) fail(ErrorKind::Usage, "--base-model applies to --to-lora only");
+      if (!f->base_model.empty())
+        fail(ErrorKind::Usage, "--base-model-id applies to --to-lora only");
       MergeOptions o;
       o.base = f->inputs[0];
       for (std::size_t i = 1; i < f->inputs.size(); ++i)

@@ -99,6 +99,19 @@ def architectures(tmp):
     print(f"worst merge round trip over {len(hub.ARCHS)} families x 2 layouts: {worst:.2e}")
 
 
+def analyze_adapter(tmp):
+    # analyze-spectrum --adapter resolves the task-model names against a prefix-less base too.
+    for t in ("gpt2", "bloom"):
+        base = os.path.join(tmp, t, "base")
+        adapter = os.path.join(tmp, t, "task-pissa", "adapter")  # written from the prefixed layout
+        out = os.path.join(tmp, t + "-drift")
+        p = ck.run("analyze-spectrum", base, "--adapter", adapter, "-o", out, expect=0)
+        n = len(adapter_keys(adapter)) // 2
+        rows = len(report_of(out)["drift"]) if p.returncode == 0 else -1
+        check(p.returncode == 0 and rows == n,
+              f"analyze-spectrum {t} (base layout) --adapter (task names): {rows} drift rows of {n}")
+
+
 def task_types(tmp):
     src = os.path.join(tmp, "llama", "base")
     for task, first in (("SEQ_CLS", "model."), ("QUESTION_ANS", "transformer."),
@@ -375,6 +388,13 @@ def bad_input(tmp):
     said = report_of(out)["settings"]["module_naming"] if p.returncode == 0 else ""
     check(p.returncode == 0 and "not in ckptkit's table" in said,
           f"unknown model_type with matching names: merged; report says '{said}'")
+    p = ck.run("svd-init", base, "-o", os.path.join(tmp, "mystery-pissa"), "--rank", "2", expect=0)
+    said = report_of(os.path.join(tmp, "mystery-pissa"))["settings"]["module_naming"] \
+        if p.returncode == 0 else ""
+    keys = adapter_keys(os.path.join(tmp, "mystery-pissa", "adapter")) if p.returncode == 0 else []
+    check(keys == ["base_model.model.blocks.0.q.lora_A.weight",
+                   "base_model.model.blocks.0.q.lora_B.weight"] and "--module-prefix" in said,
+          f"svd-init on an unknown family: names as stored, the report says so ('{said}')")
     # The same adapter written for the task model (prefix 'net') merges with --module-prefix.
     adir2 = os.path.join(tmp, "mystery-adapter-net")
     write_adapter(adir2, {"r": 2, "lora_alpha": 2, "target_modules": ["q"]},
@@ -402,6 +422,7 @@ def bad_input(tmp):
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         architectures(tmp)
+        analyze_adapter(tmp)
         task_types(tmp)
         if os.path.isdir(REAL):
             gpt2_real(tmp)

@@ -7,6 +7,7 @@
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/io/lossless.hpp"
+#include "ckptkit/io/torch_bin.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;
@@ -21,6 +22,29 @@ bool is_index_name(const std::string& file) {
 }
 bool is_weights_name(const std::string& file) {
   return strip_zst(file).ends_with(".safetensors");
+}
+// PyTorch's own files (io/torch_bin.hpp): used when a folder has no safetensors weights.
+bool is_torch_index_name(const std::string& file) {
+  return strip_zst(file).ends_with(".bin.index.json");
+}
+bool is_torch_weights_name(const std::string& file) {
+  const std::string f = strip_zst(file);
+  return f.ends_with(".bin") || f.ends_with(".pt") || f.ends_with(".pth");
+}
+
+/// A weight file's header: safetensors, or a torch zip read as one (a copy in memory only when a
+/// tensor is a strided view).
+void read_shard(Shard& s) {
+  const std::string name = s.path.string();
+  const auto bytes = s.file->bytes();
+  const bool safetensors_name = is_weights_name(s.path.filename().string());
+  if (!safetensors_name && (is_zip(bytes) || is_legacy_torch(bytes))) {
+    TorchBin t = parse_torch_bin(bytes, name);
+    if (!t.owned.empty()) s.file = FileBytes::from_memory(std::move(t.owned), name);
+    s.header = std::move(t.header);
+    return;
+  }
+  s.header = parse_safetensors(bytes, name);
 }
 
 std::optional<nlohmann::json> read_config(const fs::path& dir) {
@@ -80,7 +104,7 @@ Checkpoint Checkpoint::open(const fs::path& path) {
   std::vector<fs::path> weight_files;
   if (fs::is_directory(path, ec)) {
     c.dir_ = path;
-    std::vector<fs::path> indexes, weights, others;
+    std::vector<fs::path> indexes, weights, others, torch_indexes, torch_weights;
     for (const auto& e : fs::directory_iterator(path)) {
       if (!e.is_regular_file()) continue;
       const std::string n = e.path().filename().string();
@@ -88,8 +112,18 @@ Checkpoint Checkpoint::open(const fs::path& path) {
         indexes.push_back(e.path());
       else if (is_weights_name(n))
         weights.push_back(e.path());
+      else if (is_torch_index_name(n))
+        torch_indexes.push_back(e.path());
+      else if (is_torch_weights_name(n))
+        torch_weights.push_back(e.path());
       else
         others.push_back(e.path());
+    }
+    // As transformers does: safetensors first, PyTorch's files when there are none. The other
+    // format's files are never copied into an output (they would shadow the new weights).
+    if (indexes.empty() && weights.empty()) {
+      indexes = torch_indexes;
+      weights = torch_weights;
     }
     std::sort(indexes.begin(), indexes.end());
     std::sort(weights.begin(), weights.end());
@@ -98,21 +132,26 @@ Checkpoint Checkpoint::open(const fs::path& path) {
     if (!indexes.empty()) {
       index_path = indexes.front();
       for (const auto& i : indexes)
-        if (strip_zst(i.filename().string()) == "model.safetensors.index.json") index_path = i;
+        if (strip_zst(i.filename().string()) == "model.safetensors.index.json" ||
+            strip_zst(i.filename().string()) == "pytorch_model.bin.index.json")
+          index_path = i;
     } else if (weights.size() == 1) {
       weight_files = weights;
     } else if (weights.empty()) {
-      fail(ErrorKind::Usage, path.string() + ": directory holds no .safetensors weights");
+      fail(ErrorKind::Usage,
+           path.string() + ": directory holds no .safetensors or pytorch_model.bin weights");
     } else {
       for (const auto& w : weights)
-        if (strip_zst(w.filename().string()) == "model.safetensors") weight_files = {w};
+        if (strip_zst(w.filename().string()) == "model.safetensors" ||
+            strip_zst(w.filename().string()) == "pytorch_model.bin")
+          weight_files = {w};
       if (weight_files.empty())
         fail(ErrorKind::Usage,
              path.string() + ": several .safetensors files and no index.json; name one file");
     }
   } else {
     c.dir_ = path.parent_path().empty() ? fs::path(".") : path.parent_path();
-    if (is_index_name(path.filename().string()))
+    if (is_index_name(path.filename().string()) || is_torch_index_name(path.filename().string()))
       index_path = path;
     else
       weight_files = {path};
@@ -134,7 +173,7 @@ Checkpoint Checkpoint::open(const fs::path& path) {
     Shard s;
     s.path = wf;
     s.file = FileBytes::open(wf);
-    s.header = parse_safetensors(s.file->bytes(), wf.string());
+    read_shard(s);
     if (is_lossless_archive(s.header)) {
       // A `quantize --scheme lossless` archive: decode it into memory like a .zst file.
       s.file = FileBytes::from_memory(decode_lossless_file(s.file->bytes(), s.header, wf.string()),

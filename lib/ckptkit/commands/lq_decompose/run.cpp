@@ -546,6 +546,8 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
                                                : "none"},
                        {"seed", o.common.seed},
                        {"adapter_dtype", std::string(dtype_name(o.adapter_dtype))}};
+  // What the adapter names assume (family, prefix, layout): a warning for unknown families.
+  report.settings()["module_naming"] = selection.naming.assumption;
   for (auto& r : rows)
     report.add_row(r);
   Json totals = lq_decompose_totals(report.to_json(), files);

@@ -163,7 +163,9 @@ Json run_to_lora(const ToLoraOptions& o) {
   LoraConfig cfg = trained.config;
   cfg.extra.erase("init_lora_weights");  // always true: a string would make PEFT re-initialise
   cfg.extra.erase("base_model_name_or_path");
-  cfg.base_model_name_or_path = o.base_model_name_or_path;
+  cfg.base_model_name_or_path = o.base_model_name_or_path.empty()
+                                    ? trained.config.base_model_name_or_path
+                                    : o.base_model_name_or_path;
   if (!o.rank) {
     const double factor = cfg.use_rslora ? std::sqrt(2.0) : 2.0;
     cfg.r *= 2;

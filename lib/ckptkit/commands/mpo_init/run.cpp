@@ -381,6 +381,8 @@ Json run_mpo_init(const MpoInitOptions& o) {
       {"adapter_dtype", std::string(dtype_name(o.adapter_dtype))},
       {"adapter_format_version", kMpoFormatVersion},
       {"fan_in_fan_out", selection.fan_in_fan_out}};
+  // What the adapter names assume (family, prefix, layout): a warning for unknown families.
+  report.settings()["module_naming"] = selection.naming.assumption;
   for (auto& r : rows)
     report.add_row(r);
   report.totals() = mpo_init_totals(report.to_json(), residual_files);

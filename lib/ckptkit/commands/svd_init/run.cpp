@@ -459,6 +459,8 @@ Json run_svd_init(const SvdInitOptions& o) {
       {"seed", o.common.seed},
       {"adapter_dtype", std::string(dtype_name(o.adapter_dtype))},
       {"fan_in_fan_out", selection.fan_in_fan_out}};
+  // What the adapter names assume (family, prefix, layout): a warning for unknown families.
+  report.settings()["module_naming"] = selection.naming.assumption;
   for (auto& r : rows)
     report.add_row(r);
   report.totals() = svd_init_totals(report.to_json(), residual_files);
