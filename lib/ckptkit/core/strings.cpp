@@ -50,4 +50,18 @@ std::string python_float_repr(double v) {
   return neg ? "-" + out : out;
 }
 
+std::string printable(const std::string& text, std::size_t max) {
+  std::string out;
+  for (const char ch : text) {
+    if (out.size() >= max) return out + "...";
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c < 0x7f) {
+      out.push_back(ch);
+    } else {
+      out += strprintf("\\x%02x", c);
+    }
+  }
+  return out;
+}
+
 }  // namespace ckpt

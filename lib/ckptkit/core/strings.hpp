@@ -17,6 +17,10 @@ inline std::string join(const std::vector<std::int64_t>& v) {
   return s;
 }
 
+/// Text from an input file made safe for a one-line message: control and non-ASCII bytes as
+/// \xNN, cut to `max` characters with "...".
+std::string printable(const std::string& text, std::size_t max = 120);
+
 /// printf into a std::string.
 std::string strprintf(const char* format, ...) __attribute__((format(printf, 1, 2)));
 

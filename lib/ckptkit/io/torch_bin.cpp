@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/strings.hpp"
 
 namespace ckpt {
 namespace {
@@ -102,7 +103,8 @@ std::map<std::string, ZipEntry> read_zip(std::span<const std::byte> f, const std
     while (c.at() + 4 <= extra_end) {
       const std::uint64_t id = c.u(2), len = c.u(2);
       const std::uint64_t next = c.at() + len;
-      if (next > extra_end) fail(ErrorKind::Format, located(file, name, "bad zip extra field"));
+      if (next > extra_end)
+        fail(ErrorKind::Format, located(file, printable(name), "bad zip extra field"));
       if (id == 1) {  // ZIP64: the 32-bit fields that overflowed, in this order
         if (usize == 0xFFFFFFFF && c.at() + 8 <= next) usize = c.u(8);
         if (csize == 0xFFFFFFFF && c.at() + 8 <= next) csize = c.u(8);
@@ -113,19 +115,21 @@ std::map<std::string, ZipEntry> read_zip(std::span<const std::byte> f, const std
     c.skip(extra_end - c.at() + comment_len);
     if (compression != 0)
       fail(ErrorKind::Unsupported,
-           located(file, name, "compressed zip entry (torch.save writes them stored)"));
-    if (csize != usize) fail(ErrorKind::Format, located(file, name, "stored entry sizes differ"));
+           located(file, printable(name), "compressed zip entry (torch.save writes them stored)"));
+    if (csize != usize)
+      fail(ErrorKind::Format, located(file, printable(name), "stored entry sizes differ"));
     Cursor h(f, local, file);
-    if (h.u(4) != kLocal) fail(ErrorKind::Format, located(file, name, "bad zip local header"));
+    if (h.u(4) != kLocal)
+      fail(ErrorKind::Format, located(file, printable(name), "bad zip local header"));
     h.skip(2 + 2 + 2 + 2 + 2 + 4 + 4 + 4);
     const std::uint64_t lname = h.u(2), lextra = h.u(2);
     h.skip(lname);
     h.skip(lextra);
     const std::uint64_t data = h.at();
     if (data > f.size() || usize > f.size() - data)
-      fail(ErrorKind::Format, located(file, name, "zip entry data outside the file"));
+      fail(ErrorKind::Format, located(file, printable(name), "zip entry data outside the file"));
     if (!entries.emplace(name, ZipEntry{data, usize}).second)
-      fail(ErrorKind::Format, located(file, name, "zip entry named twice"));
+      fail(ErrorKind::Format, located(file, printable(name), "zip entry named twice"));
   }
   return entries;
 }
@@ -409,7 +413,7 @@ class Unpickler {
   void push_global(const std::string& g) {
     if (!allowed_global(g))
       fail(ErrorKind::Unsupported,
-           where_ + ": pickle GLOBAL '" + g +
+           where_ + ": pickle GLOBAL '" + printable(g) +
                "' is not allowed (only what torch.save writes for a state dict; nothing is run)");
     auto v = make(Value::Kind::Global);
     v->s = g;
@@ -481,7 +485,7 @@ class Unpickler {
         s->dtype = st.dtype;
         known = true;
       }
-    if (!known) bad("storage type '" + t[1]->s + "' is not a storage");
+    if (!known) bad("storage type '" + printable(t[1]->s) + "' is not a storage");
     storages_[s->s] = s;
     return s;
   }
@@ -522,7 +526,7 @@ class Unpickler {
         bad("_rebuild_parameter with unexpected arguments");
       return a[0];
     }
-    bad("REDUCE of '" + fn.s + "'");
+    bad("REDUCE of '" + printable(fn.s) + "'");
   }
 
   std::span<const std::byte> p_;
@@ -590,7 +594,8 @@ TorchBin parse_torch_bin(std::span<const std::byte> file, const std::string& nam
     const std::string order(reinterpret_cast<const char*>(file.data() + it->second.offset),
                             it->second.size);
     if (order != "little")
-      fail(ErrorKind::Unsupported, name + ": byteorder '" + order + "' (little-endian only)");
+      fail(ErrorKind::Unsupported,
+           name + ": byteorder '" + printable(order, 16) + "' (little-endian only)");
   }
   const ZipEntry& pkl = entries.at(root + "data.pkl");
   const Ref top = Unpickler(file.subspan(pkl.offset, pkl.size), name + ": data.pkl").run();
@@ -607,27 +612,28 @@ TorchBin parse_torch_bin(std::span<const std::byte> file, const std::string& nam
   std::map<std::string, bool> seen;
   for (std::size_t i = 0; i + 1 < top->items.size(); i += 2) {
     const Value& key = *top->items[i];
+    const std::string shown = key.kind == Value::Kind::Str ? printable(key.s) : std::string();
     const Value& v = *top->items[i + 1];
     if (key.kind != Value::Kind::Str)
       fail(ErrorKind::Format, name + ": a state dict key is not a string");
     if (v.kind != Value::Kind::Tensor)
       fail(ErrorKind::Unsupported,
-           located(name, key.s, "state dict value is not a tensor (extra state?)"));
+           located(name, shown, "state dict value is not a tensor (extra state?)"));
     if (!seen.emplace(key.s, true).second)
-      fail(ErrorKind::Format, located(name, key.s, "key appears twice"));
+      fail(ErrorKind::Format, located(name, shown, "key appears twice"));
     const Value& storage = *v.items[0];
     const auto data = entries.find(root + "data/" + storage.s);
     if (data == entries.end())
       fail(ErrorKind::Format,
-           located(name, key.s, "storage '" + storage.s + "' is not in the zip"));
+           located(name, shown, "storage '" + printable(storage.s) + "' is not in the zip"));
     const std::uint64_t es = dtype_size(storage.dtype);
     if (data->second.size / es < static_cast<std::uint64_t>(storage.i))
-      fail(ErrorKind::Format, located(name, key.s, "storage holds fewer bytes than its numel"));
+      fail(ErrorKind::Format, located(name, shown, "storage holds fewer bytes than its numel"));
     const auto reach = extent(v.size, v.stride);
     const auto offset = static_cast<std::uint64_t>(v.i);
     if (!reach || offset > static_cast<std::uint64_t>(storage.i) ||
         *reach > static_cast<std::uint64_t>(storage.i) - offset)
-      fail(ErrorKind::Format, located(name, key.s, "view reaches past its storage"));
+      fail(ErrorKind::Format, located(name, shown, "view reaches past its storage"));
     // Elements of the view; a stride-0 (expanded) view would grow on copy: no larger than its
     // storage (checked before each product, so nothing overflows).
     std::uint64_t n = 1;
@@ -635,7 +641,7 @@ TorchBin parse_torch_bin(std::span<const std::byte> file, const std::string& nam
     for (auto d : v.size) {
       if (empty) break;
       if (static_cast<std::uint64_t>(d) > static_cast<std::uint64_t>(storage.i) / n)
-        fail(ErrorKind::Format, located(name, key.s, "view larger than its storage"));
+        fail(ErrorKind::Format, located(name, shown, "view larger than its storage"));
       n *= static_cast<std::uint64_t>(d);
     }
     if (empty) n = 0;
