@@ -8,6 +8,7 @@
 
 #include "ckptkit/adapters/lora_read.hpp"
 #include "ckptkit/adapters/lora_write.hpp"
+#include "ckptkit/commands/merge/converted_lora.hpp"
 #include "ckptkit/commands/merge/merge.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/timing.hpp"
@@ -70,12 +71,7 @@ Json run_dora_to_lora(const ToLoraOptions& o) {
 
   OutputDir out(o.common.output, o.common.force, {o.init_adapter, o.trained_adapter});
   const int rank = o.rank.value_or(dora.config.r);
-  struct Converted {
-    LoraModule module;
-    Json row;
-    double dropped = 0, total = 0;
-  };
-  std::vector<Converted> done(dora.modules.size());
+  std::vector<ConvertedModule> done(dora.modules.size());
   run_ordered(
       dora.modules.size(),
       [&](std::size_t i) {
@@ -98,7 +94,7 @@ Json run_dora_to_lora(const ToLoraOptions& o) {
           for (std::int64_t c = 0; c < m.in; ++c)
             A(j, c) = svd.Vt[static_cast<std::size_t>(j * m.in + c)] * root;
         }
-        Converted c;
+        ConvertedModule c;
         c.module = {m.module,
                     false,
                     k,
@@ -112,41 +108,19 @@ Json run_dora_to_lora(const ToLoraOptions& o) {
         // What the written factors miss, in f64 against the exact D (after their f32 rounding).
         c.total = D.squaredNorm();
         c.dropped = (D - (B * A).cast<double>()).squaredNorm();
-        c.row = {{"name", m.base_tensor},
-                 {"module", m.module},
-                 {"shape", {m.out, m.in}},
-                 {"rank_in", m.rank},
-                 {"rank_out", k},
-                 {"delta_fro", round_sig(std::sqrt(c.total))},
-                 {"dropped_energy", round_sig(c.dropped, 8)},
-                 {"dropped_fraction", c.total > 0 ? round_sig(c.dropped / c.total, 8) : 0.0},
-                 {"seconds", round_sig(seconds_since(t0), 4)}};
+        c.row = converted_row(m.base_tensor, m, c, t0);
         done[i] = std::move(c);
         return [] {};
       },
       o.common.exec);
 
-  LoraConfig cfg = dora.config;
-  cfg.extra.erase("init_lora_weights");
-  cfg.extra.erase("base_model_name_or_path");
+  LoraConfig cfg = converted_config(dora.config, o);
   cfg.extra["use_dora"] = false;
   cfg.use_dora = false;
-  cfg.base_model_name_or_path = o.base_model_name_or_path.empty()
-                                    ? dora.config.base_model_name_or_path
-                                    : o.base_model_name_or_path;
-  cfg.r = rank;
-  cfg.lora_alpha = rank;
-  cfg.use_rslora = false;
-  cfg.rank_pattern.clear();
-  cfg.alpha_pattern.clear();
+  set_uniform_rank(cfg, rank, done);
   cfg.fan_in_fan_out = false;
-  for (const auto& c : done) {
+  for (const auto& c : done)
     cfg.fan_in_fan_out = cfg.fan_in_fan_out || c.module.transposed;
-    if (c.module.rank != rank) {
-      cfg.rank_pattern.emplace_back(c.module.module, c.module.rank);
-      cfg.alpha_pattern.emplace_back(c.module.module, c.module.rank);
-    }
-  }
   Report report("merge", o.common.argv);
   report.add_input("base", o.init_adapter.string(), fingerprint(base));
   report.add_input("dora_adapter", o.trained_adapter.string(),
@@ -155,26 +129,7 @@ Json run_dora_to_lora(const ToLoraOptions& o) {
       {"mode", "dora-to-lora"}, {"format_in", "dora"},
       {"rank", rank},           {"adapter_dtype", std::string(dtype_name(o.adapter_dtype))},
       {"notes", dora.notes},    {"svd", "exact SVD of D = W' - W (f32), energies in f64"}};
-  std::vector<LoraModule> modules;
-  double dropped = 0, total = 0;
-  std::uint64_t params = 0;
-  for (auto& c : done) {
-    dropped += c.dropped;
-    total += c.total;
-    params += c.module.A.size() + c.module.B.size();
-    report.add_row(std::move(c.row));
-    modules.push_back(std::move(c.module));
-  }
-  write_lora_adapter(out.path(), cfg, modules, o.adapter_dtype);
-  report.totals() = {{"modules", modules.size()},
-                     {"r", cfg.r},
-                     {"lora_alpha", cfg.lora_alpha},
-                     {"adapter_params", params},
-                     {"dropped_energy", round_sig(dropped, 8)},
-                     {"total_energy", round_sig(total, 8)},
-                     {"dropped_fraction", total > 0 ? round_sig(dropped / total, 8) : 0.0},
-                     {"seconds", round_sig(seconds_since(start), 4)}};
-  return commit_with_report(report, out, o.common);
+  return commit_converted_lora(done, cfg, report, out, o, start);
 }
 
 }  // namespace ckpt

@@ -9,6 +9,7 @@
 #include "ckptkit/adapters/lora_write.hpp"
 #include "ckptkit/adapters/mpo_adapter.hpp"
 #include "ckptkit/adapters/sorsa_read.hpp"
+#include "ckptkit/commands/merge/converted_lora.hpp"
 #include "ckptkit/commands/merge/merge.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/timing.hpp"
@@ -40,12 +41,6 @@ RowMatrixXf as_matrix(const std::vector<float>& v, std::int64_t rows, std::int64
 std::vector<float> as_vector(const RowMatrixXf& m) {
   return std::vector<float>(m.data(), m.data() + m.size());
 }
-
-struct Converted {
-  LoraModule module;
-  Json row;
-  double dropped = 0, total = 0;
-};
 
 }  // namespace
 
@@ -101,7 +96,7 @@ Json run_to_lora(const ToLoraOptions& o) {
     }
 
   OutputDir out(o.common.output, o.common.force, {o.init_adapter, o.trained_adapter});
-  std::vector<Converted> done(trained.modules.size());
+  std::vector<ConvertedModule> done(trained.modules.size());
   run_ordered(
       trained.modules.size(),
       [&](std::size_t i) {
@@ -113,7 +108,7 @@ Json run_to_lora(const ToLoraOptions& o) {
         const LoraModule& m = trained.modules[i];
         const LoraModule& m0 = *init_of.at(m.module);
         const double s = trained.config.scaling_for(m.module);
-        Converted c;
+        ConvertedModule c;
         c.module.module = m.module;
         c.module.embedding = m.embedding;
         c.module.in = m.in;
@@ -145,27 +140,14 @@ Json run_to_lora(const ToLoraOptions& o) {
           c.module.B = as_vector(td.B * root);
           c.dropped = s * s * td.dropped_energy;
         }
-        c.row = {{"name", m.module + ".weight"},  // the base tensor the delta applies to
-                 {"module", m.module},
-                 {"shape", {m.out, m.in}},
-                 {"rank_in", m.rank},
-                 {"rank_out", c.module.rank},
-                 {"scaling_in", round_sig(s)},
-                 {"delta_fro", round_sig(std::sqrt(c.total))},
-                 {"dropped_energy", round_sig(c.dropped, 8)},
-                 {"dropped_fraction", c.total > 0 ? round_sig(c.dropped / c.total, 8) : 0.0},
-                 {"seconds", round_sig(seconds_since(t0), 4)}};
+        c.row = converted_row(m.module + ".weight", m, c, t0);
+        c.row["scaling_in"] = round_sig(s);
         done[i] = std::move(c);
         return [] {};
       },
       o.common.exec);
 
-  LoraConfig cfg = trained.config;
-  cfg.extra.erase("init_lora_weights");  // always true: a string would make PEFT re-initialise
-  cfg.extra.erase("base_model_name_or_path");
-  cfg.base_model_name_or_path = o.base_model_name_or_path.empty()
-                                    ? trained.config.base_model_name_or_path
-                                    : o.base_model_name_or_path;
+  LoraConfig cfg = converted_config(trained.config, o);
   if (!o.rank) {
     const double factor = cfg.use_rslora ? std::sqrt(2.0) : 2.0;
     cfg.r *= 2;
@@ -175,18 +157,8 @@ Json run_to_lora(const ToLoraOptions& o) {
     for (auto& [k, v] : cfg.alpha_pattern)
       v *= factor;
   } else {
-    cfg.r = *o.rank;
-    cfg.lora_alpha = *o.rank;
-    cfg.use_rslora = false;
-    cfg.rank_pattern.clear();
-    cfg.alpha_pattern.clear();
-    for (const auto& c : done)
-      if (c.module.rank != *o.rank) {
-        cfg.rank_pattern.emplace_back(c.module.module, c.module.rank);
-        cfg.alpha_pattern.emplace_back(c.module.module, c.module.rank);
-      }
+    set_uniform_rank(cfg, *o.rank, done);
   }
-  std::vector<LoraModule> modules;
   Report report("merge", o.common.argv);
   report.add_input("init_adapter", o.init_adapter.string(),
                    fingerprint(Checkpoint::open(init.weights)));
@@ -197,6 +169,47 @@ Json run_to_lora(const ToLoraOptions& o) {
                        {"rank", o.rank ? Json(*o.rank) : Json("exact (2r)")},
                        {"adapter_dtype", std::string(dtype_name(o.adapter_dtype))},
                        {"svd", "QR of [B | -B0] and [A ; A0]^T, SVD of the small core (f64)"}};
+  return commit_converted_lora(done, cfg, report, out, o, start);
+}
+
+Json converted_row(const std::string& base_tensor, const LoraModule& from, const ConvertedModule& c,
+                   Clock::time_point t0) {
+  return {{"name", base_tensor},
+          {"module", from.module},
+          {"shape", {from.out, from.in}},
+          {"rank_in", from.rank},
+          {"rank_out", c.module.rank},
+          {"delta_fro", round_sig(std::sqrt(c.total))},
+          {"dropped_energy", round_sig(c.dropped, 8)},
+          {"dropped_fraction", c.total > 0 ? round_sig(c.dropped / c.total, 8) : 0.0},
+          {"seconds", round_sig(seconds_since(t0), 4)}};
+}
+
+LoraConfig converted_config(const LoraConfig& from, const ToLoraOptions& o) {
+  LoraConfig cfg = from;
+  cfg.extra.erase("init_lora_weights");
+  cfg.extra.erase("base_model_name_or_path");
+  if (!o.base_model_name_or_path.empty()) cfg.base_model_name_or_path = o.base_model_name_or_path;
+  return cfg;
+}
+
+void set_uniform_rank(LoraConfig& cfg, int rank, const std::vector<ConvertedModule>& done) {
+  cfg.r = rank;
+  cfg.lora_alpha = rank;
+  cfg.use_rslora = false;
+  cfg.rank_pattern.clear();
+  cfg.alpha_pattern.clear();
+  for (const auto& c : done)
+    if (c.module.rank != rank) {
+      cfg.rank_pattern.emplace_back(c.module.module, c.module.rank);
+      cfg.alpha_pattern.emplace_back(c.module.module, c.module.rank);
+    }
+}
+
+Json commit_converted_lora(std::vector<ConvertedModule>& done, const LoraConfig& cfg,
+                           Report& report, OutputDir& out, const ToLoraOptions& o,
+                           Clock::time_point start) {
+  std::vector<LoraModule> modules;
   double dropped = 0, total = 0;
   std::uint64_t params = 0;
   for (auto& c : done) {
