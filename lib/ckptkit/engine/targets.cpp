@@ -20,7 +20,7 @@ TargetSelection select_targets(const Checkpoint& in, const TargetOptions& option
   sel.fan_in_fan_out = selector.fan_in_fan_out();
   sel.naming = checkpoint_naming(in, options);
   for (const auto& t : in.tensors()) {
-    TargetDecision d = selector.decide(t.info);
+    const TargetDecision d = selector.decide(t.info);
     const std::string module = TargetSelector::module_name(t.info.name);
     const bool matrix = t.info.shape.size() == 2;
     if (matrix) sel.candidates.push_back(sel.naming.peft_module(module));
@@ -36,12 +36,6 @@ TargetSelection select_targets(const Checkpoint& in, const TargetOptions& option
            located(in.file_of(t), t.info.name, "matched by --target but " + d.reason));
     }
     if (unfit) sel.skipped.push_back({&t, d.reason});
-    // The default selection leaves the family's task heads alone (score, classifier, BERT's
-    // cls.predictions...), as it does lm_head: an adapter on them exists in one layout only.
-    if (d.selected && !d.named && sel.naming.is_head(module)) {
-      d.selected = false;
-      d.reason = "task head";
-    }
     if (!d.selected) {
       if (matrix && t.info.name.ends_with(".weight")) sel.left_alone.push_back(module);
       continue;

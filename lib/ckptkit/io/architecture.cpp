@@ -160,11 +160,14 @@ std::optional<bool> ModuleNaming::is_conv1d(std::string_view module) const {
   return std::find(arch->conv1d.begin(), arch->conv1d.end(), leaf) != arch->conv1d.end();
 }
 
-bool ModuleNaming::is_head(std::string_view module) const {
-  if (!arch) return false;
-  for (std::string_view h : arch->heads)
+bool is_task_head(const Architecture& arch, std::string_view module) {
+  for (std::string_view h : arch.heads)
     if (module == h || has_prefix(module, h)) return true;
   return false;
+}
+
+bool ModuleNaming::is_head(std::string_view module) const {
+  return arch && is_task_head(*arch, module);
 }
 
 ModuleNaming module_naming(const std::vector<std::string>& tensor_names,

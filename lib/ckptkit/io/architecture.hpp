@@ -44,6 +44,10 @@ struct Architecture {
   std::string_view source;
 };
 
+/// True for a head module of `arch`'s task models (`module` as the task model names it: the
+/// head itself or a module under it, e.g. "cls.predictions.decoder").
+bool is_task_head(const Architecture& arch, std::string_view module);
+
 /// Every family in the table, in a fixed order.
 std::span<const Architecture> architectures();
 /// nullptr for a model_type not in the table.

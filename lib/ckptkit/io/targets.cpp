@@ -128,6 +128,12 @@ TargetDecision TargetSelector::decide(const TensorInfo& t) const {
       d.reason = "embedding or output head";
       return d;
     }
+    // The family's task heads (score, classifier, BERT's cls.predictions...) too: an adapter on
+    // one would exist in the task-model layout only.
+    if (arch_ && is_task_head(*arch_, module)) {
+      d.reason = "task head";
+      return d;
+    }
   }
   if (!is_float(t.dtype)) {
     d.verdict = Verdict::NotFloat;

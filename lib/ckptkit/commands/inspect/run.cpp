@@ -7,6 +7,7 @@
 #include <map>
 
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/engine/targets.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 
 namespace ckpt {
@@ -39,6 +40,7 @@ Json run_inspect(const InspectOptions& options) {
   }
   j["architecture"] = arch;
   j["fan_in_fan_out"] = targets.fan_in_fan_out();
+  j["module_naming"] = checkpoint_naming(c, options.targets).assumption;
   Json meta = Json::object();
   for (const auto& [k, v] : c.metadata())
     meta[k] = v;
@@ -149,6 +151,7 @@ std::string inspect_table(const Json& j) {
       static_cast<unsigned long long>(tg["tensors"].get<std::uint64_t>()),
       static_cast<unsigned long long>(tg["params"].get<std::uint64_t>()),
       j["fan_in_fan_out"].get<bool>() ? " (stored [in, out]: transposed as PEFT does)" : "");
+  out += "adapter names: " + j["module_naming"].get<std::string>() + "\n";
   out += strprintf("verdict: %s\n", j["verdict"].get<std::string>().c_str());
   return out;
 }
