@@ -13,6 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import cktest as ck  # noqa: E402
+import hub_layouts as hub  # noqa: E402
 
 check = ck.Checks()
 FIX = os.path.join(ck.DATA, "torch-bin")
@@ -67,6 +68,31 @@ def main():
                    "--target", "0,2", expect=0)
         check(p.returncode == 0 and os.path.exists(os.path.join(tmp, "pissa", "adapter")),
               "svd-init reads a folder holding pytorch_model.bin")
+        # A PEFT adapter saved as adapter_model.bin merges as its safetensors twin does.
+        base = os.path.join(tmp, "llama")
+        os.makedirs(base)
+        w = hub.hub_checkpoint("llama", prefixed=False)
+        ck.write_safetensors(os.path.join(base, "model.safetensors"), w, {"format": "pt"})
+        with open(os.path.join(base, "config.json"), "w") as f:
+            f.write('{"model_type": "llama"}')
+        twin = os.path.join(tmp, "adapter-st")
+        os.makedirs(twin)
+        shutil.copy(os.path.join(FIX, "peft-adapter-bin", "adapter_config.json"), twin)
+        shutil.copy(os.path.join(FIX, "peft-adapter-bin.expected.safetensors"),
+                    os.path.join(twin, "adapter_model.safetensors"))
+        outs = []
+        for adapter in (os.path.join(FIX, "peft-adapter-bin"), twin):
+            out = os.path.join(tmp, "merged-" + os.path.basename(adapter))
+            p = ck.run("merge", base, adapter, "-o", out, expect=0)
+            outs.append(out if p.returncode == 0 else None)
+        lora = ck.read_checkpoint(os.path.join(FIX, "peft-adapter-bin.expected.safetensors"))
+        k = "base_model.model.model.layers.1.self_attn.q_proj"
+        got = ck.read_checkpoint(outs[0])["layers.1.self_attn.q_proj.weight"] if outs[0] else None
+        want = w["layers.1.self_attn.q_proj.weight"] + 2.0 * (lora[k + ".lora_B.weight"] @
+                                                             lora[k + ".lora_A.weight"])
+        check(None not in outs and ck.read_checkpoint(outs[0], raw=True) ==
+              ck.read_checkpoint(outs[1], raw=True) and abs(got - want).max() < 1e-6,
+              "adapter_model.bin merges to the same tensors as its safetensors twin, = W + s·B·A")
     check.exit()
 
 

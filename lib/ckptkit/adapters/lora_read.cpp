@@ -187,11 +187,13 @@ LoraAdapter read_lora_adapter(const fs::path& path) {
   if (cfg.empty())
     fail(ErrorKind::Usage,
          located(a.dir.string(), "", "no adapter_config.json: not a PEFT adapter directory"));
+  // PEFT writes safetensors; older versions (and safe_serialization=False) adapter_model.bin,
+  // read by the restricted torch reader (io/torch_bin.hpp).
   a.weights = find_file(a.dir, "adapter_model.safetensors");
+  if (a.weights.empty()) a.weights = find_file(a.dir, "adapter_model.bin");
   if (a.weights.empty())
     fail(ErrorKind::Usage,
-         located(a.dir.string(), "",
-                 "no adapter_model.safetensors (adapter_model.bin is not supported)"));
+         located(a.dir.string(), "", "no adapter_model.safetensors or adapter_model.bin"));
   {
     const auto bytes = FileBytes::open(cfg);
     const auto span = bytes->bytes();
