@@ -3,11 +3,13 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/interrupt.hpp"
+#include "ckptkit/io/file_bytes.hpp"
 #include "ckptkit/linalg/blas_threads.hpp"
 #include "commands.hpp"
 #include "flags.hpp"
@@ -60,22 +62,36 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "ckptkit: %s\n", e.what());
+    std::fprintf(stderr, "ckptkit: error: %s\n", e.what());
     return 2;
   }
-  try {
-    return run ? run() : 2;
-  } catch (const ckpt::Error& e) {
-    // One line, whatever an untrusted file or index put into the message.
+  // One line, whatever an untrusted file or index put into the message.
+  auto report = [](const ckpt::Error& e) {
     std::string msg = e.what();
     for (char& c : msg)
       if (c == '\n' || c == '\r') c = ' ';
     std::fprintf(stderr, "ckptkit: error: %s\n", msg.c_str());
     return ckpt::exit_code(e.kind());
+  };
+  // A failure caused by an input that shrank under us is reported as that (io/file_bytes.hpp).
+  auto truncated_input = []() -> std::optional<ckpt::Error> {
+    try {
+      ckpt::check_inputs_intact();
+    } catch (const ckpt::Error& e) {
+      return e;
+    }
+    return std::nullopt;
+  };
+  try {
+    return run ? run() : 2;
+  } catch (const ckpt::Error& e) {
+    if (const auto t = truncated_input()) return report(*t);
+    return report(e);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "ckptkit: error: out of memory\n");
     return 1;
   } catch (const std::exception& e) {
+    if (const auto t = truncated_input()) return report(*t);
     std::fprintf(stderr, "ckptkit: internal error: %s\n", e.what());
     return 3;
   }

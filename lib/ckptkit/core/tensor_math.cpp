@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/strings.hpp"
 
 namespace ckpt {
 
@@ -41,6 +42,43 @@ void check_finite(std::span<const float> w, const std::string& file, const std::
       fail(ErrorKind::Format, located(file, name,
                                       std::string(std::isnan(w[i]) ? "NaN" : "Inf") +
                                           " at element " + std::to_string(i)));
+}
+
+void check_computed_finite(std::span<const float> w, const std::string& file,
+                           const std::string& name, const std::string& what) {
+  if (all_finite(w)) return;
+  for (std::size_t i = 0; i < w.size(); ++i)
+    if (!std::isfinite(w[i]))
+      fail(ErrorKind::Numeric,
+           located(file, name,
+                   what + " is not finite (" + (std::isnan(w[i]) ? "NaN" : "Inf") + " at element " +
+                       std::to_string(i) + ")"));
+}
+
+void check_cast_finite(DType from, std::span<const std::byte> in, DType to,
+                       std::span<const std::byte> out, const std::string& file,
+                       const std::string& name) {
+  if (!is_float(from) || !is_float(to)) return;
+  const std::size_t a = dtype_size(from), b = dtype_size(to);
+  const std::size_t n = in.size() / a;
+  constexpr std::size_t kChunk = 16384;
+  std::vector<double> x(kChunk), y(kChunk);
+  for (std::size_t c0 = 0; c0 < n; c0 += kChunk) {
+    const std::size_t len = std::min(kChunk, n - c0);
+    decode_to_f64(to, out.subspan(c0 * b, len * b), std::span<double>(y.data(), len));
+    bool ok = true;
+    for (std::size_t i = 0; i < len; ++i)
+      ok = ok && std::isfinite(y[i]);
+    if (ok) continue;
+    decode_to_f64(from, in.subspan(c0 * a, len * a), std::span<double>(x.data(), len));
+    for (std::size_t i = 0; i < len; ++i)
+      if (std::isfinite(x[i]) && !std::isfinite(y[i]))
+        fail(ErrorKind::Format,
+             located(file, name,
+                     "value " + strprintf("%.9g", x[i]) + " at element " + std::to_string(c0 + i) +
+                         " overflows " + std::string(dtype_name(to)) +
+                         " (cast it to a wider type)"));
+  }
 }
 
 void check_finite(const std::vector<float>& w, const std::string& file, const std::string& name) {

@@ -22,6 +22,18 @@ void check_finite(const std::vector<float>& w, const std::string& file, const st
 /// The same for any contiguous range of floats.
 void check_finite(std::span<const float> w, const std::string& file, const std::string& name);
 
+/// For values ckptkit computed (not read): a Numeric error (exit 1) "<file>: tensor '<name>':
+/// <what> is not finite (NaN at element i)" at the first non-finite value.
+void check_computed_finite(std::span<const float> w, const std::string& file,
+                           const std::string& name, const std::string& what);
+
+/// After a cast of `in` (dtype `from`) into `out` (dtype `to`): a Format error (exit 2) "<file>:
+/// tensor '<name>': value V at element i overflows <to>" at the first value finite before and
+/// not after (f16's range ends at 65504). Checked in chunks; no allocation of the whole tensor.
+void check_cast_finite(DType from, std::span<const std::byte> in, DType to,
+                       std::span<const std::byte> out, const std::string& file,
+                       const std::string& name);
+
 /// True when every value of `w` is finite (a branch-free, vectorizable scan).
 bool all_finite(std::span<const float> w);
 

@@ -7,13 +7,13 @@
 
 namespace ckpt {
 
-/// Writes report.json into the output, commits it, then writes the --report copy (if any) and
-/// returns the report's JSON.
+/// Writes report.json into the output, commits it, then writes the --report copy (if any, checked
+/// when `out` was made) and returns the report's JSON.
 inline Json commit_with_report(const Report& report, OutputDir& out, const CommonOptions& common) {
   const Json j = report.to_json();
   report.write(out.path() / "report.json");
   out.commit();
-  if (common.report_path) report.write(*common.report_path);
+  out.write_report_copy(report.text());
   return j;
 }
 

@@ -10,10 +10,12 @@
 #include "ckptkit/adapters/part_configs.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/progress.hpp"
+#include "ckptkit/core/strings.hpp"
 #include "ckptkit/engine/shard.hpp"
 #include "ckptkit/engine/stitch_report.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/io/paths.hpp"
 #include "ckptkit/io/targets.hpp"
 #include "ckptkit/io/writer.hpp"
 #include "ckptkit/report/csv.hpp"
@@ -55,6 +57,44 @@ std::string shard_str(int k, int n) {
   return std::to_string(k) + "/" + std::to_string(n);
 }
 
+/// The fields stitch reads, with their types, and every name it joins to a directory checked by the
+/// path policy (io/paths.hpp): a crafted manifest can neither write outside the output nor make
+/// a JSON type error escape as an internal error.
+void check_manifest_shape(const Json& j, const std::string& file) {
+  auto need = [&](bool ok, const std::string& what) {
+    if (!ok) fail(ErrorKind::Format, file + ": " + what);
+  };
+  need(j.contains("checkpoints") && j["checkpoints"].is_array(), "'checkpoints' is not a list");
+  for (const auto& c : j["checkpoints"]) {
+    need(c.is_object() && c.contains("dir") && c["dir"].is_string(),
+         "a checkpoint entry without a 'dir' string");
+    check_plain_relative(c["dir"].get<std::string>(), 16, file, "checkpoint dir", true);
+    need(c.contains("plan") && c["plan"].is_array(), "a checkpoint entry without a 'plan' list");
+    for (const auto& t : c["plan"])
+      need(t.is_object() && t.value("name", Json()).is_string() &&
+               t.value("dtype", Json()).is_string() && t.value("shape", Json()).is_array() &&
+               t.value("shard", Json()).is_number_integer(),
+           "a plan entry without name, dtype, shape and shard");
+    need(c.contains("writer") && c["writer"].is_object() &&
+             c["writer"].value("base_name", Json()).is_string() &&
+             c["writer"].value("max_shard_size", Json()).is_number_unsigned() &&
+             c["writer"].value("zstd", Json()).is_boolean() &&
+             c["writer"].value("zstd_level", Json()).is_number_integer() &&
+             c["writer"].value("write_metadata", Json()).is_boolean() &&
+             c["writer"].value("metadata", Json()).is_array(),
+         "a checkpoint entry without a complete 'writer'");
+    check_plain_relative(c["writer"]["base_name"].get<std::string>(), 1, file, "base_name");
+    for (const auto& kv : c["writer"]["metadata"])
+      need(kv.is_array() && kv.size() == 2 && kv[0].is_string() && kv[1].is_string(),
+           "writer metadata is not a list of string pairs");
+    need(c.contains("part_files") && c["part_files"].is_array(), "no 'part_files' list");
+    for (const auto& f : c["part_files"]) {
+      need(f.is_string(), "a part file name is not a string");
+      check_plain_relative(f.get<std::string>(), 1, file, "part file");
+    }
+  }
+}
+
 Part load_part(const fs::path& dir) {
   Part p;
   p.dir = dir;
@@ -75,6 +115,7 @@ Part load_part(const fs::path& dir) {
     fail(ErrorKind::Unsupported, m.string() + ": part manifest version " +
                                      j.value("version", Json(0)).dump() + " (this build reads " +
                                      std::to_string(kPartManifestVersion) + ")");
+  check_manifest_shape(j, m.string());
   p.index = j["shard"]["index"].get<int>();
   p.output = j.value("output", "");
   return p;
@@ -383,7 +424,25 @@ Json stitch_report(const std::vector<Part>& parts, const Order& order,
 
 }  // namespace
 
+namespace {
+
+Json stitch_parts(const StitchOptions& o);
+
+}  // namespace
+
 Json run_stitch(const StitchOptions& o) {
+  try {
+    return stitch_parts(o);
+  } catch (const nlohmann::json::exception& e) {
+    // A field check_manifest_shape does not cover had the wrong type or range.
+    fail(ErrorKind::Format, "part manifests (" + std::string(kPartManifest) +
+                                "): malformed field (" + printable(e.what()) + ")");
+  }
+}
+
+namespace {
+
+Json stitch_parts(const StitchOptions& o) {
   if (o.parts.empty()) fail(ErrorKind::Usage, "stitch: no part directories given");
   std::vector<Part> loaded;
   for (const auto& d : o.parts)
@@ -421,7 +480,7 @@ Json run_stitch(const StitchOptions& o) {
     }
 
   std::vector<fs::path> inputs(o.parts.begin(), o.parts.end());
-  OutputDir out(o.output, o.force, inputs);
+  OutputDir out(o.output, o.force, inputs, o.report_path);
   std::vector<std::string> stitched_files;
   for (std::size_t c = 0; c < cks.size(); ++c) {
     auto f = stitch_checkpoint(parts, c, out.path(), o.progress);
@@ -481,9 +540,11 @@ Json run_stitch(const StitchOptions& o) {
   if (spec && spec->derive && !spec->derived_files.empty()) spec->derive(report, out.path());
   if (has_report) write_text_file(out.path() / "report.json", report.dump(2) + "\n");
   out.commit();
-  if (o.report_path) write_text_file(*o.report_path, report.dump(2) + "\n");
+  out.write_report_copy(report.dump(2) + "\n");
   return report;
 }
+
+}  // namespace
 
 std::string stitch_summary(const Json& report, std::size_t parts,
                            const std::filesystem::path& output) {

@@ -120,7 +120,8 @@ const Architecture* find_architecture(std::string_view model_type) {
 std::string ModuleNaming::peft_module(std::string_view m) const {
   // The task model PEFT wraps holds the base model under `prefix`; FEATURE_EXTRACTION wraps the
   // base model itself.
-  const std::string_view attr = task == TaskType::FeatureExtraction ? "" : prefix;
+  const std::string_view attr =
+      task == TaskType::FeatureExtraction ? std::string_view() : std::string_view(prefix);
   if (!stored_prefix.empty()) {
     if (!has_prefix(m, stored_prefix)) return std::string(m);  // a head of a task checkpoint
     return joined(attr, m.substr(stored_prefix.size() + 1));

@@ -7,6 +7,7 @@
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/io/lossless.hpp"
+#include "ckptkit/io/paths.hpp"
 #include "ckptkit/io/torch_bin.hpp"
 
 namespace ckpt {
@@ -51,19 +52,20 @@ std::optional<nlohmann::json> read_config(const fs::path& dir) {
   const fs::path p = dir / "config.json";
   std::error_code ec;
   if (!fs::is_regular_file(p, ec)) return std::nullopt;
+  nlohmann::json j;
   try {
-    return nlohmann::json::parse(read_input_text(p));
+    j = nlohmann::json::parse(read_input_text(p));
   } catch (const nlohmann::json::exception& e) {
     fail(ErrorKind::Format, p.string() + ": not valid JSON (" + e.what() + ")");
   }
+  if (!j.is_object()) fail(ErrorKind::Format, p.string() + ": not a JSON object");
+  return j;
 }
 
 /// The file of a shard named in an index: as written, or with ".zst" added.
 fs::path resolve_shard(const fs::path& dir, const std::string& name,
                        const std::string& index_name) {
-  if (name.empty() || name.find('/') != std::string::npos || name.find('\\') != std::string::npos ||
-      name == "." || name == "..")
-    fail(ErrorKind::Format, index_name + ": shard name '" + name + "' is not a plain file name");
+  check_plain_relative(name, 1, index_name, "shard name");
   std::error_code ec;
   for (const std::string& candidate : {name, name + ".zst"})
     if (fs::is_regular_file(dir / candidate, ec)) return dir / candidate;

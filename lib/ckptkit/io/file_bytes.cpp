@@ -6,12 +6,68 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <csignal>
+#include <cstdint>
 #include <cstring>
 
 #include "ckptkit/core/error.hpp"
 
 namespace ckpt {
+namespace {
+
+// The SIGBUS guard. A mapped input that shrinks while we read it raises SIGBUS on the lost pages;
+// the handler maps a zero page there and marks the file, so the read goes on and the run fails
+// with a named Io error before anything is committed (check_inputs_intact). A signal handler can
+// only reach process-wide state: this table, the one other such state beside core/interrupt.
+struct GuardSlot {
+  std::atomic<std::uintptr_t> begin{0}, end{0};
+  std::atomic<bool> lost{false};
+  const std::string* name = nullptr;  // written before `begin` is published
+};
+constexpr int kGuardSlots = 4096;
+GuardSlot g_guard[kGuardSlots];
+std::uintptr_t g_page = 4096;
+
+void on_sigbus(int, siginfo_t* info, void*) {
+  const auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
+  for (auto& s : g_guard) {
+    const std::uintptr_t b = s.begin.load(std::memory_order_acquire);
+    if (b == 0 || addr < b || addr >= s.end.load(std::memory_order_acquire)) continue;
+    void* page = reinterpret_cast<void*>(addr & ~(g_page - 1));
+    if (::mmap(page, g_page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) !=
+        MAP_FAILED) {
+      s.lost.store(true, std::memory_order_release);
+      return;
+    }
+  }
+  ::signal(SIGBUS, SIG_DFL);  // not one of ours: the faulting access repeats, now fatal
+}
+
+int guard_mapping(const void* p, std::size_t size, const std::string* name) {
+  static const bool installed = [] {
+    g_page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    return ::sigaction(SIGBUS, &sa, nullptr) == 0;
+  }();
+  if (!installed) return -1;
+  for (int i = 0; i < kGuardSlots; ++i) {
+    std::uintptr_t expected = 0;
+    auto& s = g_guard[i];
+    if (s.begin.load() != 0) continue;
+    s.name = name;
+    s.lost.store(false);
+    s.end.store(reinterpret_cast<std::uintptr_t>(p) + size);
+    if (s.begin.compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(p))) return i;
+  }
+  return -1;  // more live mappings than slots: unguarded
+}
+
+}  // namespace
 
 bool is_zstd_path(const std::filesystem::path& path) {
   return path.extension() == ".zst";
@@ -26,17 +82,23 @@ std::vector<std::byte> zstd_decompress(std::span<const std::byte> input, const s
     out.reserve(static_cast<std::size_t>(expected));
   ZSTD_inBuffer in{input.data(), input.size(), 0};
   std::vector<std::byte> chunk(ZSTD_DStreamOutSize());
-  std::size_t ret = 1;
+  std::size_t ret = 1;  // 0 once the last frame was decoded and flushed
   for (;;) {
     const std::size_t in_before = in.pos;
     ZSTD_outBuffer o{chunk.data(), chunk.size(), 0};
-    ret = ZSTD_decompressStream(ctx.get(), &o, &in);
-    if (ZSTD_isError(ret))
-      fail(ErrorKind::Format, name + ": corrupt zstd stream (" + ZSTD_getErrorName(ret) + ")");
+    const std::size_t r = ZSTD_decompressStream(ctx.get(), &o, &in);
+    if (ZSTD_isError(r))
+      fail(ErrorKind::Format, name + ": corrupt zstd stream (" + ZSTD_getErrorName(r) + ")");
     out.insert(out.end(), chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(o.pos));
+    if (in.pos == in_before && o.pos == 0) {
+      // No progress. After a frame that ended exactly at a full buffer the decoder now waits for
+      // a next frame (a non-zero hint): the stream is complete if the last frame was.
+      if (r == 0) ret = 0;
+      break;
+    }
+    ret = r;
     // Done when all input is consumed and the decoder did not fill the buffer (nothing held back).
     if (in.pos == in.size && o.pos < o.size) break;
-    if (in.pos == in_before && o.pos == 0) break;  // no progress: malformed
   }
   if (ret != 0) fail(ErrorKind::Format, name + ": truncated zstd stream");
   return out;
@@ -68,10 +130,15 @@ std::shared_ptr<const FileBytes> FileBytes::open(const std::filesystem::path& pa
     }
     f->map_ = p;
     f->data_ = static_cast<const std::byte*>(p);
+    f->guard_ = guard_mapping(p, f->size_, &f->name_);
   }
   ::close(fd);
   if (is_zstd_path(path)) {
     f->owned_ = zstd_decompress(f->bytes(), name);
+    if (f->guard_ >= 0 && g_guard[f->guard_].lost.load())
+      fail(ErrorKind::Io, name + ": changed or truncated while it was read");
+    if (f->guard_ >= 0) g_guard[f->guard_].begin.store(0, std::memory_order_release);
+    f->guard_ = -1;
     ::munmap(f->map_, f->size_);
     f->map_ = nullptr;
     f->data_ = f->owned_.data();
@@ -91,7 +158,20 @@ std::shared_ptr<const FileBytes> FileBytes::from_memory(std::vector<std::byte> b
 }
 
 FileBytes::~FileBytes() {
+  if (guard_ >= 0) g_guard[guard_].begin.store(0, std::memory_order_release);
   if (map_) ::munmap(map_, size_);
+}
+
+bool FileBytes::intact() const {
+  return guard_ < 0 || !g_guard[guard_].lost.load(std::memory_order_acquire);
+}
+
+void check_inputs_intact() {
+  for (const auto& s : g_guard)
+    if (s.begin.load(std::memory_order_acquire) != 0 && s.lost.load(std::memory_order_acquire))
+      fail(ErrorKind::Io, *s.name +
+                              ": changed or truncated while it was read (a page past its new end "
+                              "could not be read); nothing was written");
 }
 
 void FileBytes::release(std::size_t offset, std::size_t length) const {

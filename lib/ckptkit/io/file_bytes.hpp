@@ -29,6 +29,9 @@ class FileBytes {
   const std::string& name() const { return name_; }
   /// Tells the kernel the given range will not be needed soon (keeps RSS low when streaming).
   void release(std::size_t offset, std::size_t length) const;
+  /// False once a page of the mapping could not be read because the file shrank under us (the
+  /// SIGBUS was absorbed: that page reads as zeros from then on).
+  bool intact() const;
 
  private:
   FileBytes() = default;
@@ -37,7 +40,13 @@ class FileBytes {
   void* map_ = nullptr;           // mmap base, or nullptr
   std::vector<std::byte> owned_;  // decompressed content for .zst
   std::string name_;
+  int guard_ = -1;  // slot in the SIGBUS guard (file_bytes.cpp), or -1
 };
+
+/// Error(Io) "<file>: changed or truncated while it was read" for the first mapped input that lost
+/// pages during the run; nothing when every input is intact. Called before an output is
+/// committed and when a run fails, so a truncated input is named instead of what it caused.
+void check_inputs_intact();
 
 /// The whole content of an input text file (JSON configs, indexes), decompressed when it ends in
 /// ".zst"; Error(Io) naming it when it cannot be read.

@@ -9,30 +9,15 @@
 #include <string>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/io/file_bytes.hpp"
+#include "ckptkit/io/paths.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;
-namespace {
 
-fs::path absolute_clean(const fs::path& p) {
-  std::error_code ec;
-  auto w = fs::weakly_canonical(fs::absolute(p, ec), ec);
-  return ec ? fs::absolute(p) : w;
-}
-
-bool is_within(const fs::path& child, const fs::path& parent) {
-  auto c = child.begin();
-  for (auto p = parent.begin(); p != parent.end(); ++p, ++c) {
-    if (p->empty()) continue;
-    if (c == child.end() || *c != *p) return false;
-  }
-  return true;
-}
-
-}  // namespace
-
-OutputDir::OutputDir(fs::path final_path, bool force, const std::vector<fs::path>& inputs)
-    : final_(absolute_clean(final_path)), force_(force) {
+OutputDir::OutputDir(fs::path final_path, bool force, const std::vector<fs::path>& inputs,
+                     std::optional<fs::path> report_copy)
+    : final_(absolute_clean(final_path)), force_(force), report_copy_(std::move(report_copy)) {
   std::error_code ec;
   for (const auto& in : inputs) {
     const fs::path a = absolute_clean(in);
@@ -40,17 +25,32 @@ OutputDir::OutputDir(fs::path final_path, bool force, const std::vector<fs::path
       fail(ErrorKind::Usage,
            final_path.string() + ": output would overwrite or sit inside the input " + in.string());
   }
-  if (fs::exists(final_, ec) && !force)
+  if (is_within(absolute_clean(fs::current_path(ec)), final_))
     fail(ErrorKind::Usage,
-         final_path.string() + ": output already exists (use --force to replace it)");
+         final_path.string() + ": output would replace the current directory or one above it");
+  if (fs::exists(fs::symlink_status(final_, ec))) {
+    if (!force)
+      fail(ErrorKind::Usage,
+           final_path.string() + ": output already exists (use --force to replace it)");
+    if (!replaceable_output(final_))
+      fail(ErrorKind::Usage, final_path.string() + ": exists and is not a ckptkit output (no " +
+                                 kOutputMarker + "): --force replaces only what ckptkit wrote");
+  }
+  if (report_copy_) check_report_path(*report_copy_, final_, force, inputs);
   const fs::path parent = final_.parent_path();
   if (!fs::is_directory(parent, ec))
     fail(ErrorKind::Io,
          final_path.string() + ": parent directory " + parent.string() + " does not exist");
+  remove_stale_temporaries(final_);
   tmp_ = parent / ("." + final_.filename().string() + ".tmp-" + std::to_string(::getpid()));
   fs::remove_all(tmp_, ec);
   if (!fs::create_directory(tmp_, ec))
     fail(ErrorKind::Io, final_path.string() + ": cannot create output (" + ec.message() + ")");
+  write_text_file(tmp_ / kOutputMarker, "{\"tool\": \"ckptkit\"}\n");
+}
+
+void OutputDir::write_report_copy(const std::string& text) const {
+  if (report_copy_) write_file_atomically(*report_copy_, text);
 }
 
 OutputDir::~OutputDir() {
@@ -60,6 +60,7 @@ OutputDir::~OutputDir() {
 }
 
 void OutputDir::commit() {
+  check_inputs_intact();  // an input truncated under us: its zero-filled pages must not land
   std::error_code ec;
   fs::path old;
   if (fs::exists(final_, ec)) {
@@ -86,7 +87,7 @@ void copy_files(const std::vector<fs::path>& files, const fs::path& dir,
     const std::string name = f.filename().string();
     if (std::find(skip.begin(), skip.end(), name) != skip.end()) continue;
     // ckptkit's own run files describe the run that made the input, not this output.
-    if (name == "report.json" || name == "ckptkit-part.json") continue;
+    if (name == "report.json" || name == "ckptkit-part.json" || name == kOutputMarker) continue;
     std::error_code ec;
     fs::copy_file(f, dir / name, fs::copy_options::overwrite_existing, ec);
     if (ec) fail(ErrorKind::Io, f.string() + ": cannot copy (" + ec.message() + ")");

@@ -4,16 +4,22 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
+#include <string>
 #include <vector>
 
 namespace ckpt {
 
 class OutputDir {
  public:
-  /// Refuses (Error(Usage)) an existing `final_path` unless `force`, and an output that is one of
-  /// `inputs` or lies inside one; creates the temporary sibling.
+  /// Refuses (Error(Usage)) an output that is one of `inputs`, lies inside one or holds one, the
+  /// current directory or one above it, and an existing `final_path` unless `force` — and then
+  /// only one ckptkit wrote (io/paths.hpp, kOutputMarker) or an empty directory. Checks the
+  /// `report_copy` path (--report) the same way, removes temporaries of dead earlier runs, and
+  /// creates the temporary sibling holding the marker.
   OutputDir(std::filesystem::path final_path, bool force,
-            const std::vector<std::filesystem::path>& inputs = {});
+            const std::vector<std::filesystem::path>& inputs = {},
+            std::optional<std::filesystem::path> report_copy = std::nullopt);
   ~OutputDir();
   OutputDir(const OutputDir&) = delete;
   OutputDir& operator=(const OutputDir&) = delete;
@@ -23,10 +29,13 @@ class OutputDir {
   const std::filesystem::path& final_path() const { return final_; }
   /// Moves the finished directory into place (replacing an existing one when forced).
   void commit();
+  /// Writes the --report copy given at construction (atomically), if there is one.
+  void write_report_copy(const std::string& text) const;
 
  private:
   std::filesystem::path final_, tmp_;
   bool force_;
+  std::optional<std::filesystem::path> report_copy_;
   bool committed_ = false;
 };
 

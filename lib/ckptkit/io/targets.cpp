@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/strings.hpp"
 
 namespace ckpt {
 namespace {
@@ -49,12 +50,11 @@ std::vector<TargetSelector::Pattern> TargetSelector::compile(
     c.text = p;
     c.is_regex = p.find_first_of("^$*+?()[]{}|\\") != std::string::npos;
     if (c.is_regex) {
-      try {
-        c.re = std::regex(p, std::regex::ECMAScript);
-      } catch (const std::regex_error& e) {
+      std::string error;
+      c.re = FullRegex::compile(p, &error);
+      if (!c.re)
         fail(ErrorKind::Usage,
-             "--target/--exclude: '" + p + "' is not a valid regex (" + e.what() + ")");
-      }
+             "--target/--exclude: '" + printable(p) + "' is not a valid regex (" + error + ")");
     }
     out.push_back(std::move(c));
   }
@@ -64,7 +64,7 @@ std::vector<TargetSelector::Pattern> TargetSelector::compile(
 bool TargetSelector::matches(const std::vector<Pattern>& patterns, const std::string& module) {
   for (const auto& p : patterns) {
     if (p.is_regex) {
-      if (std::regex_match(module, p.re)) return true;
+      if (p.re->full_match(module)) return true;
     } else if (module == p.text || module.ends_with("." + p.text)) {
       return true;
     }

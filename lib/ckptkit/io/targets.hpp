@@ -6,11 +6,11 @@
 
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <regex>
 #include <string>
 #include <vector>
 
 #include "ckptkit/io/architecture.hpp"
+#include "ckptkit/io/regex.hpp"
 #include "ckptkit/io/safetensors.hpp"
 
 namespace ckpt {
@@ -57,7 +57,7 @@ class TargetSelector {
   struct Pattern {
     std::string text;
     bool is_regex = false;
-    std::regex re;
+    std::optional<FullRegex> re;  // set when is_regex
   };
   static std::vector<Pattern> compile(const std::vector<std::string>& patterns);
   static bool matches(const std::vector<Pattern>& patterns, const std::string& module);

@@ -206,9 +206,42 @@ std::vector<float> exact_singular_values(std::span<const float> w, std::int64_t 
   return std::vector<float>(sv.data(), sv.data() + k);
 }
 
+namespace {
+
+RsvdResult randomized_svd_in_range(std::span<const float> w, std::int64_t m, std::int64_t n,
+                                   const RsvdOptions& o);
+
+}  // namespace
+
 RsvdResult randomized_svd(std::span<const float> w, std::int64_t m, std::int64_t n,
                           const RsvdOptions& o) {
   check_shape(w, m, n);
+  // The Gram products square the entries and the QR sums squares of those: weights beyond ~2^16
+  // overflow f32 (all-NaN factors), tiny ones underflow. Such a matrix is run scaled by a power
+  // of two, which every f32 operation carries exactly, so the result equals the in-range run's.
+  float peak = 0;
+  for (float x : w)
+    peak = std::max(peak, std::fabs(x));
+  if (!std::isfinite(peak) || peak == 0 || (peak >= 0x1p-16f && peak <= 0x1p16f))
+    return randomized_svd_in_range(w, m, n, o);
+  int e = 0;
+  std::frexp(peak, &e);  // peak = f·2^e, f in [0.5, 1)
+  std::vector<float> scaled(w.begin(), w.end());
+  for (float& x : scaled)
+    x = std::ldexp(x, -e);
+  RsvdResult r = randomized_svd_in_range(scaled, m, n, o);
+  for (float& s : r.svd.S)
+    s = std::ldexp(s, e);
+  for (float& s : r.sketch_sigma)
+    s = std::ldexp(s, e);
+  r.captured_sq = std::ldexp(r.captured_sq, 2 * e);
+  return r;
+}
+
+namespace {
+
+RsvdResult randomized_svd_in_range(std::span<const float> w, std::int64_t m, std::int64_t n,
+                                   const RsvdOptions& o) {
   const std::int64_t kmax = std::min(m, n);
   CKPT_ASSERT(o.rank >= 1 && o.rank <= kmax);
   const std::int64_t l = std::min<std::int64_t>(o.rank + std::max(o.oversample, 0), kmax);
@@ -281,6 +314,8 @@ RsvdResult randomized_svd(std::span<const float> w, std::int64_t m, std::int64_t
   out.gemm_seconds = gemm_s;
   return out;
 }
+
+}  // namespace
 
 std::vector<double> jacobi_singular_values_f64(std::span<const float> w, std::int64_t m,
                                                std::int64_t n) {

@@ -35,8 +35,12 @@ Json Report::to_json() const {
   return j;
 }
 
+std::string Report::text() const {
+  return to_json().dump(2) + "\n";
+}
+
 void Report::write(const std::filesystem::path& path) const {
-  const std::string text = to_json().dump(2) + "\n";
+  const std::string text = this->text();
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) fail(ErrorKind::Io, path.string() + ": cannot create report");
   const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();

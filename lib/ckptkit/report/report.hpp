@@ -39,6 +39,8 @@ class Report {
   Json to_json() const;
   /// Writes `path` as pretty JSON.
   void write(const std::filesystem::path& path) const;
+  /// What write() writes: the JSON, indented by 2, with a final newline.
+  std::string text() const;
 
  private:
   std::string command_;

@@ -348,12 +348,15 @@ Json run_analyze_spectrum(const AnalyzeSpectrumOptions& options) {
   }
   const bool drift = options.compare || options.adapter;
   const std::string mode = options.compare ? "compare" : options.adapter ? "adapter" : "spectrum";
-  OutputDir out(options.common.output, options.common.force, [&] {
-    std::vector<std::filesystem::path> in{options.input};
-    if (options.compare) in.push_back(*options.compare);
-    if (options.adapter) in.push_back(*options.adapter);
-    return in;
-  }());
+  OutputDir out(
+      options.common.output, options.common.force,
+      [&] {
+        std::vector<std::filesystem::path> in{options.input};
+        if (options.compare) in.push_back(*options.compare);
+        if (options.adapter) in.push_back(*options.adapter);
+        return in;
+      }(),
+      options.common.report_path);
 
   // A tensor the user asked for that cannot be analysed is a visible skip, not an error; the
   // modules an adapter adapts are analysed whether targeted or not.
@@ -461,7 +464,7 @@ Json run_analyze_spectrum(const AnalyzeSpectrumOptions& options) {
   report.write(out.path() / "report.json");
   write_spectrum_html(j, plots, out.path() / "report.html");
   out.commit();
-  if (options.common.report_path) report.write(*options.common.report_path);
+  out.write_report_copy(report.text());
   return j;
 }
 

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/engine/stream.hpp"
 #include "ckptkit/io/output_dir.hpp"
 
@@ -11,7 +12,8 @@ namespace ckpt {
 Json run_convert(const ConvertOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   const Checkpoint in = Checkpoint::open(options.input);
-  OutputDir out(options.common.output, options.common.force, {options.input});
+  OutputDir out(options.common.output, options.common.force, {options.input},
+                options.common.report_path);
   Report report("convert", options.common.argv);
   report.add_input("checkpoint", options.input.string(), fingerprint(in));
   report.settings() = {
@@ -32,8 +34,9 @@ Json run_convert(const ConvertOptions& options) {
   };
   job.compute = [&](const CheckpointTensor& t, const TensorView& v) {
     TensorResult r;
-    r.outputs.push_back({t.info.name, *options.dtype, t.info.shape,
-                         convert_float_bytes(v.dtype, *options.dtype, v.bytes)});
+    auto bytes = convert_float_bytes(v.dtype, *options.dtype, v.bytes);
+    check_cast_finite(v.dtype, v.bytes, *options.dtype, bytes, in.file_of(t), t.info.name);
+    r.outputs.push_back({t.info.name, *options.dtype, t.info.shape, std::move(bytes)});
     r.on_commit = [&cast] { ++cast; };
     return r;
   };
@@ -54,7 +57,7 @@ Json run_convert(const ConvertOptions& options) {
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
   out.commit();
   Json j = report.to_json();
-  if (options.common.report_path) report.write(*options.common.report_path);
+  out.write_report_copy(report.text());
   return j;
 }
 

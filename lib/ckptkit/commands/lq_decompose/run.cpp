@@ -391,6 +391,10 @@ std::pair<Done, LqResult> TensorDecomposer::operator()(const Target& tg,
     }
     round_to(o.adapter_dtype, d.lora.A);
     round_to(o.adapter_dtype, d.lora.B);
+    for (const auto* factor : {&d.lora.A, &d.lora.B})
+      check_computed_finite(
+          *factor, in.file_of(*tg.tensor), tg.tensor->info.name,
+          "the adapter factor (stored as " + std::string(dtype_name(o.adapter_dtype)) + ")");
   }
   return {std::move(d), std::move(r)};
 }
@@ -448,7 +452,7 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   std::vector<fs::path> inputs{o.input};
   if (o.fisher) inputs.push_back(*o.fisher);
   if (o.imatrix) inputs.push_back(*o.imatrix);
-  OutputDir out(o.common.output, o.common.force, inputs);
+  OutputDir out(o.common.output, o.common.force, inputs, o.common.report_path);
   const fs::path adapter_dir = out.path() / "adapter";
   const fs::path quant_dir = out.path() / "quantized";
   fs::create_directories(adapter_dir);

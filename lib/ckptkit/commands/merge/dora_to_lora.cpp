@@ -69,7 +69,8 @@ Json run_dora_to_lora(const ToLoraOptions& o) {
   for (const auto& m : dora.modules)
     if (m.embedding) fail(ErrorKind::Unsupported, located(file, m.module, "DoRA on an embedding"));
 
-  OutputDir out(o.common.output, o.common.force, {o.init_adapter, o.trained_adapter});
+  OutputDir out(o.common.output, o.common.force, {o.init_adapter, o.trained_adapter},
+                o.common.report_path);
   const int rank = o.rank.value_or(dora.config.r);
   std::vector<ConvertedModule> done(dora.modules.size());
   run_ordered(

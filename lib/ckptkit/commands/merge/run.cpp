@@ -10,6 +10,7 @@
 
 #include "ckptkit/adapters/any_adapter.hpp"
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/core/timing.hpp"
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
@@ -413,7 +414,7 @@ Json run_merge(const MergeOptions& opts) {
   std::vector<fs::path> inputs{o.base};
   for (const auto& p : o.adapters)
     inputs.push_back(p);
-  OutputDir out(o.common.output, o.common.force, inputs);
+  OutputDir out(o.common.output, o.common.force, inputs, o.common.report_path);
 
   std::vector<Json> rows;
   std::size_t cast = 0, dequantized_plain = 0;
@@ -457,8 +458,9 @@ Json run_merge(const MergeOptions& opts) {
     if (g && t.info.name != g->weight) return r;  // a companion: folded into the weight
     const auto it = targets.find(g ? g->weight : t.info.name);
     if (it == targets.end() && !g) {  // --dtype cast of an untouched tensor
-      r.outputs.push_back(
-          {t.info.name, *o.dtype, t.info.shape, convert_float_bytes(v.dtype, *o.dtype, v.bytes)});
+      auto bytes = convert_float_bytes(v.dtype, *o.dtype, v.bytes);
+      check_cast_finite(v.dtype, v.bytes, *o.dtype, bytes, base.file_of(t), t.info.name);
+      r.outputs.push_back({t.info.name, *o.dtype, t.info.shape, std::move(bytes)});
       r.on_commit = [&cast] { ++cast; };
       return r;
     }

@@ -95,7 +95,8 @@ Json run_to_lora(const ToLoraOptions& o) {
              located(init.weights.string(), m.module, "not in the trained adapter " + tfile));
     }
 
-  OutputDir out(o.common.output, o.common.force, {o.init_adapter, o.trained_adapter});
+  OutputDir out(o.common.output, o.common.force, {o.init_adapter, o.trained_adapter},
+                o.common.report_path);
   std::vector<ConvertedModule> done(trained.modules.size());
   run_ordered(
       trained.modules.size(),

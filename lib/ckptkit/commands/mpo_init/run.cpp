@@ -312,7 +312,7 @@ Json run_mpo_init(const MpoInitOptions& o) {
 
   const std::vector<Target> targets = plan_targets(o, in, selection);
 
-  OutputDir out(o.common.output, o.common.force, {o.input});
+  OutputDir out(o.common.output, o.common.force, {o.input}, o.common.report_path);
   const fs::path adapter_dir = out.path() / "adapter";
   const fs::path residual_dir = out.path() / "residual";
   fs::create_directories(adapter_dir);

@@ -174,7 +174,7 @@ Json run_lossless(const QuantizeOptions& o, const Checkpoint& in, OutputDir& out
 Json run_quant(const QuantizeOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   const Checkpoint in = Checkpoint::open(o.input);
-  OutputDir out(o.common.output, o.common.force, {o.input});
+  OutputDir out(o.common.output, o.common.force, {o.input}, o.common.report_path);
   Report report("quantize", o.common.argv);
   report.add_input("checkpoint", o.input.string(), fingerprint(in));
   if (o.scheme == "lossless") return run_lossless(o, in, out, report, start);
@@ -294,7 +294,7 @@ Json run_quant(const QuantizeOptions& o) {
   report.write(out.path() / "report.json");
   out.commit();
   Json j = report.to_json();
-  if (o.common.report_path) report.write(*o.common.report_path);
+  out.write_report_copy(report.text());
   return j;
 }
 
@@ -303,7 +303,7 @@ Json run_quant(const QuantizeOptions& o) {
 Json run_dequant(const QuantizeOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   const Checkpoint in = Checkpoint::open(o.input);
-  OutputDir out(o.common.output, o.common.force, {o.input});
+  OutputDir out(o.common.output, o.common.force, {o.input}, o.common.report_path);
   Report report("quantize --dequantize", o.common.argv);
   report.add_input("checkpoint", o.input.string(), fingerprint(in));
   const auto groups = quantized_groups(in);
@@ -344,6 +344,10 @@ Json run_dequant(const QuantizeOptions& o) {
     const DequantizedWeight d = dequantize_weight(in, *group_of.at(t.info.name));
     std::vector<std::byte> bytes(it->second.nbytes());
     encode_from_f32(it->second.dtype, d.values, bytes);
+    // An int8 row-wise weight whose original dtype was f16 can hold values f16 cannot.
+    check_cast_finite(DType::F32,
+                      std::as_bytes(std::span<const float>(d.values.data(), d.values.size())),
+                      it->second.dtype, bytes, in.file_of(t), t.info.name);
     res.outputs.push_back({it->second.name, it->second.dtype, it->second.shape, std::move(bytes)});
     res.on_commit = [&, name = t.info.name, dt = it->second.dtype, sh = it->second.shape] {
       report.add_row({{"name", name}, {"dtype", std::string(dtype_name(dt))}, {"shape", sh}});

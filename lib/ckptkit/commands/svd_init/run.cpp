@@ -167,6 +167,11 @@ Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
   round_to(o.adapter_dtype, r.A);
   round_to(o.adapter_dtype, r.B);
   round_to(o.adapter_dtype, r.S);
+  // A factor that overflowed (in the SVD, or in a bf16/f16 --adapter-dtype) must not be written.
+  for (const auto* factor : {&r.A, &r.B, &r.S})
+    check_computed_finite(
+        *factor, file, info.name,
+        "the adapter factor (stored as " + std::string(dtype_name(o.adapter_dtype)) + ")");
 
   // W becomes W_res in place, panel by panel, and each panel is cast straight into the output
   // bytes while in cache, measuring |cast(W_res) + s·B·A − W| = |cast(W_res) − W_res| (W_res =
@@ -331,7 +336,7 @@ Json run_svd_init(const SvdInitOptions& o) {
 
   std::vector<fs::path> inputs{o.input};
   if (o.base) inputs.push_back(*o.base);
-  OutputDir out(o.common.output, o.common.force, inputs);
+  OutputDir out(o.common.output, o.common.force, inputs, o.common.report_path);
   const fs::path adapter_dir = out.path() / "adapter";
   fs::create_directories(adapter_dir);
 

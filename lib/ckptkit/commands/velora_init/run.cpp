@@ -342,7 +342,7 @@ Json run_velora_init(const VeloraInitOptions& o) {
     fail(ErrorKind::Usage, "--shard: not supported by velora-init (run it on one machine)");
   const std::vector<Checkpoint> cks = open_inputs(o.inputs);
   const std::vector<ModulePlan> plans = plan_modules(o, cks);
-  OutputDir out(o.common.output, o.common.force, o.inputs);
+  OutputDir out(o.common.output, o.common.force, o.inputs, o.common.report_path);
 
   // Per module: both inits at M (the table compares them), all sweep M with --sweep.
   const std::vector<Init> inits = {Init::BatchAverage, Init::TopSingular};
@@ -492,7 +492,7 @@ Json run_velora_init(const VeloraInitOptions& o) {
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
   report.write(out.path() / "report.json");
   out.commit();
-  if (o.common.report_path) report.write(*o.common.report_path);
+  out.write_report_copy(report.text());
   Json j = report.to_json();
   j["markdown"] = markdown;
   return j;
