@@ -40,7 +40,7 @@ TEST_CASE("names from files: plain relative names only") {
   CHECK(refused(".", 16));   // "." only where the directory itself is meant
 }
 
-TEST_CASE("--force replaces only what ckptkit wrote, --report never an input") {
+TEST_CASE("force replaces only what ckptkit wrote, the report copy never an input") {
   test::TempDir tmp;
   const fs::path mine = tmp.path() / "mine";
   fs::create_directories(mine);
