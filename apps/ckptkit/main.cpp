@@ -2,6 +2,7 @@
 // cmd_<name>.cpp parses its flags and calls the library.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
@@ -87,6 +88,10 @@ int main(int argc, char** argv) {
   } catch (const ckpt::Error& e) {
     if (const auto t = truncated_input()) return report(*t);
     return report(e);
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A symlink loop, an unreadable folder, a name the OS refuses: the input's fault, on one line.
+    if (const auto t = truncated_input()) return report(*t);
+    return report(ckpt::Error(ckpt::ErrorKind::Io, e.what()));
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "ckptkit: error: out of memory\n");
     return 1;

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -37,8 +38,14 @@ def tree_hash(root, skip):
             p = os.path.join(dp, f)
             if p in skip:
                 continue
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):  # a link is its target, not what it points at
+                out[os.path.relpath(p, root)] = "link:" + os.readlink(p)
+            elif not stat.S_ISREG(st.st_mode):  # a FIFO: reading it would block
+                out[os.path.relpath(p, root)] = f"special:{stat.S_IFMT(st.st_mode)}"
+            else:
+                with open(p, "rb") as fh:
+                    out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
     return out
 
 
@@ -338,6 +345,35 @@ def cli_errors(s):
            ["svd-init", "in", "-o", "out", "--rank", "2"], 2, "config.json")
 
 
+def odd_files(s):
+    s.case("a FIFO named like a checkpoint", lambda b: os.mkfifo(os.path.join(b, "m.safetensors")),
+           ["inspect", "m.safetensors"], 1, "not a regular file", out="none")
+
+    def loop(box):
+        os.symlink("b", os.path.join(box, "a"))
+        os.symlink("a", os.path.join(box, "b"))
+    s.case("a symlink loop as the input", loop, ["inspect", "a"], 2, "a", out="none")
+
+    def odd_name(box):
+        small(box)
+        os.rename(os.path.join(box, "in"), os.path.join(box.encode(), b"in\xff").decode(
+            errors="surrogateescape"))
+    s.case("an input folder whose name is not UTF-8", odd_name,
+           ["convert", "in\udcff", "-o", "out"], 0)
+
+    def foreign(box):
+        small(box)
+        for f in ("tf_model.h5", "flax_model.msgpack"):
+            with open(os.path.join(box, "in", f), "w") as fh:
+                fh.write("other framework")
+    s.case("tf_model.h5 / flax_model.msgpack beside the input (not copied)", foreign,
+           ["convert", "in", "-o", "out"], 0)
+    out = os.path.join(s.base, f"case{s.n:03d}", "out")
+    check(not os.path.exists(os.path.join(out, "tf_model.h5")) and
+          not os.path.exists(os.path.join(out, "flax_model.msgpack")),
+          "other frameworks' weight files are not copied into the output")
+
+
 def truncated_during_run(tmp):
     """An input truncated while it is mapped: exit 1 naming it, no output, no temporary left."""
     d = os.path.join(tmp, "trunc")
@@ -370,6 +406,7 @@ def main():
         pickles(s)
         numerics(s)
         cli_errors(s)
+        odd_files(s)
         check(s.n >= 60 and s.ok == s.n,
               f"adversarial suite: {s.ok} of {s.n} cases passed; worst time {s.worst_time[0]:.2f}s "
               f"({s.worst_time[1]}), worst peak RSS {s.worst_rss[0] / 2**20:.0f} MiB "

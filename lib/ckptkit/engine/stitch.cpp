@@ -538,9 +538,10 @@ Json stitch_parts(const StitchOptions& o) {
     }
   }
   if (spec && spec->derive && !spec->derived_files.empty()) spec->derive(report, out.path());
-  if (has_report) write_text_file(out.path() / "report.json", report.dump(2) + "\n");
+  const std::string text = report.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+  if (has_report) write_text_file(out.path() / "report.json", text);
   out.commit();
-  out.write_report_copy(report.dump(2) + "\n");
+  out.write_report_copy(text);
   return report;
 }
 

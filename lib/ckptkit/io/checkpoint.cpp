@@ -34,6 +34,15 @@ bool is_torch_weights_name(const std::string& file) {
   return f.ends_with(".bin") || f.ends_with(".pt") || f.ends_with(".pth");
 }
 
+/// Weights of other frameworks (TensorFlow, Flax, GGUF, ONNX): never read, and never copied into an
+/// output, where they would contradict the new weights.
+bool is_foreign_weights_name(const std::string& file) {
+  const std::string f = strip_zst(file);
+  for (const char* ext : {".h5", ".msgpack", ".gguf", ".onnx", ".ckpt.index", ".ot"})
+    if (f.ends_with(ext)) return true;
+  return f.find(".ckpt.data-") != std::string::npos;
+}
+
 /// A weight file's header: safetensors, or a torch zip read as one (a copy in memory only when a
 /// tensor is a strided view).
 void read_shard(Shard& s) {
@@ -199,7 +208,7 @@ Checkpoint Checkpoint::open(const fs::path& path) {
         torch_indexes.push_back(e.path());
       else if (is_torch_weights_name(n))
         torch_weights.push_back(e.path());
-      else
+      else if (!is_foreign_weights_name(n))
         others.push_back(e.path());
     }
     // As transformers does: safetensors first, PyTorch's files when there are none. The other

@@ -106,7 +106,9 @@ std::vector<std::byte> zstd_decompress(std::span<const std::byte> input, const s
 
 std::shared_ptr<const FileBytes> FileBytes::open(const std::filesystem::path& path) {
   const std::string name = path.string();
-  const int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO named like a checkpoint must not wait for a writer; a regular
+  // file ignores the flag.
+  const int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail(ErrorKind::Io, name + ": cannot open (" + std::strerror(errno) + ")");
   struct stat st {};
   if (::fstat(fd, &st) != 0) {

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/interrupt.hpp"
 
 namespace ckpt {
 namespace {
@@ -86,6 +87,7 @@ class HeaderSax {
   bool key(std::string& k) {
     if (skip_) return true;
     if (depth_ == 1) {
+      if ((++keys_ & 0xFFF) == 0) throw_if_interrupted();  // Ctrl-C during a 10⁶-tensor header
       top_key_ = k;  // duplicates are found after the parse, by sorting (check_unique_names)
       if (k == "__metadata__" && std::exchange(seen_metadata_, true))
         bad(k, "name appears twice in the header");
@@ -261,6 +263,7 @@ class HeaderSax {
   std::string top_key_, meta_key_, field_;
   bool in_meta_ = false;
   bool seen_metadata_ = false;
+  std::uint64_t keys_ = 0;
   TensorInfo entry_;
   std::string dtype_;
   std::vector<std::uint64_t> shape_, offsets_;

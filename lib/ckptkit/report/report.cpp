@@ -36,7 +36,9 @@ Json Report::to_json() const {
 }
 
 std::string Report::text() const {
-  return to_json().dump(2) + "\n";
+  // A path with bytes that are not UTF-8 (file names are bytes) is written with U+FFFD in their
+  // place rather than failing the run after its work is done.
+  return to_json().dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
 void Report::write(const std::filesystem::path& path) const {

@@ -112,7 +112,7 @@ std::string shape_text(const Json& shape) {
 
 std::string inspect_table(const Json& j) {
   std::string out;
-  out += strprintf("%s (%s, %zu shard%s)\n", j["path"].get<std::string>().c_str(),
+  out += strprintf("%s (%s, %zu shard%s)\n", printable(j["path"].get<std::string>(), 4096).c_str(),
                    j["format"].get<std::string>().c_str(), j["shards"].size(),
                    j["shards"].size() == 1 ? "" : "s");
   const auto& arch = j["architecture"];
@@ -122,15 +122,17 @@ std::string inspect_table(const Json& j) {
       out += strprintf(" %s=%s", k.c_str(), v.dump().c_str());
     out += strprintf("\n");
   }
+  // Names come from the file: control bytes are shown escaped, never sent to the terminal.
+  auto shown = [](const Json& t) { return printable(t["name"].get<std::string>(), 4096); };
   std::size_t w = 4;
   for (const auto& t : j["tensors"])
-    w = std::max(w, t["name"].get<std::string>().size());
+    w = std::max(w, shown(t).size());
   out += strprintf("\n  %-*s  %-5s  %-16s  %12s  %s\n", static_cast<int>(w), "name", "dtype",
                    "shape", "bytes", "target");
   for (const auto& t : j["tensors"]) {
     out += strprintf("%s %-*s  %-5s  %-16s  %12llu  %s\n", t["target"].get<bool>() ? "*" : " ",
-                     static_cast<int>(w), t["name"].get<std::string>().c_str(),
-                     t["dtype"].get<std::string>().c_str(), shape_text(t["shape"]).c_str(),
+                     static_cast<int>(w), shown(t).c_str(), t["dtype"].get<std::string>().c_str(),
+                     shape_text(t["shape"]).c_str(),
                      static_cast<unsigned long long>(t["bytes"].get<std::uint64_t>()),
                      t["reason"].get<std::string>().c_str());
   }
