@@ -65,14 +65,13 @@ std::vector<Case> file_cases() {
   cs.push_back({"invalid JSON", hdr(R"({"a":{"dtype":"F32",)", 0), "", "not valid JSON"});
   cs.push_back({"non-object header (array)", hdr(R"([1,2,3])", 0), "", "'{'"});
   cs.push_back({"header with trailing garbage",
-                hdr(R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}} xx)", 4), "",
-                "JSON"});
+                hdr(R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}} xx)", 4), "", "JSON"});
   cs.push_back({"a field twice in one entry",
                 hdr(R"({"a":{"dtype":"U8","shape":[4],"dtype":"F32","data_offsets":[0,4]}})", 4),
                 "a", "appears twice"});
   cs.push_back({"nesting deeper than 64 levels",
-                hdr(R"({"a":{"x":)" + std::string(100, '[') + std::string(100, ']') + "}}", 0),
-                "", "deeper than 64"});
+                hdr(R"({"a":{"x":)" + std::string(100, '[') + std::string(100, ']') + "}}", 0), "",
+                "deeper than 64"});
   cs.push_back({"tensor entry not an object", hdr(R"({"w":[1,2]})", 0), "w", "not an object"});
   cs.push_back({"unknown dtype",
                 hdr(R"({"w":{"dtype":"F31","shape":[1],"data_offsets":[0,4]}})", 4), "w",
