@@ -164,15 +164,12 @@ void resolve_any_adapter(
     AnyAdapter& a, const Checkpoint& base, const ModuleNaming& naming,
     const std::vector<std::pair<std::string, std::vector<std::int64_t>>>* logical_shapes) {
   const std::string file = a.weights.string();
-  std::map<std::string, Shape> logical;
-  LogicalNames logical_names;
+  LogicalShapes logical;
   if (logical_shapes)
-    for (const auto& [n, s] : *logical_shapes) {
+    for (const auto& [n, s] : *logical_shapes)
       logical[n] = s;
-      logical_names.insert(n);
-    }
   for (auto& m : a.modules) {
-    m.base_tensor = match_base_tensor(file, m.module, ".weight", base, naming, &logical_names);
+    m.base_tensor = match_base_tensor(file, m.module, ".weight", base, naming, &logical);
     if (a.format == AdapterFormat::Lora && !m.embedding) {
       std::string note;
       const bool want = peft_transposed(naming, TargetSelector::module_name(m.base_tensor),
@@ -196,7 +193,7 @@ void resolve_any_adapter(
     const auto dot = t.name.rfind('.');
     const std::string module = dot == std::string::npos ? t.name : t.name.substr(0, dot);
     const std::string suffix = dot == std::string::npos ? "" : t.name.substr(dot);
-    if (auto found = find_base_tensor(module, suffix, base, naming, &logical_names)) {
+    if (auto found = find_base_tensor(module, suffix, base, naming, &logical)) {
       const auto lit = logical.find(*found);
       const Shape have = lit != logical.end() ? lit->second : base.find(*found)->info.shape;
       if (have != t.shape)

@@ -7,7 +7,7 @@ namespace ckpt {
 
 std::optional<std::string> find_base_tensor(const std::string& module, const std::string& suffix,
                                             const Checkpoint& base, const ModuleNaming& naming,
-                                            const LogicalNames* logical) {
+                                            const LogicalShapes* logical) {
   for (const auto& c : naming.checkpoint_candidates(module)) {
     const std::string name = c + suffix;
     if (base.find(name) || (logical && logical->count(name))) return name;
@@ -17,7 +17,7 @@ std::optional<std::string> find_base_tensor(const std::string& module, const std
 
 std::string match_base_tensor(const std::string& adapter_file, const std::string& module,
                               const std::string& suffix, const Checkpoint& base,
-                              const ModuleNaming& naming, const LogicalNames* logical) {
+                              const ModuleNaming& naming, const LogicalShapes* logical) {
   if (auto found = find_base_tensor(module, suffix, base, naming, logical)) return *found;
   std::string tried;
   for (const auto& c : naming.checkpoint_candidates(module))

@@ -155,10 +155,15 @@ std::vector<std::string> ModuleNaming::checkpoint_candidates(std::string_view p)
   return out;
 }
 
+bool is_conv1d_module(const Architecture& arch, std::string_view module) {
+  // GPT-2 is Conv1D in attention and MLP alike: the leaf name decides.
+  const std::string_view leaf = leaf_of(module);
+  return std::find(arch.conv1d.begin(), arch.conv1d.end(), leaf) != arch.conv1d.end();
+}
+
 std::optional<bool> ModuleNaming::is_conv1d(std::string_view module) const {
   if (!arch) return std::nullopt;
-  const std::string_view leaf = leaf_of(module);
-  return std::find(arch->conv1d.begin(), arch->conv1d.end(), leaf) != arch->conv1d.end();
+  return is_conv1d_module(*arch, module);
 }
 
 bool is_task_head(const Architecture& arch, std::string_view module) {

@@ -48,6 +48,10 @@ struct Architecture {
 /// head itself or a module under it, e.g. "cls.predictions.decoder").
 bool is_task_head(const Architecture& arch, std::string_view module);
 
+/// True when `arch` builds `module` (any path; its last component decides) as transformers'
+/// Conv1D, whose weight is stored [in, out].
+bool is_conv1d_module(const Architecture& arch, std::string_view module);
+
 /// Every family in the table, in a fixed order.
 std::span<const Architecture> architectures();
 /// nullptr for a model_type not in the table.

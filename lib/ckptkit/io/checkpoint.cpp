@@ -103,8 +103,9 @@ class IndexSax {
   bool number_float(double, const std::string&) { return value("a number"); }
   bool binary(nlohmann::json::binary_t&) { return value("binary"); }
   bool string(std::string& v) {
-    if (depth_ == 2 && in_map_) pairs.emplace_back(key_, v);
-    return value_of_map_key_checked();
+    if (depth_ != 2 || !in_map_) return value("a string");
+    pairs.emplace_back(key_, v);
+    return true;
   }
   bool start_object(std::size_t) {
     enter();
@@ -162,13 +163,6 @@ class IndexSax {
            located(file_, key_, std::string("weight_map value is ") + what + ", not a file name"));
     return true;
   }
-  bool value_of_map_key_checked() {
-    if (depth_ == 0) fail(ErrorKind::Format, file_ + ": index is not a JSON object");
-    if (depth_ == 1 && top_key_ == "weight_map")
-      fail(ErrorKind::Format, file_ + ": missing \"weight_map\" object");
-    return true;
-  }
-
   const std::string& file_;
   int depth_ = 0;
   bool in_map_ = false;

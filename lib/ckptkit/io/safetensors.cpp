@@ -45,23 +45,16 @@ class HeaderSax {
   bool number_float(double, const std::string& text) { return scalar(text); }
   bool binary(nlohmann::json::binary_t&) { return scalar("binary"); }
   bool string(std::string& v) {
-    if (skip_) return true;
-    if (depth_ == 1) {  // the value of a top-level key
-      if (top_key_ == "__metadata__") bad("", "__metadata__ is not an object of strings");
-      bad(top_key_, "entry is not an object");
-    }
-    if (depth_ == 2 && in_meta_) {
+    if (!skip_ && depth_ == 2 && in_meta_) {
       set_metadata(meta_key_, v);
       return true;
     }
-    if (depth_ == 2 && field_ == "dtype") {
+    if (!skip_ && depth_ == 2 && field_ == "dtype") {
       dtype_ = v;
       has_dtype_ = true;
       return true;
     }
-    if (depth_ == 2 && (field_ == "shape" || field_ == "data_offsets")) return wrong_container();
-    if (depth_ == 3) return element_error("\"" + v + "\"");
-    return true;
+    return scalar("\"" + v + "\"");
   }
   bool start_object(std::size_t) {
     enter();
@@ -78,9 +71,8 @@ class HeaderSax {
     if (depth_ == 3 && in_meta_)
       bad("", "__metadata__ value of '" + meta_key_ + "' is not a string");
     if (depth_ == 3 && field_ == "dtype") return true;  // reported as a missing dtype string
-    if (depth_ == 3 && (field_ == "shape" || field_ == "data_offsets")) return wrong_container();
-    if (depth_ == 4 && (field_ == "shape" || field_ == "data_offsets"))
-      return element_error("an object");
+    if (depth_ == 3 && array_field()) return wrong_container();
+    if (depth_ == 4 && array_field()) return element_error("an object");
     skip_from(depth_);
     return true;
   }
@@ -118,10 +110,7 @@ class HeaderSax {
     enter();
     if (skip_) return true;
     if (depth_ == 1) bad("", "header does not start with '{'");
-    if (depth_ == 2) {
-      if (top_key_ == "__metadata__") bad("", "__metadata__ is not an object of strings");
-      bad(top_key_, "entry is not an object");
-    }
+    if (depth_ == 2) top_value_not_object();
     if (depth_ == 3 && in_meta_)
       bad("", "__metadata__ value of '" + meta_key_ + "' is not a string");
     if (depth_ == 3 && field_ == "shape") {
@@ -132,8 +121,7 @@ class HeaderSax {
       has_offsets_ = true;
       return true;
     }
-    if (depth_ == 4 && (field_ == "shape" || field_ == "data_offsets"))
-      return element_error("an array");
+    if (depth_ == 4 && array_field()) return element_error("an array");
     if (depth_ == 3 && field_ == "dtype") return true;
     skip_from(depth_);
     return true;
@@ -164,33 +152,36 @@ class HeaderSax {
     skip_ = true;
     skip_depth_ = depth;
   }
+  /// The value of a top-level key is not an object: __metadata__ or a tensor entry.
+  [[noreturn]] void top_value_not_object() const {
+    if (top_key_ == "__metadata__") bad("", "__metadata__ is not an object of strings");
+    bad(top_key_, "entry is not an object");
+  }
+  bool array_field() const { return field_ == "shape" || field_ == "data_offsets"; }
+  /// Any value but an object, array or the strings string() keeps.
   bool scalar(const std::string& text) {
     if (skip_) return true;
-    if (depth_ == 1) {
-      if (top_key_ == "__metadata__") bad("", "__metadata__ is not an object of strings");
-      bad(top_key_, "entry is not an object");
-    }
+    if (depth_ == 1) top_value_not_object();
     if (depth_ == 2 && in_meta_)
       bad("", "__metadata__ value of '" + meta_key_ + "' is not a string");
-    if (depth_ == 2 && (field_ == "shape" || field_ == "data_offsets")) return wrong_container();
+    if (depth_ == 2 && array_field()) return wrong_container();
     if (depth_ == 3) return element_error(text);
     return true;
   }
   bool number(bool negative, std::uint64_t v, const std::string& text) {
-    if (skip_ || depth_ != 3 || in_meta_) return scalar(text);
+    if (skip_ || depth_ != 3 || in_meta_ || !array_field()) return scalar(text);
     if (negative) bad(entry_.name, field_ + " has a negative value " + text);
     if (field_ == "shape") {
       if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
         bad(entry_.name, "shape dimension " + std::to_string(v) + " is too large");
       shape_.push_back(v);
-    } else if (field_ == "data_offsets") {
+    } else {
       offsets_.push_back(v);
     }
     return true;
   }
   bool element_error(const std::string& got) const {
-    if (field_ == "shape" || field_ == "data_offsets")
-      bad(entry_.name, field_ + " must hold non-negative integers, got " + got);
+    if (array_field()) bad(entry_.name, field_ + " must hold non-negative integers, got " + got);
     return true;
   }
   bool wrong_container() const {

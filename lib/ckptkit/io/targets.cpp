@@ -1,7 +1,5 @@
 #include "ckptkit/io/targets.hpp"
 
-#include <algorithm>
-
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/strings.hpp"
 
@@ -87,12 +85,7 @@ bool TargetSelector::fan_in_fan_out() const {
 
 bool TargetSelector::transposed(const std::string& module) const {
   if (forced_fan_in_fan_out_) return *forced_fan_in_fan_out_;
-  if (!arch_) return false;
-  const auto dot = module.rfind('.');
-  const std::string_view leaf = dot == std::string::npos ? std::string_view(module)
-                                                         : std::string_view(module).substr(dot + 1);
-  // GPT-2 is Conv1D in attention and MLP alike; its embeddings and head are not.
-  return std::find(arch_->conv1d.begin(), arch_->conv1d.end(), leaf) != arch_->conv1d.end();
+  return arch_ && is_conv1d_module(*arch_, module);
 }
 
 TargetDecision TargetSelector::decide(const TensorInfo& t) const {

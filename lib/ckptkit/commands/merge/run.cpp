@@ -270,17 +270,14 @@ void add_saved_tensors(StreamJob& job, const SavedPlan& saved, const Checkpoint&
                        std::optional<DType> dtype) {
   if (saved.empty()) return;
   const CheckpointTensor* last = &base.tensors().back();
-  // A trained copy takes the base tensor's dtype, as the module it replaces had in memory.
-  auto out_dtype = [dtype](const OwnedTensor&, DType base_dtype) {
-    return dtype.value_or(base_dtype);
-  };
   auto inner_plan = job.plan;
   auto inner_compute = job.compute;
   job.plan = [=, &saved](const CheckpointTensor& t) {
     TensorPlan p = inner_plan(t);
     if (const auto it = saved.replaced.find(t.info.name); it != saved.replaced.end()) {
       p.passthrough = false;
-      p.outputs = {{t.info.name, out_dtype(*it->second, t.info.dtype), it->second->shape}};
+      // A trained copy takes the base tensor's dtype, as the module it replaces had in memory.
+      p.outputs = {{t.info.name, dtype.value_or(t.info.dtype), it->second->shape}};
       p.working_set = it->second->bytes.size() * 2;
     } else if (p.passthrough && (saved.to_task_layout || &t == last)) {
       p.passthrough = false;
@@ -301,7 +298,7 @@ void add_saved_tensors(StreamJob& job, const SavedPlan& saved, const Checkpoint&
     TensorResult r;
     if (const auto it = saved.replaced.find(t.info.name); it != saved.replaced.end()) {
       const OwnedTensor& s = *it->second;
-      const DType dt = out_dtype(s, t.info.dtype);
+      const DType dt = dtype.value_or(t.info.dtype);
       r.outputs.push_back({t.info.name, dt, s.shape, convert_float_bytes(s.dtype, dt, s.bytes)});
     } else if (inner_plan(t).passthrough) {
       r.outputs.push_back(
