@@ -2,8 +2,8 @@
 """Writes seed corpora for the fuzz targets, derived from the bundled sample in data/.
 
 usage: fuzz/make_corpus.py OUTDIR [CKPTKIT_BIN]
-  -> OUTDIR/{safetensors,index,adapter_config,activations,torch_bin,lossless,mpo_adapter,
-             quant_state}/*
+  -> OUTDIR/{safetensors,index,adapter_config,activations,torch_bin,regex,lossless,mpo_adapter,
+             quant_state,part_manifest}/*
 
 Seeds are small: the sample's real header (names, dtypes, __metadata__) with every tensor shrunk
 so a whole file fits in a few KB, plus its original header alone, and index files built from its
@@ -105,6 +105,7 @@ def main():
         "adapter_config": write_seeds(out, "adapter_config", adapter_config_seeds()),
         "activations": write_seeds(out, "activations", activation_seeds()),
         "torch_bin": write_seeds(out, "torch_bin", torch_bin_seeds()),
+        "regex": write_seeds(out, "regex", regex_seeds(names)),
     }
     binary = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("CKPTKIT_BIN")
     if binary and os.path.exists(binary):
@@ -170,6 +171,16 @@ def activation_seeds():
     }
 
 
+def regex_seeds(names):
+    """--target / --exclude patterns and PEFT pattern keys, NUL, a module name of the sample."""
+    patterns = [r".*\.(q_proj|v_proj)", r"model\.layers\.\d+\.mlp\..*", r"(.*)*(.*)*Z",
+                r"^(?!lm_head).*$", r"[a-z]+\.[0-9]{1,3}\.attn", r".*layers\.(0|1|2)\..*_proj",
+                r"\bq_proj\b", r"(a|aa)+b", r"x{2,1000}"]
+    mods = [n.rsplit(".", 1)[0] for n in names[:12]]
+    return {f"re_{i}_{j}": p.encode() + b"\0" + m.encode()
+            for i, p in enumerate(patterns) for j, m in enumerate(mods[:3])}
+
+
 def ckptkit_seeds(binary):
     """Seeds from ckptkit's own outputs on a small Llama-shaped checkpoint."""
     tmp = tempfile.mkdtemp(prefix="ckptkit-corpus-")
@@ -201,7 +212,13 @@ def ckptkit_seeds(binary):
             with open(os.path.join(tmp, *parts), "rb") as f:
                 return f.read()
 
-        out = {"lossless": {}, "mpo_adapter": {}, "quant_state": {}}
+        out = {"lossless": {}, "mpo_adapter": {}, "quant_state": {}, "part_manifest": {}}
+        # Part manifests as --shard K/N runs write them (stitch reads these first).
+        for cmd, extra in (("svd-init", ["--rank", "2"]), ("quantize", ["--scheme", "nf4"])):
+            for k in range(2):
+                part = os.path.join(tmp, f"{cmd}-part{k}")
+                ck(cmd, src, "-o", part, "--shard", f"{k}/2", *extra)
+                out["part_manifest"][f"{cmd}_{k}"] = read(part, "ckptkit-part.json")
         # Lossless archive: the whole shard (control byte 0) and each blob (control byte 1).
         ck("quantize", src, "-o", os.path.join(tmp, "zip"), "--scheme", "lossless")
         shard = read("zip", "model.safetensors")

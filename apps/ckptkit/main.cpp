@@ -1,11 +1,13 @@
 // ckptkit: decompose and compress LLM checkpoints. This file only wires subcommands; each
 // cmd_<name>.cpp parses its flags and calls the library.
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ckptkit/core/error.hpp"
@@ -66,13 +68,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ckptkit: error: %s\n", e.what());
     return 2;
   }
-  // One line, whatever an untrusted file or index put into the message.
-  auto report = [](const ckpt::Error& e) {
-    std::string msg = e.what();
+  // One line, whatever an untrusted file or index put into the message, and only one: when the
+  // interrupt watchdog already took the exit (core/interrupt.hpp), it prints and exits instead.
+  auto print_exit = [](int code, const char* prefix, std::string msg) {
+    if (!ckpt::claim_exit())
+      for (;;)
+        std::this_thread::sleep_for(std::chrono::hours(1));
     for (char& c : msg)
       if (c == '\n' || c == '\r') c = ' ';
-    std::fprintf(stderr, "ckptkit: error: %s\n", msg.c_str());
-    return ckpt::exit_code(e.kind());
+    std::fprintf(stderr, "ckptkit: %s: %s\n", prefix, msg.c_str());
+    return code;
+  };
+  auto report = [&](const ckpt::Error& e) {
+    return print_exit(ckpt::exit_code(e.kind()), "error", e.what());
   };
   // A failure caused by an input that shrank under us is reported as that (io/file_bytes.hpp).
   auto truncated_input = []() -> std::optional<ckpt::Error> {
@@ -93,11 +101,9 @@ int main(int argc, char** argv) {
     if (const auto t = truncated_input()) return report(*t);
     return report(ckpt::Error(ckpt::ErrorKind::Io, e.what()));
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "ckptkit: error: out of memory\n");
-    return 1;
+    return print_exit(1, "error", "out of memory");
   } catch (const std::exception& e) {
     if (const auto t = truncated_input()) return report(*t);
-    std::fprintf(stderr, "ckptkit: internal error: %s\n", e.what());
-    return 3;
+    return print_exit(3, "internal error", e.what());
   }
 }

@@ -54,10 +54,12 @@ def one_line(stderr):
 
 
 def make_big_input(d, n=12, size=768):
-    """A Llama-like checkpoint of n f32 [size, size] matrices (exact SVD takes a while on each)."""
+    """A Llama-like checkpoint of n f32 [size, size] matrices (exact SVD takes a while on each); the
+    first is 2560 x 2560, whose exact SVD runs for seconds inside Eigen where no check can poll."""
     rng = np.random.default_rng(7)
     arrays = {f"model.layers.{i}.mlp.up_proj.weight": rng.standard_normal((size, size), np.float32)
               for i in range(n)}
+    arrays["model.layers.0.mlp.up_proj.weight"] = rng.standard_normal((2560, 2560), np.float32)
     os.makedirs(d)
     cktest.write_safetensors(os.path.join(d, "model.safetensors"), arrays)
     with open(os.path.join(d, "config.json"), "w") as f:
@@ -142,7 +144,8 @@ def signals(tmp):
         check(ok_line and "interrupt" in line.lower(), f"{tag}: one-line message: {line!r}")
         left = leftovers(tmp, os.path.basename(out))
         check(not left, f"{tag}: no output and no temporary sibling left: {left}")
-        check(secs < 30, f"{tag}: stopped within 30 s of the signal ({secs:.2f} s)")
+        # The watchdog's grace is 0.75 s (core/interrupt.hpp); 2 s leaves room for a busy machine.
+        check(secs < 2, f"{tag}: stopped within 2 s of the signal, in a long SVD ({secs:.2f} s)")
     after = sha256_tree(src)
     check(before == after, f"signals: input unchanged (sha256 {before[:16]}… before, {after[:16]}… after)")
 

@@ -336,6 +336,86 @@ def numerics(s):
     s.case(".zst whose content is a multiple of 128 KiB", zst, ["inspect", "in"], 0, out="none")
 
 
+def bombs(s):
+    """Decompression bombs: refused by name before memory is spent (file_bytes' expansion cap)."""
+    def zst_stream(box):
+        # 200 MiB of zeros as a stream without a declared size: a ~7 KB file.
+        subprocess.run("head -c 200M /dev/zero | zstd -q -19 -o m.safetensors.zst", shell=True,
+                       cwd=box, check=True)
+    s.case("zstd stream expanding 30000x (no declared size)", zst_stream,
+           ["inspect", "m.safetensors.zst"], 2, "decompression bomb", out="none")
+
+    def zst_frame(box):
+        # A frame header declaring 900 GB (single segment, 8-byte content size) and an empty
+        # last raw block.
+        frame = (b"\x28\xb5\x2f\xfd" + bytes([0xE0]) + (900 * 10**9).to_bytes(8, "little")
+                 + b"\x01\x00\x00")
+        with open(os.path.join(box, "m.safetensors.zst"), "wb") as f:
+            f.write(frame)
+    s.case("zstd frame declaring 900 GB", zst_frame, ["inspect", "m.safetensors.zst"], 2,
+           "m.safetensors.zst", out="none")
+
+    def lossless(box, shape):
+        small(box)
+        subprocess.run([BIN, "quantize", "in", "-o", "z", "--scheme", "lossless", "-q"], cwd=box,
+                       check=True)
+        path = os.path.join(box, "z", "model.safetensors")
+        with open(path, "rb") as f:
+            raw = f.read()
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + n])
+        marker = json.loads(header["__metadata__"]["ckptkit.lossless"])
+        for t in marker["tensors"].values():
+            t["shape"] = shape
+        header["__metadata__"]["ckptkit.lossless"] = json.dumps(marker)
+        text = json.dumps(header).encode()
+        text += b" " * ((8 - len(text) % 8) % 8)
+        with open(path, "wb") as f:
+            f.write(len(text).to_bytes(8, "little") + text + raw[8 + n:])
+    s.case("lossless archive declaring 2 x 4 GiB", lambda b: lossless(b, [1 << 20, 1 << 10]),
+           ["convert", "z", "-o", "out"], 2, "decompression bomb")
+    s.case("lossless archive declaring 2 x 16 EiB (overflow)",
+           lambda b: lossless(b, [1 << 62, 4]), ["convert", "z", "-o", "out"], 2, "z")
+
+    def deep(box, where):
+        small(box)
+        nested = "[" * 100000 + "]" * 100000
+        if where == "config":
+            with open(os.path.join(box, "in", "config.json"), "w") as f:
+                f.write('{"model_type": "llama", "x": ' + nested + "}")
+        else:
+            subprocess.run([BIN, "svd-init", "in", "-o", "pissa", "--rank", "2", "-q"], cwd=box,
+                           check=True)
+            path = os.path.join(box, "pissa", "adapter", "adapter_config.json")
+            with open(path) as f:
+                text = f.read()
+            with open(path, "w") as f:
+                f.write(text.replace('"r":', '"deep": ' + nested + ', "r":', 1))
+    s.case("config.json nested 10^5 deep", lambda b: deep(b, "config"),
+           ["svd-init", "in", "-o", "out", "--rank", "2"], 2, "nested deeper")
+    s.case("adapter_config.json nested 10^5 deep", lambda b: deep(b, "adapter"),
+           ["merge", "in", "pissa/adapter", "-o", "out"], 2, "nested deeper")
+
+    def deep_manifest(box):
+        parts(box)
+        edit_manifest(box, "p1", lambda m: m.__setitem__("extra", [[[[]]]]))
+        path = os.path.join(box, "p1", "ckptkit-part.json")
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(text.replace("[[[[]]]]", "[" * 100000 + "]" * 100000))
+    s.case("stitch: ckptkit-part.json nested 10^5 deep", deep_manifest,
+           ["stitch", "p0", "p1", "-o", "out"], 2, "nested deeper")
+
+    def fifo_in_part(box):
+        parts(box)
+        os.mkfifo(os.path.join(box, "p1", "notes.txt"))
+        with open(os.path.join(box, "p0", "notes.txt"), "w") as f:
+            f.write("x")
+    s.case("stitch: a FIFO among a part's files", fifo_in_part,
+           ["stitch", "p0", "p1", "-o", "out"], 2, "notes.txt")
+
+
 def cli_errors(s):
     s.case("unknown flag", small, ["convert", "in", "-o", "out", "--frobnicate"], 2, None)
     s.case("--threads -1", small, ["convert", "in", "-o", "out", "--threads", "-1"], 2, None)
@@ -405,6 +485,7 @@ def main():
         regexes(s)
         pickles(s)
         numerics(s)
+        bombs(s)
         cli_errors(s)
         odd_files(s)
         check(s.n >= 60 and s.ok == s.n,

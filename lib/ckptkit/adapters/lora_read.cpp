@@ -1,4 +1,5 @@
 #include "ckptkit/adapters/lora_read.hpp"
+#include "ckptkit/io/json_text.hpp"
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -59,12 +60,7 @@ bool split_key(const std::string& key, KeyPart& out) {
 }  // namespace
 
 LoraConfig parse_lora_config(const std::string& text, const std::string& file) {
-  OJson j;
-  try {
-    j = OJson::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail(ErrorKind::Format, located(file, "", std::string("not valid JSON: ") + e.what()));
-  }
+  const OJson j = parse_ordered_json_text(text, file);
   if (!j.is_object()) fail(ErrorKind::Format, located(file, "", "not a JSON object"));
   if (!j.contains("peft_type") || !j["peft_type"].is_string())
     fail(ErrorKind::Format, located(file, "", "no peft_type: not a PEFT adapter config"));
@@ -122,7 +118,7 @@ LoraConfig parse_lora_config(const std::string& text, const std::string& file) {
       if (v.is_null()) continue;
       auto layer = [&](const OJson& x) {
         if (!x.is_number_integer() || x.get<long long>() < 0 || x.get<long long>() > INT_MAX)
-          bad_field(file, key, "a layer index or a list of them");
+          bad_field(file, "layers_to_transform", "a layer index or a list of them");
         c.layers_to_transform.push_back(x.get<int>());
       };
       if (v.is_array())

@@ -1,4 +1,5 @@
 #include "ckptkit/adapters/mpo_adapter.hpp"
+#include "ckptkit/io/json_text.hpp"
 
 #include <fstream>
 #include <sstream>
@@ -143,14 +144,14 @@ void write_mpo_adapter(const fs::path& dir, const MpoAdapter& a, DType dtype) {
 bool is_mpo_adapter(const fs::path& dir) {
   const fs::path p = dir / "adapter_config.json";
   if (!fs::exists(p)) return false;
-  const auto j = nlohmann::json::parse(read_input_text(p), nullptr, false);
+  const auto j = read_json_file(p);
   return j.is_object() && j.contains("ckptkit_format") && j["ckptkit_format"] == "mpo";
 }
 
 MpoAdapter read_mpo_adapter(const fs::path& dir) {
   const fs::path cfg_path = dir / "adapter_config.json";
   const std::string cfg_file = cfg_path.string();
-  const auto j = nlohmann::ordered_json::parse(read_input_text(cfg_path), nullptr, false);
+  const auto j = read_ordered_json_file(cfg_path);
   if (!j.is_object()) fail(ErrorKind::Format, located(cfg_file, "", "not a JSON object"));
   if (field_or<std::string>(j, "ckptkit_format", "", cfg_file) != "mpo")
     fail(ErrorKind::Format,

@@ -1,4 +1,5 @@
 #include "ckptkit/adapters/sorsa_read.hpp"
+#include "ckptkit/io/json_text.hpp"
 
 #include <array>
 #include <cmath>
@@ -25,7 +26,7 @@ fs::path config_path(const fs::path& dir) {
 bool is_sorsa_adapter(const fs::path& dir) {
   const fs::path p = config_path(dir);
   if (p.empty()) return false;
-  const auto j = nlohmann::json::parse(read_input_text(p), nullptr, false);
+  const auto j = read_json_file(p);
   return j.is_object() && j.contains("ckptkit_format") && j["ckptkit_format"] == "sorsa";
 }
 
@@ -35,7 +36,7 @@ SorsaAdapter read_sorsa_adapter(const fs::path& path) {
   const fs::path cfg = config_path(a.dir);
   if (cfg.empty()) fail(ErrorKind::Usage, located(a.dir.string(), "", "no adapter_config.json"));
   const std::string cfg_file = cfg.string();
-  auto j = nlohmann::ordered_json::parse(read_input_text(cfg), nullptr, false);
+  auto j = read_ordered_json_file(cfg);
   if (!j.is_object()) fail(ErrorKind::Format, located(cfg_file, "", "not a JSON object"));
   if (!j.contains("ckptkit_format") || j["ckptkit_format"] != "sorsa")
     fail(ErrorKind::Format, located(cfg_file, "", "not a SORSA adapter (ckptkit_format)"));

@@ -14,6 +14,7 @@
 #include "ckptkit/engine/shard.hpp"
 #include "ckptkit/engine/stitch_report.hpp"
 #include "ckptkit/io/checkpoint.hpp"
+#include "ckptkit/io/json_text.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/paths.hpp"
 #include "ckptkit/io/targets.hpp"
@@ -33,6 +34,9 @@ struct Part {
 };
 
 std::string read_file(const fs::path& p) {
+  // Regular files only: a FIFO planted in a part would block the read forever.
+  std::error_code ec;
+  if (!fs::is_regular_file(p, ec)) fail(ErrorKind::Format, p.string() + ": not a regular file");
   std::ifstream f(p, std::ios::binary);
   if (!f) fail(ErrorKind::Io, p.string() + ": cannot read");
   std::ostringstream s;
@@ -41,9 +45,7 @@ std::string read_file(const fs::path& p) {
 }
 
 Json parse_json(const std::string& text, const fs::path& file) {
-  Json j = Json::parse(text, nullptr, false);
-  if (j.is_discarded()) fail(ErrorKind::Format, file.string() + ": not valid JSON");
-  return j;
+  return parse_ordered_json_text(text, file.string());
 }
 
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
@@ -105,19 +107,9 @@ Part load_part(const fs::path& dir) {
     fail(ErrorKind::Usage, dir.string() + ": no " + kPartManifest +
                                ": not the output of a --shard K/N run (or of a command without "
                                "--shard support)");
-  p.manifest = parse_json(read_file(m), m);
-  const Json& j = p.manifest;
-  if (!j.is_object() || j.value("format", "") != "ckptkit-part" || !j.contains("shard") ||
-      !j["shard"].is_object() || !j["shard"].value("index", Json()).is_number_integer() ||
-      !j["shard"].value("count", Json()).is_number_integer())
-    fail(ErrorKind::Format, m.string() + ": not a ckptkit part manifest");
-  if (j.value("version", 0) != kPartManifestVersion)
-    fail(ErrorKind::Unsupported, m.string() + ": part manifest version " +
-                                     j.value("version", Json(0)).dump() + " (this build reads " +
-                                     std::to_string(kPartManifestVersion) + ")");
-  check_manifest_shape(j, m.string());
-  p.index = j["shard"]["index"].get<int>();
-  p.output = j.value("output", "");
+  p.manifest = parse_part_manifest(read_file(m), m.string());
+  p.index = p.manifest["shard"]["index"].get<int>();
+  p.output = p.manifest["output"].get<std::string>();
   return p;
 }
 
@@ -429,6 +421,22 @@ namespace {
 Json stitch_parts(const StitchOptions& o);
 
 }  // namespace
+
+Json parse_part_manifest(std::string_view text, const std::string& file) {
+  Json j = parse_ordered_json_text(text, file);
+  if (!j.is_object() || j.value("format", Json()) != "ckptkit-part" || !j.contains("shard") ||
+      !j["shard"].is_object() || !j["shard"].value("index", Json()).is_number_integer() ||
+      !j["shard"].value("count", Json()).is_number_integer() ||
+      !j.value("output", Json("")).is_string() || !j.value("command", Json("")).is_string())
+    fail(ErrorKind::Format, file + ": not a ckptkit part manifest");
+  if (j.value("version", Json(0)) != kPartManifestVersion)
+    fail(ErrorKind::Unsupported,
+         file + ": part manifest version " + printable(j.value("version", Json(0)).dump()) +
+             " (this build reads " + std::to_string(kPartManifestVersion) + ")");
+  if (!j.contains("output")) j["output"] = "";
+  check_manifest_shape(j, file);
+  return j;
+}
 
 Json run_stitch(const StitchOptions& o) {
   try {

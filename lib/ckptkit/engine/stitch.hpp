@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "ckptkit/engine/command_spec.hpp"
@@ -26,6 +27,11 @@ struct StitchOptions {
 /// missing, duplicate, other inputs or settings), writes the stitched output atomically and
 /// returns its report.json. Nothing is left on disk when it fails.
 Json run_stitch(const StitchOptions& options);
+
+/// A part's ckptkit-part.json text, parsed (depth- and size-bounded) and checked: the fields stitch
+/// reads have their types, the version is this build's, and every name it joins to a directory is
+/// a plain relative name (io/paths.hpp). Error(Format) or Error(Unsupported) naming `file`.
+Json parse_part_manifest(std::string_view text, const std::string& file);
 
 /// The one-line summary printed after a stitch: parts, command, rows and files written.
 std::string stitch_summary(const Json& report, std::size_t parts,

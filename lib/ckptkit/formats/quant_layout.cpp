@@ -1,4 +1,5 @@
 #include "ckptkit/formats/quant_layout.hpp"
+#include "ckptkit/io/json_text.hpp"
 
 #include <cstring>
 #include <map>
@@ -78,11 +79,8 @@ std::vector<T> vec_of(std::span<const std::byte> b) {
 }
 
 nlohmann::json parse_state(std::span<const std::byte> b, const std::string& where) {
-  try {
-    return nlohmann::json::parse(std::string(reinterpret_cast<const char*>(b.data()), b.size()));
-  } catch (const nlohmann::json::exception&) {
-    fail(ErrorKind::Format, where + "quant_state is not valid JSON");
-  }
+  return parse_json_text(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()),
+                         where + "quant_state");
 }
 
 /// `where` for messages about the group's weight: "<file>: tensor '<name>': ".

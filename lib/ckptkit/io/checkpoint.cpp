@@ -1,4 +1,5 @@
 #include "ckptkit/io/checkpoint.hpp"
+#include "ckptkit/io/json_text.hpp"
 
 #include <algorithm>
 #include <fstream>
@@ -62,12 +63,7 @@ std::optional<nlohmann::json> read_config(const fs::path& dir) {
   const fs::path p = dir / "config.json";
   std::error_code ec;
   if (!fs::is_regular_file(p, ec)) return std::nullopt;
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_input_text(p));
-  } catch (const nlohmann::json::exception& e) {
-    fail(ErrorKind::Format, p.string() + ": not valid JSON (" + e.what() + ")");
-  }
+  const nlohmann::json j = read_json_file(p);
   if (!j.is_object()) fail(ErrorKind::Format, p.string() + ": not a JSON object");
   return j;
 }

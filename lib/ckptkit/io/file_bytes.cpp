@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/interrupt.hpp"
 
 namespace ckpt {
 namespace {
@@ -73,13 +74,23 @@ bool is_zstd_path(const std::filesystem::path& path) {
   return path.extension() == ".zst";
 }
 
+void check_expansion(std::uint64_t compressed, std::uint64_t expanded, const std::string& name) {
+  const std::uint64_t cap = compressed * kMaxExpansionRatio + kExpansionAllowance;
+  if (compressed <= (UINT64_MAX - kExpansionAllowance) / kMaxExpansionRatio && expanded > cap)
+    fail(ErrorKind::Format,
+         name + ": expands to more than " + std::to_string(expanded) + " bytes from " +
+             std::to_string(compressed) + ", over " + std::to_string(kMaxExpansionRatio) +
+             "x its size; refused as a decompression bomb (real weights compress below 2x)");
+}
+
 std::vector<std::byte> zstd_decompress(std::span<const std::byte> input, const std::string& name) {
   std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> ctx(ZSTD_createDCtx(), ZSTD_freeDCtx);
   std::vector<std::byte> out;
   const unsigned long long expected = ZSTD_getFrameContentSize(input.data(), input.size());
-  if (expected != ZSTD_CONTENTSIZE_UNKNOWN && expected != ZSTD_CONTENTSIZE_ERROR &&
-      expected < (1ull << 40))
+  if (expected != ZSTD_CONTENTSIZE_UNKNOWN && expected != ZSTD_CONTENTSIZE_ERROR) {
+    check_expansion(input.size(), expected, name);  // a frame claiming 900 GB fails here, by name
     out.reserve(static_cast<std::size_t>(expected));
+  }
   ZSTD_inBuffer in{input.data(), input.size(), 0};
   std::vector<std::byte> chunk(ZSTD_DStreamOutSize());
   std::size_t ret = 1;  // 0 once the last frame was decoded and flushed
@@ -90,6 +101,8 @@ std::vector<std::byte> zstd_decompress(std::span<const std::byte> input, const s
     if (ZSTD_isError(r))
       fail(ErrorKind::Format, name + ": corrupt zstd stream (" + ZSTD_getErrorName(r) + ")");
     out.insert(out.end(), chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(o.pos));
+    check_expansion(input.size(), out.size(), name);
+    throw_if_interrupted();  // 128 KiB per step: Ctrl-C is seen within microseconds
     if (in.pos == in_before && o.pos == 0) {
       // No progress. After a frame that ended exactly at a full buffer the decoder now waits for
       // a next frame (a non-zero hint): the stream is complete if the last frame was.

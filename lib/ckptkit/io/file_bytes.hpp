@@ -54,6 +54,15 @@ std::string read_input_text(const std::filesystem::path& path);
 
 /// True when the file name ends in ".zst".
 bool is_zstd_path(const std::filesystem::path& path);
+/// Decompression bombs: no compressed input we read may expand past this many times its own size
+/// (plus kExpansionAllowance). Weights compress 1.1-1.5x and even an all-zero LoRA B beside its A
+/// stays below 2x, so a larger claim is a crafted file, refused before memory is spent on it.
+inline constexpr std::uint64_t kMaxExpansionRatio = 1024;
+inline constexpr std::uint64_t kExpansionAllowance = std::uint64_t{64} << 20;
+/// Error(Format) "<name>: expands to N bytes from M, more than 1024x: ..." when `expanded` exceeds
+/// the cap for `compressed` bytes.
+void check_expansion(std::uint64_t compressed, std::uint64_t expanded, const std::string& name);
+
 /// Decompresses a whole zstd file (one or more frames); throws Error(Format) naming the file.
 std::vector<std::byte> zstd_decompress(std::span<const std::byte> input, const std::string& name);
 

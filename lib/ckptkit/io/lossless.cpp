@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/interrupt.hpp"
+#include "ckptkit/io/file_bytes.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;
@@ -234,6 +236,7 @@ std::vector<std::byte> lossless_decode(std::span<const std::byte> blob, DType dt
   auto* o = reinterpret_cast<std::uint8_t*>(out.data());
   std::vector<std::string> errors(nchunks);
   pf(nchunks, [&](std::size_t c) {
+    if (interrupt_requested()) return;  // seen after the loop
     thread_local std::unique_ptr<ZSTD_DCtx, DctxDeleter> dctx(ZSTD_createDCtx());
     const std::size_t first = c * chunk, count = std::min(chunk, n - first);
     std::vector<std::uint8_t> pl(count * planes);
@@ -260,6 +263,7 @@ std::vector<std::byte> lossless_decode(std::span<const std::byte> blob, DType dt
     }
     join(r, esize, pl.data(), first, count, o);
   });
+  throw_if_interrupted();
   for (const auto& e : errors)
     if (!e.empty()) bad(e);
   return out;
@@ -301,7 +305,6 @@ std::vector<std::byte> decode_lossless_file(std::span<const std::byte> file,
     }
   }
   std::vector<TensorInfo> infos;
-  std::vector<std::vector<std::byte>> datas;
   std::uint64_t at = 0;
   for (const auto& t : header.tensors) {
     const auto it = marker["tensors"].find(t.name);
@@ -332,17 +335,24 @@ std::vector<std::byte> decode_lossless_file(std::span<const std::byte> file,
     }
     const std::uint64_t nbytes =
         static_cast<std::uint64_t>(numel(info.shape)) * dtype_size(info.dtype);
-    const auto blob = file.subspan(header.data_start + t.begin, t.nbytes());
-    datas.push_back(lossless_decode(blob, info.dtype, nbytes, located(file_name, t.name, "")));
     info.begin = at;
     info.end = at + nbytes;
+    if (info.end < at) fail(ErrorKind::Format, located(file_name, t.name, "sizes overflow"));
     at = info.end;
     infos.push_back(std::move(info));
   }
+  // The whole file's expansion is bounded before anything is decoded (decompression bombs).
+  check_expansion(file.size(), at, file_name);
   auto out = serialize_header(infos, meta, had_meta);
   out.reserve(out.size() + at);
-  for (const auto& d : datas)
-    out.insert(out.end(), d.begin(), d.end());
+  for (std::size_t i = 0; i < infos.size(); ++i) {
+    throw_if_interrupted();
+    const auto& t = header.tensors[i];
+    const auto blob = file.subspan(header.data_start + t.begin, t.nbytes());
+    const auto data = lossless_decode(blob, infos[i].dtype, infos[i].end - infos[i].begin,
+                                      located(file_name, t.name, ""));
+    out.insert(out.end(), data.begin(), data.end());
+  }
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/interrupt.hpp"
 #include "ckptkit/io/file_bytes.hpp"
 #include "ckptkit/io/paths.hpp"
 
@@ -44,6 +45,7 @@ OutputDir::OutputDir(fs::path final_path, bool force, const std::vector<fs::path
   remove_stale_temporaries(final_);
   tmp_ = parent / ("." + final_.filename().string() + ".tmp-" + std::to_string(::getpid()));
   fs::remove_all(tmp_, ec);
+  stop_cleanup_ = std::make_unique<StopCleanup>(tmp_);
   if (!fs::create_directory(tmp_, ec))
     fail(ErrorKind::Io, final_path.string() + ": cannot create output (" + ec.message() + ")");
   write_text_file(tmp_ / kOutputMarker, "{\"tool\": \"ckptkit\"}\n");
@@ -54,13 +56,17 @@ void OutputDir::write_report_copy(const std::string& text) const {
 }
 
 OutputDir::~OutputDir() {
-  if (committed_) return;
+  if (committed_) return;  // stop_cleanup_ is released after the removal below
   std::error_code ec;
   fs::remove_all(tmp_, ec);
 }
 
 void OutputDir::commit() {
   check_inputs_intact();  // an input truncated under us: its zero-filled pages must not land
+  stop_cleanup_->commit([this] { move_into_place(); });
+}
+
+void OutputDir::move_into_place() {
   std::error_code ec;
   fs::path old;
   if (fs::exists(final_, ec)) {

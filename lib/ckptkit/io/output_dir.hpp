@@ -4,11 +4,14 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace ckpt {
+
+class StopCleanup;
 
 class OutputDir {
  public:
@@ -33,7 +36,10 @@ class OutputDir {
   void write_report_copy(const std::string& text) const;
 
  private:
+  void move_into_place();
+
   std::filesystem::path final_, tmp_;
+  std::unique_ptr<StopCleanup> stop_cleanup_;  // the watchdog removes tmp_ on a forced stop
   bool force_;
   std::optional<std::filesystem::path> report_copy_;
   bool committed_ = false;

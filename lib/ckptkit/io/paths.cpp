@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/interrupt.hpp"
 #include "ckptkit/core/strings.hpp"
 
 namespace ckpt {
@@ -93,6 +94,7 @@ void check_report_path(const fs::path& report, const fs::path& output, bool forc
 void write_file_atomically(const fs::path& path, const std::string& text) {
   const fs::path tmp =
       path.parent_path() / ("." + path.filename().string() + ".tmp-" + std::to_string(::getpid()));
+  StopCleanup stop_cleanup(tmp);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail(ErrorKind::Io, path.string() + ": cannot create (" + std::strerror(errno) + ")");
   std::size_t done = 0;
@@ -107,11 +109,13 @@ void write_file_atomically(const fs::path& path, const std::string& text) {
     }
     done += static_cast<std::size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    fail(ErrorKind::Io, path.string() + ": cannot write (" + std::strerror(e) + ")");
-  }
+  stop_cleanup.commit([&] {
+    if (::fsync(fd) != 0 || ::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
+      const int e = errno;
+      ::unlink(tmp.c_str());
+      fail(ErrorKind::Io, path.string() + ": cannot write (" + std::strerror(e) + ")");
+    }
+  });
 }
 
 void remove_stale_temporaries(const fs::path& final_path) {
