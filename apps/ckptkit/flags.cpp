@@ -1,5 +1,6 @@
 #include "flags.hpp"
 
+#include <charconv>
 #include <cstdio>
 
 #include "ckptkit/core/units.hpp"
@@ -48,7 +49,15 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f, unsigned groups) {
                     "K/N (0-based): compute a deterministic 1/N of the targets (balanced by bytes) "
                     "into a partial output; join the N parts with `ckptkit stitch`");
   cmd->add_option("--threads", f.threads, "Worker threads (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            int n = -1;
+            const auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+            return r.ec == std::errc() && r.ptr == v.data() + v.size() && n >= 0 && n <= 4096
+                       ? ""
+                       : "'" + v + "' is not a thread count (0 = all cores, up to 4096)";
+          },
+          "INT"));
   cmd->add_option("--memory-budget", f.memory_budget,
                   "Bytes of working set in flight, e.g. 4G (default: 2 tensors per thread)");
   if (groups & kSeedFlag)

@@ -1,6 +1,8 @@
 // ckptkit: decompose and compress LLM checkpoints. This file only wires subcommands; each
 // cmd_<name>.cpp parses its flags and calls the library.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -12,6 +14,7 @@
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/interrupt.hpp"
+#include "ckptkit/core/strings.hpp"
 #include "ckptkit/io/file_bytes.hpp"
 #include "ckptkit/linalg/blas_threads.hpp"
 #include "commands.hpp"
@@ -22,6 +25,74 @@
 #endif
 
 namespace {
+
+std::vector<CLI::App*> subcommands(CLI::App& app) {
+  return app.get_subcommands([](CLI::App*) { return true; });
+}
+
+/// "did you mean" for a command-line word: " (did you mean 'X'?)" or "".
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& names) {
+  const std::string c = ckpt::closest(word, names);
+  return c.empty() ? "" : " (did you mean '" + c + "'?)";
+}
+
+/// Before CLI11 sees the arguments: `help [CMD]` is `[CMD] --help`; no command or an unknown one
+/// is a one-line error listing or suggesting the commands (CLI11 would say "A subcommand is
+/// required" for both). Returns an exit code when it handled the call.
+std::optional<int> check_command_word(CLI::App& app, std::vector<std::string>& args) {
+  std::vector<std::string> names;
+  for (auto* s : subcommands(app))
+    names.push_back(s->get_name());
+  std::string list;
+  for (const auto& n : names)
+    list += (list.empty() ? "" : ", ") + n;
+  if (args.size() >= 2 && args[1] == "help") {
+    args.erase(args.begin() + 1);
+    args.push_back("--help");
+    if (args.size() == 3 && std::find(names.begin(), names.end(), args[1]) == names.end()) {
+      std::fprintf(stderr, "ckptkit: error: no command '%s'%s; commands: %s\n", args[1].c_str(),
+                   did_you_mean(args[1], names).c_str(), list.c_str());
+      return 2;
+    }
+    return std::nullopt;
+  }
+  if (args.size() < 2) {
+    std::fprintf(stderr, "ckptkit: error: no command given; commands: %s (ckptkit --help)\n",
+                 list.c_str());
+    return 2;
+  }
+  const std::string& word = args[1];
+  if (word.empty() || word[0] == '-') return std::nullopt;  // --help, --version, -V
+  if (std::find(names.begin(), names.end(), word) != names.end()) return std::nullopt;
+  std::fprintf(stderr, "ckptkit: error: no command '%s'%s; commands: %s\n", word.c_str(),
+               did_you_mean(word, names).c_str(), list.c_str());
+  return 2;
+}
+
+/// CLI11's "The following arguments were not expected: 8 --ranks" made useful: the first word
+/// that looks like a flag the command does not have, with the nearest flag it does have.
+std::string explain_unknown_flag(CLI::App& app, const std::vector<std::string>& args) {
+  CLI::App* cmd = nullptr;
+  for (auto* s : subcommands(app))
+    if (args.size() > 1 && s->get_name() == args[1]) cmd = s;
+  if (!cmd) return {};
+  std::vector<std::string> flags;
+  for (const auto* opt : cmd->get_options()) {
+    for (const auto& l : opt->get_lnames())
+      flags.push_back("--" + l);
+    for (const auto& s : opt->get_snames())
+      flags.push_back("-" + s);
+  }
+  for (std::size_t i = 2; i < args.size(); ++i) {
+    const std::string word = args[i].substr(0, args[i].find('='));
+    if (word.size() < 2 || word[0] != '-' || std::isdigit(static_cast<unsigned char>(word[1])))
+      continue;
+    if (std::find(flags.begin(), flags.end(), word) != flags.end()) continue;
+    return "unknown flag '" + word + "' for '" + cmd->get_name() + "'" + did_you_mean(word, flags) +
+           "; see 'ckptkit help " + cmd->get_name() + "'";
+  }
+  return {};
+}
 
 // Every tensor allocates and frees buffers of the same few sizes (MBs). With glibc's defaults
 // those go back to the kernel on free (trim, or munmap above the mmap threshold) and the next
@@ -46,7 +117,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"ckptkit " CKPTKIT_VERSION
                ": decompose and compress LLM checkpoints (safetensors in, safetensors out)"};
-  app.set_version_flag("--version", "ckptkit " CKPTKIT_VERSION);
+  app.set_version_flag("-V,--version", "ckptkit " CKPTKIT_VERSION);
   app.require_subcommand(1);
   app.footer(
       "Run 'ckptkit <subcommand> --help' for its options and an example.\n"
@@ -56,8 +127,12 @@ int main(int argc, char** argv) {
   for (const auto& setup : ckpt::cli::all_commands())
     setup(app, run);
 
+  std::vector<std::string> words(argv, argv + argc);
+  if (const auto code = check_command_word(app, words)) return *code;
   try {
-    app.parse(argc, argv);
+    // CLI11 takes the arguments reversed when given a vector (it pops them from the back).
+    std::vector<std::string> reversed(words.rbegin(), words.rend() - 1);
+    app.parse(reversed);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
@@ -65,7 +140,12 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "ckptkit: error: %s\n", e.what());
+    std::string msg = e.what();
+    if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr) {
+      const std::string hint = explain_unknown_flag(app, words);
+      if (!hint.empty()) msg = hint;
+    }
+    std::fprintf(stderr, "ckptkit: error: %s\n", msg.c_str());
     return 2;
   }
   // One line, whatever an untrusted file or index put into the message, and only one: when the

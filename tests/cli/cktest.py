@@ -206,3 +206,15 @@ def rel_fro(a, b):
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def strip_timing(j):
+    """report.json without what cannot be identical between runs: argv and timing fields."""
+    if isinstance(j, dict):
+        return {k: strip_timing(v) for k, v in j.items()
+                if k not in ("argv", "timing", "seconds") and not k.endswith("_seconds")
+                and not k.startswith("seconds_")
+                and "gflops" not in k}
+    if isinstance(j, list):
+        return [strip_timing(v) for v in j]
+    return j

@@ -26,18 +26,6 @@ C = cktest.Checks()
 N = 3
 
 
-def strip_timing(j):
-    """report.json without what cannot be identical between runs: argv and timing fields."""
-    if isinstance(j, dict):
-        return {k: strip_timing(v) for k, v in j.items()
-                if k not in ("argv", "timing", "seconds") and not k.endswith("_seconds")
-                and not k.startswith("seconds_")
-                and "gflops" not in k}
-    if isinstance(j, list):
-        return [strip_timing(v) for v in j]
-    return j
-
-
 def load(path):
     with open(path) as f:
         return json.load(f)
@@ -101,8 +89,8 @@ def check_command(name, args, work, rerendered=()):
         missing = [n for n in single_rows if n not in html]
         C(not missing, f"{name}: stitched {f} ({len(html)} bytes) shows all {len(single_rows)} "
                        f"tensors (missing {missing[:3]})")
-    a = strip_timing(load(os.path.join(single, "report.json")))
-    b = strip_timing(load(os.path.join(out, "report.json")))
+    a = cktest.strip_timing(load(os.path.join(single, "report.json")))
+    b = cktest.strip_timing(load(os.path.join(out, "report.json")))
     bad = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     C(a == b, f"{name}: report.json identical without timing/argv ({len(a['tensors'])} rows, "
               f"totals {sorted(a['totals'])}; differing keys {bad})")

@@ -255,7 +255,15 @@ TEST_CASE("OutputDir refuses output == input, inside it, or around it", "[output
   // A sibling with a common prefix is fine.
   OutputDir ok(dir / "model2", false, {in});
   CHECK(fs::exists(ok.path()));
-  CHECK_THROWS_AS(OutputDir(dir / "no" / "such" / "parent", false), Error);
+  {
+    // Missing folders above the output are created, and removed again when it is not committed.
+    OutputDir deep(dir / "no" / "such" / "parent", false);
+    CHECK(fs::is_directory(dir / "no" / "such"));
+  }
+  CHECK(!fs::exists(dir / "no"));
+  // A file where a folder should be: an Io error.
+  { std::ofstream(dir / "file") << "x"; }
+  CHECK_THROWS_AS(OutputDir(dir / "file" / "out", false), Error);
 }
 
 TEST_CASE("copy_files copies extra files and skips names", "[output]") {

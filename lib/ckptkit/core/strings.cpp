@@ -1,11 +1,32 @@
 #include "ckptkit/core/strings.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
 
 namespace ckpt {
+namespace {
+
+/// Optimal string alignment distance (Levenshtein plus adjacent transpositions).
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i)
+    d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j)
+    d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i)
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+}  // namespace
 
 std::string strprintf(const char* format, ...) {
   va_list args;
@@ -62,6 +83,23 @@ std::string printable(const std::string& text, std::size_t max) {
     }
   }
   return out;
+}
+
+}  // namespace ckpt
+
+namespace ckpt {
+
+std::string closest(const std::string& word, const std::vector<std::string>& candidates) {
+  if (word.size() > 256) return {};  // names, not texts: keeps the table small
+  const std::size_t limit = word.size() <= 4 ? 1 : word.size() <= 8 ? 2 : 3;
+  std::string best;
+  std::size_t best_distance = limit + 1;
+  for (const auto& c : candidates) {
+    if (c.size() > 256) continue;
+    const std::size_t dist = edit_distance(word, c);
+    if (dist < best_distance) best = c, best_distance = dist;
+  }
+  return best;
 }
 
 }  // namespace ckpt

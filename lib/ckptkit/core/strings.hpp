@@ -21,6 +21,11 @@ inline std::string join(const std::vector<std::int64_t>& v) {
 /// \xNN, cut to `max` characters with "...".
 std::string printable(const std::string& text, std::size_t max = 120);
 
+/// The candidate nearest to `word` by edit distance (insertions, deletions, substitutions and
+/// swaps of neighbours), when close enough to be a typo: at most 1 edit for words of up to 4
+/// characters, 2 up to 8, 3 beyond. Empty when none is. For "did you mean" hints.
+std::string closest(const std::string& word, const std::vector<std::string>& candidates);
+
 /// printf into a std::string.
 std::string strprintf(const char* format, ...) __attribute__((format(printf, 1, 2)));
 

@@ -78,7 +78,10 @@ void acquire_pipeline_end(const char& source, const char& sink, const std::vecto
 }  // namespace
 
 int resolved_threads(const ExecOptions& exec) {
-  return exec.threads > 0 ? exec.threads : std::max(1, tbb::info::default_concurrency());
+  // More threads than cores cannot help (TBB would cap the arena itself, with a raw warning on
+  // stderr); outputs do not depend on the count either way.
+  const int cores = std::max(1, tbb::info::default_concurrency());
+  return exec.threads > 0 ? std::min(exec.threads, cores) : cores;
 }
 
 std::size_t tokens_for_budget(std::uint64_t budget, std::uint64_t largest, int threads) {

@@ -39,9 +39,7 @@ OutputDir::OutputDir(fs::path final_path, bool force, const std::vector<fs::path
   }
   if (report_copy_) check_report_path(*report_copy_, final_, force, inputs);
   const fs::path parent = final_.parent_path();
-  if (!fs::is_directory(parent, ec))
-    fail(ErrorKind::Io,
-         final_path.string() + ": parent directory " + parent.string() + " does not exist");
+  create_parents(parent, final_path);
   remove_stale_temporaries(final_);
   tmp_ = parent / ("." + final_.filename().string() + ".tmp-" + std::to_string(::getpid()));
   fs::remove_all(tmp_, ec);
@@ -59,6 +57,28 @@ OutputDir::~OutputDir() {
   if (committed_) return;  // stop_cleanup_ is released after the removal below
   std::error_code ec;
   fs::remove_all(tmp_, ec);
+  // Folders this run created for the output go too, deepest first, if nothing else landed there.
+  for (const auto& dir : created_parents_)
+    fs::remove(dir, ec);
+}
+
+void OutputDir::create_parents(const fs::path& parent, const fs::path& shown) {
+  std::error_code ec;
+  if (fs::is_directory(parent, ec)) return;
+  std::vector<fs::path> missing;  // deepest first
+  for (fs::path p = parent; !p.empty() && !fs::exists(fs::symlink_status(p, ec));
+       p = p.parent_path()) {
+    missing.push_back(p);
+    if (p == p.root_path()) break;
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    if (!fs::create_directory(*it, ec) && !fs::is_directory(*it))
+      fail(ErrorKind::Io, shown.string() + ": cannot create the folder " + it->string() + " (" +
+                              (ec ? ec.message() : "a file of that name exists") + ")");
+    created_parents_.insert(created_parents_.begin(), *it);
+  }
+  if (!fs::is_directory(parent, ec))
+    fail(ErrorKind::Io, shown.string() + ": " + parent.string() + " is not a folder");
 }
 
 void OutputDir::commit() {

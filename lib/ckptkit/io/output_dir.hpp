@@ -37,8 +37,12 @@ class OutputDir {
 
  private:
   void move_into_place();
+  /// Creates the missing folders above the output (`mkdir -p`), remembering them so a failed run
+  /// removes them again.
+  void create_parents(const std::filesystem::path& parent, const std::filesystem::path& shown);
 
   std::filesystem::path final_, tmp_;
+  std::vector<std::filesystem::path> created_parents_;  // deepest first
   std::unique_ptr<StopCleanup> stop_cleanup_;  // the watchdog removes tmp_ on a forced stop
   bool force_;
   std::optional<std::filesystem::path> report_copy_;

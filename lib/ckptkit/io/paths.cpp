@@ -42,8 +42,12 @@ void check_plain_relative(const std::string& name, std::size_t max_components,
 
 fs::path absolute_clean(const fs::path& p) {
   std::error_code ec;
-  auto w = fs::weakly_canonical(fs::absolute(p, ec), ec);
-  return ec ? fs::absolute(p).lexically_normal() : w;
+  fs::path w = fs::weakly_canonical(fs::absolute(p, ec), ec);
+  if (ec) w = fs::absolute(p).lexically_normal();
+  // "out/" names the folder "out": drop the empty last component a trailing slash leaves.
+  while (!w.has_filename() && w.has_relative_path())
+    w = w.parent_path();
+  return w;
 }
 
 bool is_within(const fs::path& child, const fs::path& parent) {

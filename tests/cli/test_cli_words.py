@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""The command line's edges (issue #22, items 3 and 5): a mistyped command or flag gets one line
+with the nearest name; `ckptkit help CMD` is `CMD --help`; -V prints the version; --threads out of
+range is refused in words; --threads above the core count runs quietly; `-o a/b/c` creates the
+missing folders (and a failed run removes them again); `-o out/` names the folder out."""
+import os
+import shutil
+import subprocess
+import tempfile
+
+import cktest
+
+C = cktest.Checks()
+
+
+def ck(*args, cwd=None):
+    return subprocess.run([os.path.abspath(cktest.BIN), *args], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def one_error(p, code, needle, what):
+    lines = p.stderr.strip().splitlines()
+    return C(p.returncode == code and len(lines) == 1 and lines[0].startswith("ckptkit: error: ")
+             and needle in lines[0], f"{what}: exit {p.returncode}, {lines[:1]}")
+
+
+def main():
+    sample = os.path.abspath(cktest.SAMPLE)
+    one_error(ck("svd-int"), 2, "did you mean 'svd-init'", "mistyped command")
+    one_error(ck("quantise"), 2, "did you mean 'quantize'", "British spelling")
+    one_error(ck(), 2, "no command given; commands: svd-init", "no command")
+    one_error(ck("help", "nothing"), 2, "no command 'nothing'", "help of an unknown command")
+    p = ck("help", "svd-init")
+    C(p.returncode == 0 and "--rank" in p.stdout and "Usage" in p.stdout,
+      f"help svd-init prints svd-init's help (exit {p.returncode}, {len(p.stdout)} chars)")
+    p = ck("-V")
+    C(p.returncode == 0 and p.stdout.startswith("ckptkit "), f"-V: {p.stdout.strip()!r}")
+    one_error(ck("svd-init", sample, "-o", "x", "--ranks", "8"), 2,
+              "unknown flag '--ranks' for 'svd-init' (did you mean '--rank'?)", "--ranks")
+    one_error(ck("quantize", sample, "-o", "x", "--shceme=nf4"), 2,
+              "did you mean '--scheme'?", "--shceme=nf4")
+    one_error(ck("convert", sample, "-o", "x", "--threads", "-1"), 2,
+              "'-1' is not a thread count", "--threads -1")
+    with tempfile.TemporaryDirectory() as tmp:
+        p = ck("convert", sample, "-o", "many", "--threads", str(4 * (os.cpu_count() or 1)), "-q",
+               cwd=tmp)
+        C(p.returncode == 0 and p.stderr == "",
+          f"--threads 4x the cores: exit {p.returncode}, stderr {p.stderr.strip()[:80]!r}")
+        p = ck("svd-init", sample, "--rank", "4", "-o", "runs/a/pissa", "-q", cwd=tmp)
+        C(p.returncode == 0 and os.path.isdir(os.path.join(tmp, "runs/a/pissa/adapter")),
+          f"-o runs/a/pissa creates runs/a (exit {p.returncode}, {p.stderr.strip()[:80]})")
+        p = ck("svd-init", sample, "--rank", "4", "-o", "slash/", "-q", cwd=tmp)
+        C(p.returncode == 0 and os.path.isdir(os.path.join(tmp, "slash/adapter")),
+          f"-o slash/ writes the folder slash (exit {p.returncode}, {p.stderr.strip()[:80]})")
+        p = ck("svd-init", sample, "--rank", "99999", "-o", "failed/b/c", "-q", cwd=tmp)
+        C(p.returncode == 2 and not os.path.exists(os.path.join(tmp, "failed")),
+          f"a failed run removes the folders it created (exit {p.returncode}, "
+          f"left: {os.path.exists(os.path.join(tmp, 'failed'))})")
+        os.makedirs(os.path.join(tmp, "kept"))
+        p = ck("svd-init", sample, "--rank", "99999", "-o", "kept/new/c", "-q", cwd=tmp)
+        C(p.returncode == 2 and os.path.isdir(os.path.join(tmp, "kept")) and
+          not os.path.exists(os.path.join(tmp, "kept/new")),
+          "... and only those: a folder that existed stays")
+    C.exit()
+
+
+main()
