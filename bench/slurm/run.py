@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "build", "ckptkit")
 GEN = os.path.join(ROOT, "build", "bench", "ckptkit-gen-synthetic")
@@ -63,8 +65,19 @@ def main():
     if not os.path.isdir(src):
         subprocess.run([GEN, "--layers", str(a.layers), "--out", src, "--dtype", "bf16"],
                        check=True)
-    weights = sum(os.path.getsize(os.path.join(src, f)) for f in os.listdir(src)
-                  if f.endswith(".safetensors")) // 2
+    shapes = {}
+    for f in os.listdir(src):
+        if f.endswith(".safetensors"):
+            with open(os.path.join(src, f), "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                shapes.update({k: v["shape"] for k, v in json.loads(fh.read(n)).items()
+                               if k != "__metadata__"})
+
+    def weights_of(suffixes=None):
+        """Weights of the tensors a command computes (all when suffixes is None)."""
+        return sum(int(np.prod(s)) for k, s in shapes.items()
+                   if suffixes is None or any(k.endswith(x + ".weight") for x in suffixes))
+    weights = weights_of()
     cpus = os.cpu_count()
     t0 = time.time()
     subprocess.run([os.path.join(SCRIPTS, "slurm-local"), "start", state], check=True,
@@ -72,8 +85,14 @@ def main():
     print(json.dumps({"cluster_up_seconds": round(time.time() - t0, 2), "cpus": cpus,
                       "weights": weights}))
     try:
-        for args in (["svd-init", src, "--rank", "16"], ["quantize", src, "--scheme", "nf4"]):
-            name = args[0]
+        commands = (
+            ("svd-init", ["svd-init", src, "--rank", "16"], None),
+            ("quantize", ["quantize", src, "--scheme", "nf4"], None),
+            # Exact SVD: the compute-bound case (two 4096² matrices per layer).
+            ("svd-init-exact", ["svd-init", src, "--rank", "16", "--svd", "exact", "--target",
+                                "q_proj,o_proj"], ("q_proj", "o_proj")),
+        )
+        for name, args, computed in commands:
             single, single_cpu, array, stitch = [], [], [], []
             for rep in range(a.reps):
                 out = os.path.join(work, f"{name}-single")
@@ -105,7 +124,8 @@ def main():
                 "single_wall_s": round(med(single), 2), "single_cpu_s": round(med(single_cpu), 2),
                 "array_plus_stitch_wall_s": round(med(array), 2),
                 "stitch_alone_wall_s": round(med(stitch), 2),
-                "cpu_ns_per_weight": round(med(single_cpu) / weights * 1e9, 2)}))
+                "computed_weights": weights_of(computed),
+                "cpu_ns_per_weight": round(med(single_cpu) / weights_of(computed) * 1e9, 2)}))
     finally:
         subprocess.run([os.path.join(SCRIPTS, "slurm-local"), "stop", state])
 

@@ -1,4 +1,5 @@
 #include "ckptkit/adapters/any_adapter.hpp"
+#include "ckptkit/io/output_layout.hpp"
 
 #include <Eigen/Core>
 #include <map>
@@ -84,7 +85,8 @@ std::string adapter_format_name(AdapterFormat f) {
   return "?";
 }
 
-AnyAdapter read_any_adapter(const fs::path& path) {
+AnyAdapter read_any_adapter(const fs::path& given) {
+  const fs::path path = adapter_part(given);  // an output root: its adapter/
   const fs::path dir = fs::is_directory(path) ? path : path.parent_path();
   if (!fs::exists(path))
     fail(ErrorKind::Usage, located(path.string(), "", "no such adapter directory"));

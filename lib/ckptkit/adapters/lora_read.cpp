@@ -1,5 +1,6 @@
 #include "ckptkit/adapters/lora_read.hpp"
 #include "ckptkit/io/json_text.hpp"
+#include "ckptkit/io/output_layout.hpp"
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -176,7 +177,8 @@ bool all_zero(const std::vector<float>& v) {
 
 }  // namespace
 
-LoraAdapter read_lora_adapter(const fs::path& path) {
+LoraAdapter read_lora_adapter(const fs::path& given) {
+  const fs::path path = adapter_part(given);  // an output root: its adapter/
   LoraAdapter a;
   a.dir = fs::is_directory(path) ? path : path.parent_path();
   const fs::path cfg = find_file(a.dir, "adapter_config.json");

@@ -1,5 +1,6 @@
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/io/json_text.hpp"
+#include "ckptkit/io/output_layout.hpp"
 
 #include <algorithm>
 #include <fstream>
@@ -177,9 +178,11 @@ std::vector<std::pair<std::string, std::string>> parse_index_json(std::string_vi
   return std::move(sax.pairs);
 }
 
-Checkpoint Checkpoint::open(const fs::path& path) {
+Checkpoint Checkpoint::open(const fs::path& given) {
   std::error_code ec;
-  if (!fs::exists(path, ec)) fail(ErrorKind::Usage, path.string() + ": no such file or directory");
+  if (!fs::exists(given, ec))
+    fail(ErrorKind::Usage, given.string() + ": no such file or directory");
+  const fs::path path = checkpoint_part(given);  // an svd-init / lq-decompose output root
   Checkpoint c;
   c.path_ = path;
   fs::path index_path;

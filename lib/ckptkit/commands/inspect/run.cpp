@@ -20,7 +20,7 @@ Json run_inspect(const InspectOptions& options) {
   j["version"] = CKPTKIT_VERSION;
   j["schema_version"] = kReportSchemaVersion;
   j["command"] = "inspect";
-  j["path"] = options.input.string();
+  j["path"] = c.path().string();  // an output root: the checkpoint part read
   j["format"] = c.sharded() ? "sharded" : "single";
   j["shards"] = Json::array();
   const auto fps = fingerprint(c);

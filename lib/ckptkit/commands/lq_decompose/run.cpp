@@ -17,6 +17,7 @@
 #include "ckptkit/formats/bnb_layout.hpp"
 #include "ckptkit/formats/quant_layout.hpp"
 #include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/io/output_layout.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;
@@ -453,8 +454,8 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   if (o.fisher) inputs.push_back(*o.fisher);
   if (o.imatrix) inputs.push_back(*o.imatrix);
   OutputDir out(o.common.output, o.common.force, inputs, o.common.report_path);
-  const fs::path adapter_dir = out.path() / "adapter";
-  const fs::path quant_dir = out.path() / "quantized";
+  const fs::path adapter_dir = out.path() / kAdapterPart;
+  const fs::path quant_dir = out.path() / kQuantizedPart;
   fs::create_directories(adapter_dir);
   fs::create_directories(quant_dir);
   const double alpha = o.alpha.value_or(16.0);

@@ -17,6 +17,7 @@
 #include "ckptkit/engine/targets.hpp"
 #include "ckptkit/formats/quantized_base.hpp"
 #include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/io/output_layout.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;
@@ -336,17 +337,19 @@ std::optional<std::int64_t> head_labels(const SavedPlan& saved, const ModuleNami
   return std::nullopt;
 }
 
-/// An svd-init / mpo-init output given alone: its residual plus its adapter.
+/// An svd-init / mpo-init / lq-decompose output given alone: its residual (or quantized base)
+/// plus its adapter (io/output_layout.hpp).
 void expand_pair(MergeOptions& o) {
   if (!o.adapters.empty()) return;
-  if (fs::is_directory(o.base / "residual") && fs::is_directory(o.base / "adapter")) {
-    o.adapters = {o.base / "adapter"};
-    o.base = o.base / "residual";
+  const fs::path adapter = adapter_part(o.base);
+  if (adapter != o.base) {
+    o.adapters = {adapter};
+    o.base = checkpoint_part(o.base);
     return;
   }
   fail(ErrorKind::Usage, located(o.base.string(), "",
-                                 "no adapter given (and not an svd-init/mpo-init output holding "
-                                 "residual/ and adapter/)"));
+                                 "no adapter given (and not an svd-init/mpo-init/lq-decompose "
+                                 "output holding an adapter/ and its checkpoint)"));
 }
 
 }  // namespace

@@ -17,13 +17,15 @@
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
 #include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/io/output_layout.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;
 namespace {
 
 /// A LoRA or SORSA adapter as a LoRA (SORSA: √S folded into both factors), and its format.
-std::pair<LoraAdapter, std::string> read_as_lora(const fs::path& dir) {
+std::pair<LoraAdapter, std::string> read_as_lora(const fs::path& given) {
+  const fs::path dir = adapter_part(given);  // an svd-init output root: its adapter/
   if (!fs::exists(dir)) fail(ErrorKind::Usage, located(dir.string(), "", "no such adapter"));
   if (is_mpo_adapter(dir))
     fail(ErrorKind::Unsupported,

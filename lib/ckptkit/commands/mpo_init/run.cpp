@@ -18,6 +18,7 @@
 #include "ckptkit/engine/targets.hpp"
 #include "ckptkit/formats/bnb_layout.hpp"
 #include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/io/output_layout.hpp"
 #include "ckptkit/quant/blockwise.hpp"
 
 namespace ckpt {
@@ -313,8 +314,8 @@ Json run_mpo_init(const MpoInitOptions& o) {
   const std::vector<Target> targets = plan_targets(o, in, selection);
 
   OutputDir out(o.common.output, o.common.force, {o.input}, o.common.report_path);
-  const fs::path adapter_dir = out.path() / "adapter";
-  const fs::path residual_dir = out.path() / "residual";
+  const fs::path adapter_dir = out.path() / kAdapterPart;
+  const fs::path residual_dir = out.path() / kResidualPart;
   fs::create_directories(adapter_dir);
   fs::create_directories(residual_dir);
 

@@ -19,6 +19,7 @@
 #include "ckptkit/engine/stream.hpp"
 #include "ckptkit/engine/targets.hpp"
 #include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/io/output_layout.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;
@@ -337,7 +338,7 @@ Json run_svd_init(const SvdInitOptions& o) {
   std::vector<fs::path> inputs{o.input};
   if (o.base) inputs.push_back(*o.base);
   OutputDir out(o.common.output, o.common.force, inputs, o.common.report_path);
-  const fs::path adapter_dir = out.path() / "adapter";
+  const fs::path adapter_dir = out.path() / kAdapterPart;
   fs::create_directories(adapter_dir);
 
   SvdInitParams params;
@@ -375,7 +376,7 @@ Json run_svd_init(const SvdInitOptions& o) {
 
   std::vector<std::string> residual_files;
   if (!extract) {
-    const fs::path residual_dir = out.path() / "residual";
+    const fs::path residual_dir = out.path() / kResidualPart;
     fs::create_directories(residual_dir);
     const StreamJob job = targets_job(
         in, targets,
