@@ -22,12 +22,13 @@ void setup_velora_init(CLI::App& app, Run& run);
 void setup_inspect(CLI::App& app, Run& run);
 void setup_convert(CLI::App& app, Run& run);
 void setup_stitch(CLI::App& app, Run& run);
+void setup_completion(CLI::App& app, Run& run);
 
 /// Every subcommand, in the order `ckptkit --help` lists them.
 inline std::vector<Setup> all_commands() {
-  return {
-      setup_svd_init,         setup_mpo_init,    setup_lq_decompose, setup_quantize, setup_merge,
-      setup_analyze_spectrum, setup_velora_init, setup_inspect,      setup_convert,  setup_stitch};
+  return {setup_svd_init, setup_mpo_init,         setup_lq_decompose, setup_quantize,
+          setup_merge,    setup_analyze_spectrum, setup_velora_init,  setup_inspect,
+          setup_convert,  setup_stitch,           setup_completion};
 }
 
 }  // namespace ckpt::cli

@@ -117,6 +117,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"ckptkit " CKPTKIT_VERSION
                ": decompose and compress LLM checkpoints (safetensors in, safetensors out)"};
+  app.name("ckptkit");
   app.set_version_flag("-V,--version", "ckptkit " CKPTKIT_VERSION);
   app.require_subcommand(1);
   app.footer(
