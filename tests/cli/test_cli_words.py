@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The command line's edges (issue #22, items 3 and 5): a mistyped command or flag gets one line
-with the nearest name; `ckptkit help CMD` is `CMD --help`; -V prints the version; --threads out of
+with the nearest name; so does a --target naming no module (or naming a tensor), a quantized
+checkpoint given to svd-init, and `merge ADAPTER BASE` swapped; `ckptkit help CMD` is `CMD --help`; -V prints the version; --threads out of
 range is refused in words; --threads above the core count runs quietly; `-o a/b/c` creates the
 missing folders (and a failed run removes them again); `-o out/` names the folder out."""
 import os
@@ -41,6 +42,18 @@ def main():
               "did you mean '--scheme'?", "--shceme=nf4")
     one_error(ck("convert", sample, "-o", "x", "--threads", "-1"), 2,
               "'-1' is not a thread count", "--threads -1")
+    one_error(ck("svd-init", sample, "-o", "x", "--target", "q_prj"), 2,
+              "did you mean 'q_proj'? (modules here end in: ", "--target q_prj")
+    one_error(ck("svd-init", sample, "-o", "x", "--target", "model.decoder.layers.0.fc1.weight"),
+              2, "--target names modules, not tensors: 'model.decoder.layers.0.fc1'",
+              "--target naming a tensor")
+    with tempfile.TemporaryDirectory() as tmp:
+        ck("quantize", sample, "--scheme", "nf4", "-o", "nf4", "-q", cwd=tmp)
+        one_error(ck("svd-init", "nf4", "-o", "x", cwd=tmp), 2,
+                  "a quantized checkpoint; dequantize it first", "svd-init of an nf4 checkpoint")
+        ck("svd-init", sample, "--rank", "2", "-o", "pissa", "-q", cwd=tmp)
+        one_error(ck("merge", "pissa/adapter", sample, "-o", "m", cwd=tmp), 2,
+                  "merge takes the base checkpoint first", "merge ADAPTER BASE")
     with tempfile.TemporaryDirectory() as tmp:
         p = ck("convert", sample, "-o", "many", "--threads", str(4 * (os.cpu_count() or 1)), "-q",
                cwd=tmp)

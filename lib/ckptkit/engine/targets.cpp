@@ -1,8 +1,63 @@
 #include "ckptkit/engine/targets.hpp"
 
+#include <set>
+
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/strings.hpp"
 
 namespace ckpt {
+namespace {
+
+bool looks_quantized(const Checkpoint& in) {
+  if (in.config() && in.config()->contains("quantization_config")) return true;
+  for (const auto& t : in.tensors()) {
+    const std::string& n = t.info.name;
+    if (n.find(".quant_state.") != std::string::npos || n.ends_with(".absmax") ||
+        n.ends_with(".SCB") || n.ends_with(".quant_state.ckptkit"))
+      return true;
+  }
+  return false;
+}
+
+/// Why nothing was selected, with the fix: a quantized input, a tensor name given for a module,
+/// or a typo (the nearest module leaf names the checkpoint has).
+std::string nothing_selected(const Checkpoint& in, const TargetOptions& options) {
+  if (looks_quantized(in))
+    return "no float linear weight: a quantized checkpoint; dequantize it first (ckptkit "
+           "quantize --dequantize " +
+           in.path().string() + " -o DIR)";
+  if (options.target.empty()) return "no linear weight to decompose";
+  std::set<std::string> leaves;  // last name component of every 2-D weight's module
+  for (const auto& t : in.tensors())
+    if (t.info.shape.size() == 2 && t.info.name.ends_with(".weight")) {
+      const std::string m = TargetSelector::module_name(t.info.name);
+      leaves.insert(m.substr(m.rfind('.') + 1));
+    }
+  std::string hint;
+  for (const auto& p : options.target) {
+    if (p.ends_with(".weight") || p.ends_with(".bias")) {
+      hint = "; --target names modules, not tensors: '" + p.substr(0, p.rfind('.')) + "'";
+      break;
+    }
+    const std::string c = closest(p, {leaves.begin(), leaves.end()});
+    if (!c.empty() && c != p) {
+      hint = "; did you mean '" + c + "'?";
+      break;
+    }
+  }
+  std::string list;
+  std::size_t shown = 0;
+  for (const auto& l : leaves) {
+    if (shown++ == 16) {
+      list += ", ...";
+      break;
+    }
+    list += (list.empty() ? "" : ", ") + l;
+  }
+  return "--target matches no 2-D float weight" + hint + " (modules here end in: " + list + ")";
+}
+
+}  // namespace
 
 ModuleNaming checkpoint_naming(const Checkpoint& in, const TargetOptions& options) {
   std::vector<std::string> names;
@@ -49,10 +104,7 @@ TargetSelection select_targets(const Checkpoint& in, const TargetOptions& option
     sel.targets.push_back(std::move(tg));
   }
   if (sel.targets.empty() && policy.require_some)
-    fail(ErrorKind::Usage,
-         located(in.path().string(), "",
-                 options.target.empty() ? "no linear weight to decompose"
-                                        : "--target matches no 2-D float weight"));
+    fail(ErrorKind::Usage, located(in.path().string(), "", nothing_selected(in, options)));
   return sel;
 }
 

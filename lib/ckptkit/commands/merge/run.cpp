@@ -352,12 +352,26 @@ void expand_pair(MergeOptions& o) {
                                  "output holding an adapter/ and its checkpoint)"));
 }
 
+/// `merge ADAPTER BASE`: the first argument is an adapter folder and the second is not.
+void check_not_swapped(const MergeOptions& o) {
+  std::error_code ec;
+  const auto is_adapter = [&](const fs::path& p) {
+    return fs::exists(adapter_part(p) / "adapter_config.json", ec);
+  };
+  const bool base_is_adapter = fs::exists(o.base / "adapter_config.json", ec);
+  if (!o.adapters.empty() && base_is_adapter && !is_adapter(o.adapters.front()))
+    fail(ErrorKind::Usage, o.base.string() + " is an adapter and " + o.adapters.front().string() +
+                               " is not: merge takes the base checkpoint first (ckptkit merge " +
+                               o.adapters.front().string() + " " + o.base.string() + " -o ...)");
+}
+
 }  // namespace
 
 Json run_merge(const MergeOptions& opts) {
   const auto start = Clock::now();
   MergeOptions o = opts;
   expand_pair(o);
+  check_not_swapped(o);
   if (!o.weights.empty() && o.weights.size() != o.adapters.size())
     fail(ErrorKind::Usage, "--weights has " + std::to_string(o.weights.size()) + " value" +
                                (o.weights.size() == 1 ? "" : "s") + " but " +
