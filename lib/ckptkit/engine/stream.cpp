@@ -82,6 +82,7 @@ std::vector<std::string> stream_checkpoint(const StreamJob& job,
           };
         }
         TensorResult r;
+        progress.working_on(t.info.name);
         try {
           r = job.compute(t, in.view(t));
         } catch (const Error& e) {

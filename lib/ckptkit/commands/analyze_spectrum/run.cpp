@@ -7,6 +7,7 @@
 
 #include "ckptkit/adapters/lora_read.hpp"
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/progress.hpp"
 #include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/engine/shard.hpp"
 #include "ckptkit/engine/stream.hpp"
@@ -417,11 +418,20 @@ Json run_analyze_spectrum(const AnalyzeSpectrumOptions& options) {
   SpectrumOptions sopt;
   sopt.exact_below = options.exact_below;
   const ItemAnalyzer analyze{options, base, ft, adapter, sopt, drift};
+  std::uint64_t total = 0;
+  for (const auto& it : items)
+    total += it.base->info.nbytes();
+  Progress progress("analyze-spectrum", total, options.common.exec.progress);
   auto work = [&](std::size_t i) -> Commit {
+    progress.working_on(items[i].base->info.name);
     auto r = std::make_shared<Result>(analyze(items[i]));
-    return [&results, i, r] { results[i] = std::move(*r); };
+    return [&results, &progress, &items, i, r] {
+      results[i] = std::move(*r);
+      progress.advance(items[i].base->info.nbytes(), items[i].base->info.name);
+    };
   };
   run_ordered(items.size(), working_set, work, options.common.exec);
+  progress.finish();
 
   Report report("analyze-spectrum", options.common.argv);
   report.add_input("checkpoint", options.input.string(), fingerprint(base));

@@ -6,6 +6,7 @@
 
 #include "ckptkit/adapters/lora_write.hpp"
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/progress.hpp"
 #include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/core/timing.hpp"
 #include "ckptkit/decompose/lq.hpp"
@@ -245,10 +246,13 @@ Json allocate_budget(const LqDecomposeOptions& o, const Checkpoint& in,
   }
   const auto budget = static_cast<std::uint64_t>(std::floor(*o.budget_bits * double(params)));
   const auto t0 = Clock::now();
+  Progress progress("lq-decompose 1/2: error of each config", targets.size(),
+                    o.common.exec.progress, "tensors");
   run_ordered(
       targets.size(), [&](std::size_t i) { return working_set(targets[i]) * 2; },
       [&](std::size_t i) -> Commit {
         const Target& tg = targets[i];
+        progress.working_on(tg.tensor->info.name);
         auto costs = std::make_shared<std::vector<double>>(with_name(in, tg, [&] {
           std::vector<float> w = to_f32(in.view(*tg.tensor));
           check_finite(w, in.file_of(*tg.tensor), tg.tensor->info.name);
@@ -257,14 +261,17 @@ Json allocate_budget(const LqDecomposeOptions& o, const Checkpoint& in,
           return lq_candidate_errors(w, tg.rows, tg.cols, base, candidates, o.candidate_iters,
                                      lw.empty() ? nullptr : &lw, tg.tensor->info.name);
         }));
-        return [&items, i, costs] {
+        return [&items, &progress, &targets, i, costs] {
           for (std::size_t j = 0; j < costs->size(); ++j)
             items[i][j].cost = (*costs)[j];
+          progress.advance(1, targets[i].tensor->info.name);
         };
       },
       o.common.exec);
   const double cand_seconds = seconds_since(t0);
+  progress.phase("lq-decompose: solving the bit budget");
   const KnapsackSolution sol = solve_mckp(items, budget);
+  progress.finish();
   std::size_t front_total = 0;
   for (std::size_t i = 0; i < targets.size(); ++i) {
     targets[i].spec = candidates[sol.choice[i]];
@@ -492,7 +499,8 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   WriterOptions wo = writer_options(o.common, in.metadata());
   wo.write_metadata = true;
   if (wo.metadata.empty()) wo.metadata = {{"format", "pt"}};
-  const auto files = stream_checkpoint(job, quant_dir, wo, o.common.exec, "lq-decompose");
+  const auto files = stream_checkpoint(job, quant_dir, wo, o.common.exec,
+                                       o.budget_bits ? "lq-decompose 2/2" : "lq-decompose");
 
   // config.json: transformers' quantization_config when every target is bnb 4-bit, else ckptkit's.
   copy_files(in.extra_files(), quant_dir, {"config.json"});

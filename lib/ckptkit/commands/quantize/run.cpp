@@ -135,6 +135,7 @@ Json run_lossless(const QuantizeOptions& o, const Checkpoint& in, OutputDir& out
       ts.size(), [&](std::size_t i) { return ts[i].info.nbytes() * 2; },
       [&](std::size_t i) -> Commit {
         const auto& t = ts[i];
+        progress.working_on(t.info.name);
         const auto t0 = std::chrono::steady_clock::now();
         auto blob = std::make_shared<std::vector<std::byte>>(
             lossless_encode(t.info.dtype, in.view(t).bytes, lo, pf));

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/progress.hpp"
 #include "ckptkit/engine/stream.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/io/output_dir.hpp"
@@ -347,6 +348,7 @@ Json run_velora_init(const VeloraInitOptions& o) {
   // Per module: both inits at M (the table compares them), all sweep M with --sweep.
   const std::vector<Init> inits = {Init::BatchAverage, Init::TopSingular};
   std::vector<velora::Analysis> results(plans.size());
+  Progress progress("velora-init", plans.size(), o.common.exec.progress, "modules");
   run_ordered(
       plans.size(),
       [&](std::size_t i) {
@@ -355,6 +357,7 @@ Json run_velora_init(const VeloraInitOptions& o) {
       },
       [&](std::size_t i) -> Commit {
         const auto& m = plans[i];
+        progress.working_on(m.name);
         const std::vector<std::int64_t> groups =
             o.sweep ? velora::sweep_groups(m.dim, o.groups) : std::vector<std::int64_t>{o.groups};
         try {
@@ -367,9 +370,10 @@ Json run_velora_init(const VeloraInitOptions& o) {
           }
           throw;
         }
-        return [] {};
+        return [&progress, &m] { progress.advance(1, m.name); };
       },
       o.common.exec);
+  progress.finish();
 
   Report report("velora-init", o.common.argv);
   for (std::size_t f = 0; f < cks.size(); ++f)
