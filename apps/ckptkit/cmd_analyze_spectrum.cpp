@@ -1,4 +1,4 @@
-// ckptkit analyze-spectrum CKPT -o OUT [--compare FINETUNED | --adapter ADAPTER]
+// ckptkit analyze-spectrum CKPT -o OUT [--compare FINETUNED | --base BASE | --adapter ADAPTER]
 #include "ckptkit/commands/analyze_spectrum/analyze_spectrum.hpp"
 #include "ckptkit/core/error.hpp"
 #include "commands.hpp"
@@ -8,7 +8,7 @@ namespace ckpt::cli {
 
 void setup_analyze_spectrum(CLI::App& app, Run& run) {
   struct Flags {
-    std::string input, compare, adapter;
+    std::string input, compare, base, adapter;
     int intruder_k = 10, angles_k = 16;
     double intruder_eps = 0.5, exact_below = 1e-6;
     CommonFlags common;
@@ -21,9 +21,15 @@ void setup_analyze_spectrum(CLI::App& app, Run& run) {
   auto* cmp = cmd->add_option(
       "--compare", f->compare,
       "Fine-tuned checkpoint with the same tensor names and shapes: report the drift");
+  // The vocabulary of `svd-init FT --base BASE`: the checkpoint is the fine-tuned one.
+  auto* base = cmd->add_option("--base", f->base,
+                               "Base checkpoint the positional one was fine-tuned from (the same "
+                               "as `BASE --compare CHECKPOINT`)")
+                   ->excludes(cmp);
   cmd->add_option("--adapter", f->adapter,
                   "PEFT LoRA adapter directory: report the drift of W + s*B*A")
-      ->excludes(cmp);
+      ->excludes(cmp)
+      ->excludes(base);
   cmd->add_option("--intruder-k", f->intruder_k,
                   "Top fine-tuned left singular vectors tested (default 10)")
       ->check(CLI::NonNegativeNumber);
@@ -44,12 +50,17 @@ void setup_analyze_spectrum(CLI::App& app, Run& run) {
       "Examples:\n  ckptkit analyze-spectrum ./model -o spectrum/\n"
       "  ckptkit analyze-spectrum ./base --compare ./finetuned -o drift/ && xdg-open "
       "drift/report.html\n"
+      "  ckptkit analyze-spectrum ./finetuned --base ./base -o drift/   (the same)\n"
       "  ckptkit analyze-spectrum ./base --adapter ./lora-adapter -o lora-drift/ --intruder-k 20");
   cmd->callback([f, &run] {
     run = [f] {
       AnalyzeSpectrumOptions o;
       o.input = f->input;
       if (!f->compare.empty()) o.compare = f->compare;
+      if (!f->base.empty()) {
+        o.input = f->base;
+        o.compare = f->input;
+      }
       if (!f->adapter.empty()) o.adapter = f->adapter;
       o.drift.intruder_k = f->intruder_k;
       o.drift.intruder_eps = f->intruder_eps;

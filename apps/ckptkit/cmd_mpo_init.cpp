@@ -51,7 +51,9 @@ void setup_mpo_init(CLI::App& app, Run& run) {
       "Cores recorded as trainable: all (DoTA, default) or auxiliary (MPOP: central core frozen)");
   cmd->add_option("--quantize-residual", f->quantize,
                   "QDoTA: store the residual as nf4 (bitsandbytes layout)");
-  cmd->add_option("--quant-block", f->quant_block, "NF4 block size (default 64, as QLoRA)");
+  // --block as in quantize and lq-decompose; --quant-block, its first name, still accepted.
+  cmd->add_option("--block,--quant-block", f->quant_block,
+                  "NF4 block size of --quantize-residual (default 64, as QLoRA)");
   add_adapter_dtype_flag(cmd, f->adapter_dtype, "Dtype of the stored cores");
   add_common_flags(cmd, f->common,
                    kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags |

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cctype>
 #include <memory>
 #include <string>
 
@@ -55,7 +56,11 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f, unsigned groups);
 template <class Options>
 void add_quant_flags(CLI::App* cmd, Options& o, const std::string& schemes,
                      const std::string& dq_default) {
-  cmd->add_option("--scheme", o.scheme, schemes);
+  cmd->add_option("--scheme", o.scheme, schemes)->transform([](std::string s) {
+    for (char& c : s)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;  // NF4 as the papers write it is nf4
+  });
   cmd->add_option("--block", o.block,
                   "Block size B0, a power of two in 16..4096 (default 64; int8 without --block "
                   "is bitsandbytes row-wise)");

@@ -55,6 +55,24 @@ def main():
         one_error(ck("merge", "pissa/adapter", sample, "-o", "m", cwd=tmp), 2,
                   "merge takes the base checkpoint first", "merge ADAPTER BASE")
     with tempfile.TemporaryDirectory() as tmp:
+        # One vocabulary: NF4 as papers write it, --block on mpo-init too, and --base meaning
+        # "the model this one was fine-tuned from" in analyze-spectrum as in svd-init.
+        a = ck("quantize", sample, "--scheme", "NF4", "-o", "upper", "-q", cwd=tmp)
+        b = ck("quantize", sample, "--scheme", "nf4", "-o", "lower", "-q", cwd=tmp)
+        C(a.returncode == 0 and b.returncode == 0 and
+          cktest.same_files(os.path.join(tmp, "upper"), os.path.join(tmp, "lower")) == [],
+          "--scheme NF4 is nf4 (same bytes)")
+        p = ck("mpo-init", sample, "--bond", "4", "--quantize-residual", "nf4", "--block", "128",
+               "-o", "mpo", "-q", cwd=tmp)
+        C(p.returncode == 0, f"mpo-init --block (exit {p.returncode} {p.stderr.strip()[:80]})")
+        ft = os.path.abspath(cktest.shared_path("bytegpt-ft") or sample)
+        a = ck("analyze-spectrum", sample, "--compare", ft, "-o", "cmp", "-q", cwd=tmp)
+        b = ck("analyze-spectrum", ft, "--base", sample, "-o", "base", "-q", cwd=tmp)
+        diff = cktest.same_files(os.path.join(tmp, "cmp"), os.path.join(tmp, "base"),
+                                 skip=("report.json", "report.html"))
+        C(a.returncode == 0 and b.returncode == 0 and diff == [],
+          f"analyze-spectrum FT --base BASE == BASE --compare FT (differ {diff[:3]})")
+    with tempfile.TemporaryDirectory() as tmp:
         p = ck("convert", sample, "-o", "many", "--threads", str(4 * (os.cpu_count() or 1)), "-q",
                cwd=tmp)
         C(p.returncode == 0 and p.stderr == "",
