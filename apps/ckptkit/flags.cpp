@@ -57,7 +57,7 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f, unsigned groups) {
                        ? ""
                        : "'" + v + "' is not a thread count (0 = all cores, up to 4096)";
           },
-          "INT"));
+          ""));
   cmd->add_option("--memory-budget", f.memory_budget,
                   "Bytes of working set in flight, e.g. 4G (default: 2 tensors per thread)");
   if (groups & kSeedFlag)

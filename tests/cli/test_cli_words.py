@@ -73,6 +73,24 @@ def main():
         C(a.returncode == 0 and b.returncode == 0 and diff == [],
           f"analyze-spectrum FT --base BASE == BASE --compare FT (differ {diff[:3]})")
     with tempfile.TemporaryDirectory() as tmp:
+        # Limits hit and useless defaults say so in the summary (item 8).
+        p = ck("lq-decompose", sample, "--rank", "8", "-o", "lq10", cwd=tmp)
+        q = ck("lq-decompose", sample, "--rank", "8", "--max-iter", "40", "-o", "lq40", cwd=tmp)
+        C(p.returncode == 0 and "still improving" in p.stdout and "still improving" not in q.stdout,
+          "lq-decompose warns when --max-iter cut matrices short, not when it did not: " +
+          next((l for l in p.stdout.splitlines() if l.startswith("warning")), "none"))
+        p = ck("mpo-init", sample, "-o", "mpo-exact", cwd=tmp)
+        q = ck("mpo-init", sample, "--bond", "4", "-o", "mpo-bond", cwd=tmp)
+        C(p.returncode == 0 and "warning: no size given" in p.stdout and
+          "warning" not in q.stdout, "mpo-init without a size warns; with --bond it does not")
+        acts = cktest.shared_path("bytegpt-activations")
+        if acts:
+            p = ck("velora-init", os.path.abspath(acts), "--groups", "8", "-o", "ve", cwd=tmp)
+            C(p.returncode == 0 and "verdict: the vectors keep" in p.stdout and
+              "what a random direction keeps" in p.stdout,
+              "velora-init ends with a verdict: " +
+              next((l for l in p.stdout.splitlines() if l.startswith("verdict")), "none"))
+    with tempfile.TemporaryDirectory() as tmp:
         p = ck("convert", sample, "-o", "many", "--threads", str(4 * (os.cpu_count() or 1)), "-q",
                cwd=tmp)
         C(p.returncode == 0 and p.stderr == "",

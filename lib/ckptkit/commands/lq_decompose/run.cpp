@@ -7,6 +7,7 @@
 #include "ckptkit/adapters/lora_write.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/progress.hpp"
+#include "ckptkit/core/strings.hpp"
 #include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/core/timing.hpp"
 #include "ckptkit/decompose/lq.hpp"
@@ -577,8 +578,25 @@ std::string lq_decompose_summary(const Json& report, const std::string& output) 
                 output.c_str(), static_cast<std::size_t>(t["targets"].get<std::uint64_t>()),
                 t["bits_per_param"].get<double>(), t["rel_error"].get<double>(),
                 t["seconds"].get<double>());
-
-  return buf;
+  std::string out = buf;
+  // LQ-LoRA stops when the error stops falling; a matrix whose last allowed iteration still
+  // lowered its error by more than 0.1% was cut short by --max-iter.
+  const auto max_iter = report["settings"].value("max_iter", 0);
+  std::size_t cut = 0, n = 0;
+  for (const auto& row : report["tensors"]) {
+    if (!row.contains("rel_errors") || row.value("rank", 0) == 0) continue;
+    ++n;
+    const auto& e = row["rel_errors"];
+    if (static_cast<int>(e.size()) < max_iter || e.size() < 2) continue;
+    const double last = e[e.size() - 1].get<double>(), before = e[e.size() - 2].get<double>();
+    if (last < before && before - last > 1e-3 * last) ++cut;
+  }
+  if (cut > 0)
+    out += strprintf(
+        "warning: %zu of %zu matrices were still improving (by more than 0.1%% in the last "
+        "iteration) at --max-iter %d; a higher --max-iter lowers their error\n",
+        cut, n, max_iter);
+  return out;
 }
 
 }  // namespace ckpt

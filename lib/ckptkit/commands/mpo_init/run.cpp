@@ -401,8 +401,15 @@ std::string mpo_init_summary(const Json& report, const std::string& output) {
                 static_cast<long long>(t["adapter_params"].get<std::int64_t>()),
                 t["params_vs_dense"].get<double>(), t["rel_error"].get<double>(),
                 t["seconds"].get<double>());
-
-  return buf;
+  std::string out = buf;
+  const auto& s = report["settings"];
+  if (s["bond"].is_null() && s["tolerance"].is_null() && s["params"].is_null() &&
+      s["params_like_lora"].is_null())
+    out +=
+        "warning: no size given, so every MPO holds its matrix exactly (as many parameters as "
+        "the dense weights) and the residual is ~0; for a DoTA adapter give a size: "
+        "--params-like-lora R, --bond D, --tolerance EPS or --params N\n";
+  return out;
 }
 
 }  // namespace ckpt

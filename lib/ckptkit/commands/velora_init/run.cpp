@@ -10,6 +10,7 @@
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/progress.hpp"
+#include "ckptkit/core/strings.hpp"
 #include "ckptkit/engine/stream.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/io/output_dir.hpp"
@@ -503,8 +504,26 @@ Json run_velora_init(const VeloraInitOptions& o) {
 }
 
 std::string velora_init_summary(const Json& report, const std::string& output) {
-  return report["markdown"].get<std::string>() + "\nwrote " + output + " (" +
-         std::to_string(report["totals"]["modules"].get<std::uint64_t>()) + " vectors)\n";
+  std::string out = report["markdown"].get<std::string>() + "\nwrote " + output + " (" +
+                    std::to_string(report["totals"]["modules"].get<std::uint64_t>()) +
+                    " vectors)\n";
+  // A verdict on the energy kept: against what a random direction keeps of a sub-token (1/d).
+  double random = 0;
+  std::size_t n = 0;
+  for (const auto& row : report["tensors"])
+    if (row.value("group_dim", 0) > 0) random += 1.0 / row["group_dim"].get<double>(), ++n;
+  const double kept = report["totals"].value("mean_energy_kept", 0.0);
+  if (n > 0 && random > 0) {
+    random /= static_cast<double>(n);
+    out += strprintf(
+        "verdict: the vectors keep %.1f%% of the sub-token energy on average, %.1fx what a random "
+        "direction keeps (%.1f%%): %s\n",
+        100 * kept, kept / random, 100 * random,
+        kept / random >= 2 ? "the calibration found shared structure"
+                           : "little shared structure; more or other calibration data, or a "
+                             "smaller --groups (longer sub-tokens), may do better");
+  }
+  return out;
 }
 
 }  // namespace ckpt
