@@ -7,8 +7,9 @@ checkpoint (build/bench/ckptkit-gen-synthetic, LAYERS decoder layers), then for 
   - the same as an N-task array with 1 CPU per task plus the dependent stitch, submitted by
     scripts/ckptkit-slurm (median of REPS, submit to stitched output),
   - the stitch alone, run directly on the parts (median of REPS),
-and prints a JSON line per command with the medians and the per-weight CPU cost of the single run
-(the input to the N-node model in docs/distributed.md).
+and prints a JSON line per command with the medians and the CPU cost of the single run per weight
+it computes (the linear layers; embeddings are passed through), the input to the N-node model in
+docs/distributed.md.
 
     /usr/bin/python3 bench/slurm/run.py [--layers 2] [--n 3] [--reps 3] [--work DIR]
 """
@@ -85,9 +86,10 @@ def main():
     print(json.dumps({"cluster_up_seconds": round(time.time() - t0, 2), "cpus": cpus,
                       "weights": weights}))
     try:
+        linear = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
         commands = (
-            ("svd-init", ["svd-init", src, "--rank", "16"], None),
-            ("quantize", ["quantize", src, "--scheme", "nf4"], None),
+            ("svd-init", ["svd-init", src, "--rank", "16"], linear),
+            ("quantize", ["quantize", src, "--scheme", "nf4"], linear),
             # Exact SVD: the compute-bound case (two 4096² matrices per layer).
             ("svd-init-exact", ["svd-init", src, "--rank", "16", "--svd", "exact", "--target",
                                 "q_proj,o_proj"], ("q_proj", "o_proj")),
