@@ -4,6 +4,7 @@ with the nearest name; so does a --target naming no module (or naming a tensor),
 checkpoint given to svd-init, and `merge ADAPTER BASE` swapped; `ckptkit help CMD` is `CMD --help`; -V prints the version; --threads out of
 range is refused in words; --threads above the core count runs quietly; `-o a/b/c` creates the
 missing folders (and a failed run removes them again); `-o out/` names the folder out."""
+import json
 import os
 import shutil
 import subprocess
@@ -52,6 +53,11 @@ def main():
         one_error(ck("svd-init", "nf4", "-o", "x", cwd=tmp), 2,
                   "a quantized checkpoint; dequantize it first", "svd-init of an nf4 checkpoint")
         ck("svd-init", sample, "--rank", "2", "-o", "pissa", "-q", cwd=tmp)
+        with open(os.path.join(tmp, "pissa", "report.json")) as f:
+            rep = json.load(f)
+        C(rep["totals"]["energy_target_met"] is None and
+          all(r["energy_target_met"] is None for r in rep["tensors"]),
+          "svd-init without --energy: energy_target_met is null (no target), not true")
         one_error(ck("merge", "pissa/adapter", sample, "-o", "m", cwd=tmp), 2,
                   "merge takes the base checkpoint first", "merge ADAPTER BASE")
     with tempfile.TemporaryDirectory() as tmp:

@@ -94,17 +94,18 @@ Json opt_num(const std::optional<double>& v) {
 Json svd_init_totals(const Json& report, const std::vector<std::string>& residual_files) {
   const Json& rows = report["tensors"];
   double max_abs = 0;
-  bool all_met = true;
+  bool all_met = true, any_target = false;  // energy_target_met is null without --energy
   for (const auto& r : rows) {
     max_abs = std::max(max_abs, r["max_abs_error"].get<double>());
-    all_met = all_met && r["energy_target_met"].get<bool>();
+    const Json met = r.value("energy_target_met", Json());
+    if (met.is_boolean()) any_target = true, all_met = all_met && met.get<bool>();
   }
   const double flops = sum_of_row_sums(rows, "gemm_flops");
   const double gemm_seconds = sum_of_row_sums(rows, "gemm_seconds");
   return {{"targets", rows.size()},
           {"adapter_params", sum_of_counts(rows, "adapter_params")},
           {"max_abs_error", max_abs},
-          {"energy_target_met", all_met},
+          {"energy_target_met", any_target ? Json(all_met) : Json(nullptr)},
           {"residual_files", residual_files},
           {"randomized_gflops",
            gemm_seconds > 0 ? Json(round_sig(flops / gemm_seconds / 1e9, 4)) : Json(nullptr)}};
@@ -204,7 +205,7 @@ Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
               {"alpha", r.alpha},
               {"scaling", round_sig(r.scaling)},
               {"energy_captured", r.norm_sq > 0 ? round_sig(r.captured_sq / r.norm_sq) : 1.0},
-              {"energy_target_met", r.energy_met},
+              {"energy_target_met", o.energy ? Json(r.energy_met) : Json(nullptr)},
               {"sigma_1", round_sig(r.sigma_1)},
               {"sigma_r", round_sig(r.sigma_r)},
               {"sigma_r_plus_1", opt_num(r.sigma_r1)},
@@ -471,8 +472,8 @@ Json run_svd_init(const SvdInitOptions& o) {
     report.add_row(r);
   report.totals() = svd_init_totals(report.to_json(), residual_files);
   report.totals()["seconds"] = round_sig(seconds_since(start), 4);
-  const bool all_met = report.totals()["energy_target_met"].get<bool>();
-  if (!all_met)
+  const Json met = report.totals()["energy_target_met"];
+  if (met.is_boolean() && !met.get<bool>())
     warn(
         "svd-init: the --energy target was not reached within the rank cap on some layers (see "
         "report.json)");
