@@ -42,7 +42,7 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f, unsigned groups) {
                     "FEATURE_EXTRACTION");
     cmd->add_option("--base-model-id", f.base_model_id,
                     "base_model_name_or_path written into adapter_config.json (default: the "
-                    "input's config.json _name_or_path, else the input path as given)");
+                    "input's config.json _name_or_path, else the input's absolute path)");
   }
   if (groups & kShardFlag)
     cmd->add_option("--shard", f.shard,

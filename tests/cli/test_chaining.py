@@ -4,7 +4,9 @@ or an adapter takes a ckptkit output root as it is and picks its part — residu
 where a checkpoint is wanted, adapter/ where an adapter is — and gives the same bytes as when the
 part is named. An output holding only an adapter, given where a checkpoint is wanted, is a
 one-line error saying so."""
+import json
 import os
+import shutil
 import tempfile
 
 import cktest
@@ -60,6 +62,27 @@ def main():
             diff = cktest.same_files(root[-1], named[-1], skip=("report.json", "report.html"))
             C(rc1 == 0 and rc2 == 0 and diff == [],
               f"{what}: exit {rc1} ({e1[:100]}), same bytes as naming the part (differ {diff[:3]})")
+        # What outputs carry: the files that load or license the model, not the input's model
+        # card, scripts or tables; base_model_name_or_path is absolute when it is a local path.
+        src = o("with-files")
+        shutil.copytree(s, src)
+        for name in ("tokenizer.json", "LICENSE", "README.md", "train.py", "tensors.json"):
+            with open(os.path.join(src, name), "w") as f:
+                f.write("{}\n")
+        for cmd in (["quantize", src, "--scheme", "nf4", "-o", o("q-files")],
+                    ["svd-init", src, "--rank", "2", "-o", o("p-files")]):
+            rc, err = run(*cmd)
+            d = o("q-files") if cmd[0] == "quantize" else o("p-files", "residual")
+            have = sorted(f for f in os.listdir(d) if not f.endswith(".safetensors")
+                          and f != "report.json" and not f.startswith("."))
+            C(rc == 0 and have == ["LICENSE", "PROVENANCE.md", "config.json", "tokenizer.json"],
+              f"{cmd[0]} output carries {have} (not README.md, train.py, tensors.json)")
+        cwd_rel = os.path.relpath(src)
+        rc, err = run("svd-init", cwd_rel, "--rank", "2", "-o", o("p-rel"))
+        with open(o("p-rel", "adapter", "adapter_config.json")) as f:
+            bm = json.load(f)["base_model_name_or_path"]
+        C(rc == 0 and bm == os.path.abspath(src),
+          f"base_model_name_or_path of a relative input is absolute: {bm}")
         rc, err = run("convert", o("extracted"), "-o", o("c2"))
         C(rc == 2 and "holds an adapter (adapter/) and no checkpoint" in err
           and len(err.splitlines()) == 1, f"convert of an adapter-only output: exit {rc}, {err!r}")

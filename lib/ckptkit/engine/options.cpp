@@ -19,7 +19,10 @@ std::string adapter_base_model(const CommonOptions& common, const Checkpoint& in
   if (c && c->is_object() && c->contains("_name_or_path") && (*c)["_name_or_path"].is_string() &&
       !(*c)["_name_or_path"].get<std::string>().empty())
     return (*c)["_name_or_path"].get<std::string>();
-  return typed.string();
+  // A local path, absolute: PEFT resolves a relative one against wherever it is run from.
+  std::error_code ec;
+  const std::filesystem::path abs = std::filesystem::absolute(typed, ec);
+  return (ec ? typed : abs.lexically_normal()).string();
 }
 
 }  // namespace ckpt

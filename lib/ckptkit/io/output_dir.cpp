@@ -107,13 +107,39 @@ void OutputDir::move_into_place() {
   if (!old.empty()) fs::remove_all(old, ec);
 }
 
+bool is_model_companion(const std::string& name) {
+  static const char* const exact[] = {"config.json",
+                                      "generation_config.json",
+                                      "tokenizer.json",
+                                      "tokenizer_config.json",
+                                      "tokenizer.model",
+                                      "special_tokens_map.json",
+                                      "added_tokens.json",
+                                      "vocab.json",
+                                      "vocab.txt",
+                                      "merges.txt",
+                                      "spiece.model",
+                                      "chat_template.json",
+                                      "chat_template.jinja",
+                                      "preprocessor_config.json",
+                                      "processor_config.json"};
+  for (const char* e : exact)
+    if (name == e) return true;
+  // The terms the weights come under travel with anything derived from them.
+  for (const char* prefix : {"LICENSE", "LICENCE", "NOTICE", "USE_POLICY", "PROVENANCE"})
+    if (name.starts_with(prefix)) return true;
+  return name.ends_with(".tiktoken") ||
+         (name.starts_with("sentencepiece") && name.ends_with(".model"));
+}
+
 void copy_files(const std::vector<fs::path>& files, const fs::path& dir,
                 const std::vector<std::string>& skip) {
   for (const auto& f : files) {
     const std::string name = f.filename().string();
     if (std::find(skip.begin(), skip.end(), name) != skip.end()) continue;
-    // ckptkit's own run files describe the run that made the input, not this output.
-    if (name == "report.json" || name == "ckptkit-part.json" || name == kOutputMarker) continue;
+    // Only what loads or licenses the model: a model card, training scripts or a stale table
+    // describe the input, not this output (ckptkit's own report.json and part manifests too).
+    if (!is_model_companion(name)) continue;
     std::error_code ec;
     fs::copy_file(f, dir / name, fs::copy_options::overwrite_existing, ec);
     if (ec) fail(ErrorKind::Io, f.string() + ": cannot copy (" + ec.message() + ")");

@@ -49,8 +49,14 @@ class OutputDir {
   bool committed_ = false;
 };
 
-/// Copies `files` into `dir` (config.json, tokenizer files, ...), skipping names in `skip` and
-/// ckptkit's own report.json / ckptkit-part.json (they describe the run that made the input).
+/// Whether a file beside a checkpoint goes with the weights into a full-checkpoint output: what
+/// transformers loads with them (config, generation config, tokenizer and processor files, chat
+/// template) and their terms (LICENSE*, NOTICE*, USE_POLICY*, PROVENANCE*). Not a model card
+/// (README.md), scripts, tables or ckptkit's own report.json: they describe the input.
+bool is_model_companion(const std::string& name);
+
+/// Copies the model companions among `files` (is_model_companion) into `dir`, skipping names in
+/// `skip`.
 void copy_files(const std::vector<std::filesystem::path>& files, const std::filesystem::path& dir,
                 const std::vector<std::string>& skip = {});
 
