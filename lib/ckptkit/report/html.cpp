@@ -72,7 +72,9 @@ HtmlPage::HtmlPage(std::string title) : title_(std::move(title)) {
 }
 
 HtmlPage& HtmlPage::section(std::string_view heading) {
-  body_ += "<h2>" + html_escape(heading) + "</h2>\n";
+  sections_.emplace_back(heading);
+  body_ +=
+      "<h2 id=\"s" + std::to_string(sections_.size()) + "\">" + html_escape(heading) + "</h2>\n";
   return *this;
 }
 
@@ -156,9 +158,20 @@ HtmlPage& HtmlPage::raw(std::string_view html) {
 }
 
 std::string HtmlPage::str() const {
+  // A table of contents after the heading once the page has a few sections.
+  std::string body = body_;
+  if (sections_.size() >= 3) {
+    std::string toc = "<nav class=\"toc\"><b>Contents</b><ol>\n";
+    for (std::size_t i = 0; i < sections_.size(); ++i)
+      toc += "<li><a href=\"#s" + std::to_string(i + 1) + "\">" + html_escape(sections_[i]) +
+             "</a></li>\n";
+    toc += "</ol></nav>\n";
+    const std::size_t after_h1 = body.find("</h1>\n");
+    body.insert(after_h1 == std::string::npos ? 0 : after_h1 + 6, toc);
+  }
   return "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>" +
-         html_escape(title_) + "</title>\n<style>\n" + kCss + "</style>\n</head>\n<body>\n" +
-         body_ + "</body>\n</html>\n";
+         html_escape(title_) + "</title>\n<style>\n" + kCss + "</style>\n</head>\n<body>\n" + body +
+         "</body>\n</html>\n";
 }
 
 void HtmlPage::write(const std::filesystem::path& path) const {

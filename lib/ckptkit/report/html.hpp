@@ -22,7 +22,8 @@ class HtmlPage {
   /// A page whose <title> and top heading are `title`.
   explicit HtmlPage(std::string title);
 
-  /// Starts a new section (<h2>); later content goes under it.
+  /// Starts a new section (<h2>, listed in the table of contents the page gets from 3 sections
+  /// on); later content goes under it.
   HtmlPage& section(std::string_view heading);
   /// A sub-heading (<h3>).
   HtmlPage& subsection(std::string_view heading);
@@ -52,6 +53,7 @@ class HtmlPage {
  private:
   std::string title_;
   std::string body_;
+  std::vector<std::string> sections_;  // for the table of contents
 };
 
 /// Escapes text for HTML content and attributes.

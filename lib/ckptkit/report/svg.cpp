@@ -120,11 +120,16 @@ std::string draw_axes(const Axis& xa, const Axis& ya, double left, double top, d
   return s;
 }
 
-std::string legend_block(const std::vector<std::pair<std::string, std::string>>& entries, double x,
-                         double y, std::size_t max_entries, bool lines) {
+struct LegendEntry {
+  std::string label, color;
+  bool dashed = false;
+};
+
+std::string legend_block(const std::vector<LegendEntry>& entries, double x, double y,
+                         std::size_t max_entries, bool lines) {
   std::string s;
   std::size_t shown = 0;
-  for (const auto& [label, color] : entries) {
+  for (const auto& [label, color, dashed] : entries) {
     if (shown == max_entries) {
       s += text_el(x + 22, y + 4, "… (" + std::to_string(entries.size() - shown) + " more)",
                    "start", 10);
@@ -132,7 +137,8 @@ std::string legend_block(const std::vector<std::pair<std::string, std::string>>&
     }
     if (lines)
       s += "<line x1=\"" + num(x) + "\" y1=\"" + num(y) + "\" x2=\"" + num(x + 16) + "\" y2=\"" +
-           num(y) + "\" stroke=\"" + color + "\" stroke-width=\"2.5\"/>\n";
+           num(y) + "\" stroke=\"" + color + "\" stroke-width=\"2.5\"" +
+           (dashed ? " stroke-dasharray=\"4 2\"" : "") + "/>\n";
     else
       s += "<rect x=\"" + num(x + 2) + "\" y=\"" + num(y - 5) +
            "\" width=\"12\" height=\"10\" fill=\"" + color + "\"/>\n";
@@ -169,6 +175,22 @@ std::string sequential_color(double t) {
   int rgb[3];
   for (int c = 0; c < 3; ++c)
     rgb[c] = static_cast<int>(std::lround(kV[i][c] + f * (kV[i + 1][c] - kV[i][c])));
+  std::snprintf(buf, sizeof buf, "#%02x%02x%02x", rgb[0], rgb[1], rgb[2]);
+  return buf;
+}
+
+std::string diverging_color(double t) {
+  // Blue (#2166ac) - white - red (#b2182b), as ColorBrewer's RdBu ends.
+  if (!std::isfinite(t)) return "#d0d0d0";
+  t = std::clamp(t, 0.0, 1.0);
+  static const int kLo[3] = {33, 102, 172}, kMid[3] = {247, 247, 247}, kHi[3] = {178, 24, 43};
+  const int* a = t < 0.5 ? kLo : kMid;
+  const int* b = t < 0.5 ? kMid : kHi;
+  const double f = t < 0.5 ? t * 2 : (t - 0.5) * 2;
+  char buf[8];
+  int rgb[3];
+  for (int c = 0; c < 3; ++c)
+    rgb[c] = static_cast<int>(std::lround(a[c] + f * (b[c] - a[c])));
   std::snprintf(buf, sizeof buf, "#%02x%02x%02x", rgb[0], rgb[1], rgb[2]);
   return buf;
 }
@@ -252,11 +274,11 @@ std::string line_plot(const LinePlot& plot) {
        num(top) + "\" width=\"" + num(right - left) + "\" height=\"" + num(bottom - top) +
        "\"/></clipPath></defs>\n";
   s += std::string("<g clip-path=\"url(#") + cid + ")\">\n";
-  std::vector<std::pair<std::string, std::string>> legend;
+  std::vector<LegendEntry> legend;
   for (std::size_t k = 0; k < plot.series.size(); ++k) {
     const Series& se = plot.series[k];
     const std::string color = se.color.empty() ? palette_color(k) : se.color;
-    if (!se.label.empty()) legend.emplace_back(se.label, color);
+    if (!se.label.empty()) legend.push_back({se.label, color, se.dashed});
     std::string d;
     bool pen = false;
     std::string dots;
@@ -310,7 +332,8 @@ std::string heat_map(const HeatMap& map) {
   const double top = 40 + (rotate ? 5.0 * std::min<std::size_t>(max_col, 30) : 14.0);
   const double grid_w = cw * static_cast<double>(cols), grid_h = ch * static_cast<double>(rows);
   const int width = static_cast<int>(left + grid_w + 110);
-  const int height = static_cast<int>(std::max(top + grid_h + 20, top + 180));
+  const int height = static_cast<int>(std::max(top + grid_h + 20, top + 180)) +
+                     (map.diverging ? 16 : 0);  // room for the "clipped at" caption
 
   auto tf = [&](double v) { return map.log_color ? (v > 0 ? std::log10(v) : kNaN) : v; };
   double lo = INFINITY, hi = -INFINITY;
@@ -319,11 +342,25 @@ std::string heat_map(const HeatMap& map) {
       const double t = tf(v);
       if (std::isfinite(t)) lo = std::min(lo, t), hi = std::max(hi, t);
     }
+  if (map.diverging) {
+    // Symmetric around 0 at the 95th percentile of |v|: an outlier is clipped, not the scale.
+    std::vector<double> mags;
+    for (const auto& row : map.values)
+      for (double v : row)
+        if (std::isfinite(v)) mags.push_back(std::abs(v));
+    std::sort(mags.begin(), mags.end());
+    const double m = mags.empty() ? 1.0 : mags[std::min(mags.size() - 1, mags.size() * 95 / 100)];
+    hi = m > 0 ? m : 1.0;
+    lo = -hi;
+  }
   if (map.v_min) lo = tf(*map.v_min);
   if (map.v_max) hi = tf(*map.v_max);
   if (!std::isfinite(lo) || !std::isfinite(hi)) lo = 0, hi = 1;
   if (hi - lo < 1e-300) hi = lo + 1;
-  auto frac = [&](double v) { return (tf(v) - lo) / (hi - lo); };
+  auto frac = [&](double v) { return std::clamp((tf(v) - lo) / (hi - lo), 0.0, 1.0); };
+  const auto color = [&](double f) {
+    return map.diverging ? diverging_color(f) : sequential_color(f);
+  };
 
   std::string s = svg_open(width, height);
   if (!map.title.empty())
@@ -341,12 +378,15 @@ std::string heat_map(const HeatMap& map) {
       const double f = frac(v);
       s += "<rect x=\"" + num(left + c * cw) + "\" y=\"" + num(top + r * ch) + "\" width=\"" +
            std::to_string(cw) + "\" height=\"" + std::to_string(ch) + "\" fill=\"" +
-           sequential_color(f) + "\" stroke=\"white\" stroke-width=\"0.5\"><title>" +
+           (std::isfinite(v) ? color(f) : color(kNaN)) +
+           "\" stroke=\"white\" stroke-width=\"0.5\"><title>" +
            escape_xml(map.row_labels[r] + " / " + map.col_labels[c] + ": " + format_tick(v)) +
            "</title></rect>\n";
       if (map.annotate && std::isfinite(v) && ch >= 12 && cw >= 28)
         s += text_el(left + (c + 0.5) * cw, top + (r + 0.5) * ch + 3.5, format_tick(v), "middle", 9,
-                     std::string(" fill=\"") + (f > 0.6 ? "black" : "white") + "\"");
+                     std::string(" fill=\"") +
+                         ((map.diverging ? std::abs(f - 0.5) < 0.3 : f > 0.6) ? "black" : "white") +
+                         "\"");
     }
   }
   // Colour bar: 32 steps with min/mid/max ticks in data units.
@@ -354,7 +394,7 @@ std::string heat_map(const HeatMap& map) {
   for (int i = 0; i < 32; ++i)
     s += "<rect x=\"" + num(bx) + "\" y=\"" + num(by + bh * (31 - i) / 32.0) +
          "\" width=\"14\" height=\"" + num(bh / 32.0 + 0.5) + "\" fill=\"" +
-         sequential_color((i + 0.5) / 32.0) + "\"/>\n";
+         color((i + 0.5) / 32.0) + "\"/>\n";
   s += "<rect x=\"" + num(bx) + "\" y=\"" + num(by) + "\" width=\"14\" height=\"" + num(bh) +
        "\" fill=\"none\" stroke=\"#444\"/>\n";
   for (double f : {0.0, 0.5, 1.0}) {
@@ -366,6 +406,8 @@ std::string heat_map(const HeatMap& map) {
     const double cx = bx + 7, cy = by + bh + 16;
     s += text_el(cx, cy, map.color_label, "middle", 10);
   }
+  if (map.diverging)
+    s += text_el(bx + 7, by + bh + 30, "(clipped at ±" + format_tick(hi) + ")", "middle", 9);
   s += "</svg>\n";
   return s;
 }
@@ -401,11 +443,11 @@ std::string bar_chart(const BarChart& chart) {
   const double bar = group * 0.8 / k;
   const double base = chart.y_scale == Scale::Log ? ya.px(std::pow(10.0, ya.lo))
                                                   : ya.px(std::clamp(0.0, ya.lo, ya.hi));
-  std::vector<std::pair<std::string, std::string>> legend;
+  std::vector<LegendEntry> legend;
   for (std::size_t j = 0; j < chart.series.size(); ++j) {
     const auto& se = chart.series[j];
     const std::string color = se.color.empty() ? palette_color(j) : se.color;
-    legend.emplace_back(se.label, color);
+    legend.push_back({se.label, color, false});
     for (std::size_t i = 0; i < std::min(n, se.values.size()); ++i) {
       const double v = se.values[i];
       if (!ya.valid(v)) continue;

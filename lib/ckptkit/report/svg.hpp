@@ -61,7 +61,11 @@ struct HeatMap {
   bool log_color = false;                   ///< colour by log10(value) (values > 0)
   std::optional<double> v_min, v_max;       ///< colour limits (default: data range)
   bool annotate = false;                    ///< print each value in its cell
-  int cell_width = 0, cell_height = 0;      ///< 0: chosen from the grid size
+  /// Signed values: a blue-white-red scale centred on 0 with limits ±(the 95th percentile of
+  /// |value|), so one outlier does not wash out every other cell; cells beyond are clipped (and
+  /// the colour bar says so).
+  bool diverging = false;
+  int cell_width = 0, cell_height = 0;  ///< 0: chosen from the grid size
 };
 
 /// Grouped bars: one group per category, one bar per series in each group.
@@ -95,6 +99,8 @@ std::string bar_chart(const BarChart& chart);
 std::string palette_color(std::size_t i);
 /// The sequential colour for t in [0, 1] (viridis, interpolated between anchor colours).
 std::string sequential_color(double t);
+/// The diverging colour for t in [0, 1]: blue (0), white (0.5), red (1).
+std::string diverging_color(double t);
 /// Escapes &, <, >, " and ' for XML text and attributes.
 std::string escape_xml(std::string_view text);
 /// About `count` "nice" tick values (1, 2, 5 × 10^k steps) covering [lo, hi].

@@ -54,8 +54,10 @@ std::vector<std::string> short_labels(const std::vector<std::string>& modules) {
 }
 
 std::string heat(const Grid& g, const std::string& key, const std::string& title,
-                 const std::string& label, bool annotate = true, bool log_color = false) {
+                 const std::string& label, bool annotate = true, bool log_color = false,
+                 bool signed_values = false) {
   svg::HeatMap h;
+  h.diverging = signed_values;
   h.title = title;
   h.color_label = label;
   h.col_labels = short_labels(g.modules);
@@ -173,6 +175,12 @@ void write_spectrum_html(const Json& j, const std::vector<SpectrumPlotData>& spe
   auto layer_color = [&](std::size_t li) {
     return svg::sequential_color(nl > 1 ? 0.9 * li / (nl - 1) : 0.0);
   };
+  // In drift mode two legend-only entries first say which line style is which.
+  auto style_legend = [&](svg::LinePlot& p, const std::string& solid, const std::string& dashed) {
+    if (!drift) return;
+    p.series.push_back({solid, {}, {}, "#333", false, false, 2.0});
+    p.series.push_back({dashed, {}, {}, "#333", false, true, 2.0});
+  };
   auto per_module_plots = [&](auto&& fill) {
     std::vector<std::string> figs;
     for (std::size_t mi = 0; mi < grid.modules.size(); ++mi) {
@@ -202,6 +210,7 @@ void write_spectrum_html(const Json& j, const std::vector<SpectrumPlotData>& spe
         p.x_label = "rank i";
         p.y_label = "singular value";
         p.x_scale = p.y_scale = svg::Scale::Log;
+        style_legend(p, "base", "fine-tuned");
         for (std::size_t li = 0; li < nl; ++li) {
           const auto it = grid.cell.find({grid.layers[li], module});
           if (it == grid.cell.end()) continue;
@@ -255,6 +264,7 @@ void write_spectrum_html(const Json& j, const std::vector<SpectrumPlotData>& spe
         p.y_min = 0, p.y_max = 1;
         for (double q : {0.5, 0.9, 0.99})
           p.ref_lines.push_back({true, q, "", "#aaa"});
+        style_legend(p, "W", "dW = W_ft - W");
         for (std::size_t li = 0; li < nl; ++li) {
           const auto it = grid.cell.find({grid.layers[li], module});
           if (it == grid.cell.end()) continue;
@@ -282,7 +292,8 @@ void write_spectrum_html(const Json& j, const std::vector<SpectrumPlotData>& spe
                               std::to_string(j["settings"]["angles_k"].get<int>()) +
                               " left subspaces (deg)",
                           "degrees"));
-      figs.push_back(heat(dg, "delta_alpha", "Change of alpha (ft - base)", "d-alpha"));
+      figs.push_back(
+          heat(dg, "delta_alpha", "Change of alpha (ft - base)", "d-alpha", true, false, true));
     }
     figs.push_back(heat(grid, "alpha", drift ? "alpha of the base" : "Power-law alpha", "alpha"));
     figs.push_back(heat(grid, "stable_rank", "Stable rank ||W||_F^2 / ||W||_2^2", "stable rank"));
@@ -290,32 +301,25 @@ void write_spectrum_html(const Json& j, const std::vector<SpectrumPlotData>& spe
     page.figure_row(figs);
   }
 
-  // --- Intruders per matrix.
+  // --- Intruders: the matrices that have any, most first (the heat map above shows where).
   if (drift) {
-    page.section("Intruder dimensions per matrix");
-    svg::BarChart b;
-    b.title = "Intruders among the top-" + std::to_string(j["settings"]["intruder_k"].get<int>()) +
-              " fine-tuned left singular vectors";
-    b.y_label = "count";
-    b.integer_y = true;
-    b.rotate_labels = true;
-    b.width = std::max(640, 18 * static_cast<int>(j["drift"].size()) + 120);
-    b.height = 420;
-    svg::BarSeries s{"intruders", {}, "#e15759"};
-    for (const auto& d : j["drift"]) {
-      const int layer = d.value("layer", -1);
-      b.categories.push_back(layer >= 0 ? std::to_string(layer) + " " +
-                                              short_labels({d["module"].get<std::string>()})[0]
-                                        : d["name"].get<std::string>());
-      s.values.push_back(d["intruders"].get<double>());
-    }
-    b.series.push_back(s);
-    b.y_min = 0;
-    b.y_max =
-        s.values.empty() ? 1.0 : std::max(1.0, *std::max_element(s.values.begin(), s.values.end()));
-    page.svg(svg::bar_chart(b),
-             "Full fine-tuning typically shows none; LoRA tends to create them "
-             "(Shuttleworth et al. 2024).");
+    page.section("Intruder dimensions");
+    Json with = Json::array();
+    for (const auto& d : j["drift"])
+      if (d.value("intruders", 0) > 0) with.push_back(d);
+    std::stable_sort(with.begin(), with.end(), [](const Json& a, const Json& b) {
+      return a["intruders"].get<int>() > b["intruders"].get<int>();
+    });
+    if (with.empty())
+      page.paragraph("No matrix has an intruder dimension among its top-" +
+                     std::to_string(j["settings"]["intruder_k"].get<int>()) +
+                     " fine-tuned singular vectors: as full fine-tuning typically looks (LoRA "
+                     "tends to create them; Shuttleworth et al. 2024).");
+    else
+      page.paragraph(std::to_string(with.size()) + " of " + std::to_string(j["drift"].size()) +
+                     " matrices have intruder dimensions (full fine-tuning typically shows none; "
+                     "LoRA tends to create them, Shuttleworth et al. 2024). Most first:")
+          .table(with, {"name", "intruders", "min_best_cos", "rel_delta_fro", "delta_rank90"}, 40);
   }
 
   // --- Tables.

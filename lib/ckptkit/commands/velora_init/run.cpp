@@ -300,8 +300,11 @@ std::string sweep_markdown(const std::vector<TypeSweep>& types, bool grad) {
   return markdown_table(header, rows, right);
 }
 
-std::string sweep_plot(const std::vector<TypeSweep>& types, bool grad) {
+/// The sweep over M; `chosen` (--groups) is marked by a vertical line.
+std::string sweep_plot(const std::vector<TypeSweep>& types, bool grad, std::int64_t chosen) {
   svg::LinePlot p;
+  p.ref_lines.push_back(
+      {false, static_cast<double>(chosen), "chosen M = " + std::to_string(chosen), "#555"});
   p.title = grad ? "Weight-gradient proxy error vs M (mean over layers)"
                  : "Energy kept vs M (mean over layers)";
   p.x_label = "M (num_groups)";
@@ -475,12 +478,12 @@ Json run_velora_init(const VeloraInitOptions& o) {
         .paragraph(
             "Each token is split into M sub-tokens of size ceil(D/M); v is the batch-average "
             "(dashed) or top-singular (solid) direction. Mean over the layers of each module type.")
-        .svg(sweep_plot(types, false))
+        .svg(sweep_plot(types, false, o.groups))
         .section("Weight-gradient proxy error vs M")
         .paragraph(
             "X̂ replaces every sub-token s by ⟨s,v⟩v (padding cut off); the error is "
             "‖X̂ᵀX̂ − XᵀX‖_F / ‖XᵀX‖_F.")
-        .svg(sweep_plot(types, true))
+        .svg(sweep_plot(types, true, o.groups))
         .section("Tables")
         .raw("<pre>" + html_escape(energy_md) + "\n" + html_escape(grad_md) + "</pre>")
         .section("Settings")
