@@ -34,7 +34,7 @@ void setup_merge(CLI::App& app, Run& run) {
   cmd->add_flag("--to-lora", f->to_lora,
                 "Convert a fine-tuned PiSSA/SORSA adapter into a LoRA for the original base: "
                 "s(B·A − B0·A0), exact at rank 2r; or a DoRA adapter into the LoRA of rank "
-                "--rank closest to its merge");
+                "--rank closest to its merge; written to OUT/adapter/");
   cmd->add_option("--rank", f->rank,
                   "With --to-lora: re-truncate to this rank by an SVD of the factored form");
   cmd->add_option("--base-model-id,--base-model", f->base_model,

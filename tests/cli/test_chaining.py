@@ -83,6 +83,9 @@ def main():
             bm = json.load(f)["base_model_name_or_path"]
         C(rc == 0 and bm == os.path.abspath(src),
           f"base_model_name_or_path of a relative input is absolute: {bm}")
+        C(os.path.isfile(o("m6", "adapter", "adapter_config.json")) and
+          os.path.isfile(o("m6", "report.json")),
+          "merge --to-lora writes OUT/adapter/ beside OUT/report.json, as svd-init does")
         rc, err = run("convert", o("extracted"), "-o", o("c2"))
         C(rc == 2 and "holds an adapter (adapter/) and no checkpoint" in err
           and len(err.splitlines()) == 1, f"convert of an adapter-only output: exit {rc}, {err!r}")

@@ -55,6 +55,8 @@ def write_lora(d, cfg, mods):
 
 
 def read_lora(d):
+    if os.path.isdir(os.path.join(d, "adapter")):  # an output root (merge --to-lora writes one)
+        d = os.path.join(d, "adapter")
     ad, _ = cktest.read_safetensors(os.path.join(d, "adapter_model.safetensors"))
     cfg = json.load(open(os.path.join(d, "adapter_config.json")))
     mods = {}

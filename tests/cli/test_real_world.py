@@ -313,8 +313,8 @@ def dora(tmp):
             p = ck.run("merge", "--to-lora", base, adir, "-o", lora, "--rank", rank, expect=0)
             if not check(p.returncode == 0, f"DoRA -> LoRA rank {rank} ({t}): exit 0"):
                 continue
-            la = ck.read_checkpoint(os.path.join(lora, "adapter_model.safetensors"))
-            lc = config_of(lora)
+            la = ck.read_checkpoint(os.path.join(lora, "adapter", "adapter_model.safetensors"))
+            lc = config_of(os.path.join(lora, "adapter"))
             k = f"base_model.model.{module}"
             approx = (lc["lora_alpha"] / lc["r"]) * (
                 la[k + ".lora_B.weight"].astype(np.float64) @ la[k + ".lora_A.weight"])
