@@ -221,7 +221,7 @@ def ckptkit_seeds(binary):
                 out["part_manifest"][f"{cmd}_{k}"] = read(part, "ckptkit-part.json")
         # Lossless archive: the whole shard (control byte 0) and each blob (control byte 1).
         ck("quantize", src, "-o", os.path.join(tmp, "zip"), "--scheme", "lossless")
-        shard = read("zip", "model.safetensors")
+        shard = read("zip", "model.ckptkit-lossless.safetensors")
         out["lossless"]["archive"] = bytes([0]) + shard
         n = struct.unpack("<Q", shard[:8])[0]
         hdr = json.loads(shard[8:8 + n])

@@ -86,6 +86,15 @@ def main():
         C(os.path.isfile(o("m6", "adapter", "adapter_config.json")) and
           os.path.isfile(o("m6", "report.json")),
           "merge --to-lora writes OUT/adapter/ beside OUT/report.json, as svd-init does")
+        # A lossless archive does not take transformers' weight names; convert restores them.
+        rc, err = run("quantize", s, "--scheme", "lossless", "-o", o("zip"))
+        rc2, err2 = run("convert", o("zip"), "-o", o("unzip"))
+        names = sorted(f for f in os.listdir(o("zip")) if "safetensors" in f)
+        with open(o("unzip", "model.safetensors"), "rb") as a, \
+                open(os.path.join(s, "model.safetensors"), "rb") as b:
+            same = a.read() == b.read()
+        C(rc == 0 and rc2 == 0 and names == ["model.ckptkit-lossless.safetensors"] and same,
+          f"lossless archive files {names}; convert restores model.safetensors bit for bit")
         rc, err = run("convert", o("extracted"), "-o", o("c2"))
         C(rc == 2 and "holds an adapter (adapter/) and no checkpoint" in err
           and len(err.splitlines()) == 1, f"convert of an adapter-only output: exit {rc}, {err!r}")

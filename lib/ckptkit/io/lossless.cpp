@@ -400,10 +400,13 @@ void LosslessArchiveWriter::finish() {
   std::uint64_t total = 0;
   for (std::size_t s = 0; s < n; ++s) {
     char name[96];
+    // Not transformers' names (model.safetensors, model-0000k-of-0000N.safetensors, their
+    // index): it must fail to find weights here, not load byte blobs as parameters.
     if (n == 1)
-      std::snprintf(name, sizeof name, "model.safetensors");
+      std::snprintf(name, sizeof name, "model.%s.safetensors", kLosslessFileTag);
     else
-      std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, n);
+      std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.%s.safetensors", s + 1, n,
+                    kLosslessFileTag);
     nlohmann::ordered_json marker = {{"version", kLosslessVersion}, {"codec", "byteplanes+zstd"}};
     nlohmann::ordered_json tensors = nlohmann::ordered_json::object();
     std::vector<TensorInfo> infos;
@@ -449,13 +452,15 @@ void LosslessArchiveWriter::finish() {
   if (n > 1) {
     nlohmann::ordered_json index = {{"metadata", {{"total_size", total}}},
                                     {"weight_map", weight_map}};
-    const fs::path p = dir_ / "model.safetensors.index.json";
+    const std::string index_name =
+        std::string("model.") + kLosslessFileTag + ".safetensors.index.json";
+    const fs::path p = dir_ / index_name;
     std::FILE* f = std::fopen(p.c_str(), "wb");
     if (!f) fail(ErrorKind::Io, p.string() + ": cannot create");
     const std::string text = index.dump(2) + "\n";
     const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
     if (std::fclose(f) != 0 || !ok) fail(ErrorKind::Io, p.string() + ": write failed");
-    files_.push_back("model.safetensors.index.json");
+    files_.push_back(index_name);
   }
 }
 

@@ -22,6 +22,10 @@
 namespace ckpt {
 
 inline constexpr const char* kLosslessMarker = "ckptkit.lossless";
+/// In the archive's file names (model.ckptkit-lossless.safetensors, model-00001-of-00002.ckptkit-
+/// lossless.safetensors, model.ckptkit-lossless.safetensors.index.json): transformers looks for
+/// its own names and so refuses the folder instead of loading byte blobs; ckptkit reads it as is.
+inline constexpr const char* kLosslessFileTag = "ckptkit-lossless";
 inline constexpr int kLosslessVersion = 1;
 
 /// Runs body(i) for i in [0, n), possibly in parallel (the pipeline passes its engine; io does not
