@@ -5,7 +5,7 @@ Each case runs three times into separate directories. Every output file must be 
 except report.json, which is compared after dropping the fields that legitimately vary: timings
 (keys named like *seconds*, *time*, *_ms, wall*, throughput*, *gflops*), the thread count, the
 command line (it names the output directory) and paths of outputs. Files that record where the
-output lives (adapter_config.json's base_model_name_or_path names the residual directory) are
+output lives (paths inside report-like files) are
 compared with the output directory's path replaced by a placeholder. Inputs are the bundled sample (a subset of
 its layers, so a case takes about a second) and small synthetic activations for velora-init.
 Subcommands this build does not ship yet ("not available in this build") are skipped with a
