@@ -24,6 +24,12 @@ void setup_convert(CLI::App& app, Run& run);
 void setup_stitch(CLI::App& app, Run& run);
 void setup_completion(CLI::App& app, Run& run);
 
+/// The names of the app's subcommands in `ckptkit --help` order ("completion" too unless
+/// `with_completion` is false), for "did you mean", help listings and shell completion.
+std::vector<std::string> command_names(CLI::App& app, bool with_completion = true);
+/// Every spelling of `cmd`'s options: "--rank", "-r", ...
+std::vector<std::string> flag_names(const CLI::App& cmd);
+
 /// Every subcommand, in the order `ckptkit --help` lists them.
 inline std::vector<Setup> all_commands() {
   return {setup_svd_init, setup_mpo_init,         setup_lq_decompose, setup_quantize,

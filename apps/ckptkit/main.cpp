@@ -26,10 +26,6 @@
 
 namespace {
 
-std::vector<CLI::App*> subcommands(CLI::App& app) {
-  return app.get_subcommands([](CLI::App*) { return true; });
-}
-
 /// "did you mean" for a command-line word: " (did you mean 'X'?)" or "".
 std::string did_you_mean(const std::string& word, const std::vector<std::string>& names) {
   const std::string c = ckpt::closest(word, names);
@@ -40,9 +36,7 @@ std::string did_you_mean(const std::string& word, const std::vector<std::string>
 /// is a one-line error listing or suggesting the commands (CLI11 would say "A subcommand is
 /// required" for both). Returns an exit code when it handled the call.
 std::optional<int> check_command_word(CLI::App& app, std::vector<std::string>& args) {
-  std::vector<std::string> names;
-  for (auto* s : subcommands(app))
-    names.push_back(s->get_name());
+  const std::vector<std::string> names = ckpt::cli::command_names(app);
   std::string list;
   for (const auto& n : names)
     list += (list.empty() ? "" : ", ") + n;
@@ -72,17 +66,10 @@ std::optional<int> check_command_word(CLI::App& app, std::vector<std::string>& a
 /// CLI11's "The following arguments were not expected: 8 --ranks" made useful: the first word
 /// that looks like a flag the command does not have, with the nearest flag it does have.
 std::string explain_unknown_flag(CLI::App& app, const std::vector<std::string>& args) {
-  CLI::App* cmd = nullptr;
-  for (auto* s : subcommands(app))
-    if (args.size() > 1 && s->get_name() == args[1]) cmd = s;
-  if (!cmd) return {};
-  std::vector<std::string> flags;
-  for (const auto* opt : cmd->get_options()) {
-    for (const auto& l : opt->get_lnames())
-      flags.push_back("--" + l);
-    for (const auto& s : opt->get_snames())
-      flags.push_back("-" + s);
-  }
+  const auto names = ckpt::cli::command_names(app);
+  if (args.size() < 2 || std::find(names.begin(), names.end(), args[1]) == names.end()) return {};
+  const CLI::App* cmd = app.get_subcommand(args[1]);
+  const std::vector<std::string> flags = ckpt::cli::flag_names(*cmd);
   for (std::size_t i = 2; i < args.size(); ++i) {
     const std::string word = args[i].substr(0, args[i].find('='));
     if (word.size() < 2 || word[0] != '-' || std::isdigit(static_cast<unsigned char>(word[1])))

@@ -30,6 +30,12 @@ Registry& registry() {
   return r;
 }
 
+/// Drops `path` from the registry (its lock held by the caller).
+void forget(Registry& r, const std::filesystem::path& path) {
+  const auto it = std::find(r.paths.begin(), r.paths.end(), path);
+  if (it != r.paths.end()) r.paths.erase(it);
+}
+
 extern "C" void on_signal(int sig) {
   int none = 0;
   if (g_signal.compare_exchange_strong(none, sig)) sem_post(&g_wake);
@@ -94,16 +100,14 @@ StopCleanup::~StopCleanup() {
   if (!registered_) return;
   Registry& r = registry();
   const std::lock_guard<std::mutex> hold(r.lock);
-  const auto it = std::find(r.paths.begin(), r.paths.end(), path_);
-  if (it != r.paths.end()) r.paths.erase(it);
+  forget(r, path_);
 }
 
 void StopCleanup::commit(const std::function<void()>& commit) {
   Registry& r = registry();
   const std::lock_guard<std::mutex> hold(r.lock);
   commit();
-  const auto it = std::find(r.paths.begin(), r.paths.end(), path_);
-  if (it != r.paths.end()) r.paths.erase(it);
+  forget(r, path_);
   registered_ = false;
 }
 

@@ -7,17 +7,9 @@
 
 #include "ckptkit/core/interrupt.hpp"
 #include "ckptkit/core/strings.hpp"
+#include "ckptkit/core/timing.hpp"
 
 namespace ckpt {
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-}  // namespace
 
 std::string format_rate(double per_second, const std::string& unit) {
   if (unit != "B") return strprintf("%.1f %s/s", per_second, unit.c_str());

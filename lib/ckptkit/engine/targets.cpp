@@ -4,19 +4,16 @@
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/strings.hpp"
+#include "ckptkit/formats/quant_layout.hpp"
 
 namespace ckpt {
 namespace {
 
+/// Quantized weights in a layout ckptkit reads (formats/quant_layout), or a config saying the
+/// model is quantized in one it does not (GPTQ, AWQ, ...).
 bool looks_quantized(const Checkpoint& in) {
-  if (in.config() && in.config()->contains("quantization_config")) return true;
-  for (const auto& t : in.tensors()) {
-    const std::string& n = t.info.name;
-    if (n.find(".quant_state.") != std::string::npos || n.ends_with(".absmax") ||
-        n.ends_with(".SCB") || n.ends_with(".quant_state.ckptkit"))
-      return true;
-  }
-  return false;
+  return (in.config() && in.config()->contains("quantization_config")) ||
+         is_quantized_checkpoint(in);
 }
 
 /// Why nothing was selected, with the fix: a quantized input, a tensor name given for a module,

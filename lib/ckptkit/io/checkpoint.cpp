@@ -82,6 +82,11 @@ fs::path resolve_shard(const fs::path& dir, const std::string& name,
 
 }  // namespace
 
+bool is_checkpoint_file_name(const std::string& file) {
+  return is_index_name(file) || is_weights_name(file) || is_torch_index_name(file) ||
+         is_torch_weights_name(file);
+}
+
 namespace {
 
 /// An index.json read by SAX events: the weight_map pairs in file order, linear in the text (an

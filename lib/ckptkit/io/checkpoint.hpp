@@ -70,6 +70,10 @@ class Checkpoint {
   std::vector<std::filesystem::path> extra_files_;
 };
 
+/// Whether Checkpoint::open reads a file of this name as weights or an index (safetensors or
+/// PyTorch's, `.zst` or not): what makes a folder a checkpoint.
+bool is_checkpoint_file_name(const std::string& file);
+
 /// Parses a Hugging Face `*.safetensors.index.json`: the weight_map as (tensor, shard file) pairs
 /// in file order. Throws Error(Format) naming `file_name`.
 std::vector<std::pair<std::string, std::string>> parse_index_json(std::string_view text,

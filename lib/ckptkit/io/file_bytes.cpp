@@ -197,9 +197,13 @@ void FileBytes::release(std::size_t offset, std::size_t length) const {
   if (end > begin) ::madvise(static_cast<char*>(map_) + begin, end - begin, MADV_DONTNEED);
 }
 
-std::string read_input_text(const std::filesystem::path& path) {
+std::string read_input_text(const std::filesystem::path& path, std::size_t max_bytes) {
   const auto bytes = FileBytes::open(path);
   const auto span = bytes->bytes();
+  if (span.size() > max_bytes)
+    fail(ErrorKind::Format, path.string() + ": " + std::to_string(span.size()) +
+                                " bytes, more than the " + std::to_string(max_bytes) +
+                                " this file may hold");
   return std::string(reinterpret_cast<const char*>(span.data()), span.size());
 }
 

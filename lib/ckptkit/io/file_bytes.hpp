@@ -49,8 +49,10 @@ class FileBytes {
 void check_inputs_intact();
 
 /// The whole content of an input text file (JSON configs, indexes), decompressed when it ends in
-/// ".zst"; Error(Io) naming it when it cannot be read.
-std::string read_input_text(const std::filesystem::path& path);
+/// ".zst"; Error(Io) naming it when it cannot be read, Error(Format) when it holds more than
+/// `max_bytes` (checked before the text is copied).
+std::string read_input_text(const std::filesystem::path& path,
+                            std::size_t max_bytes = static_cast<std::size_t>(-1));
 
 /// True when the file name ends in ".zst".
 bool is_zstd_path(const std::filesystem::path& path);

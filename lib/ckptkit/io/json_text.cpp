@@ -16,16 +16,6 @@ J parse_bounded(std::string_view text, const std::string& where) {
   }
 }
 
-std::string file_text(const std::filesystem::path& path) {
-  const auto bytes = FileBytes::open(path);
-  if (bytes->bytes().size() > kMaxJsonBytes)
-    fail(ErrorKind::Format, path.string() + ": " + std::to_string(bytes->bytes().size()) +
-                                " bytes, more than a JSON file ckptkit reads can hold (" +
-                                std::to_string(kMaxJsonBytes >> 20) + " MiB)");
-  const auto span = bytes->bytes();
-  return std::string(reinterpret_cast<const char*>(span.data()), span.size());
-}
-
 }  // namespace
 
 void check_json_bounds(std::string_view text, const std::string& where) {
@@ -63,11 +53,11 @@ nlohmann::ordered_json parse_ordered_json_text(std::string_view text, const std:
 }
 
 nlohmann::json read_json_file(const std::filesystem::path& path) {
-  return parse_json_text(file_text(path), path.string());
+  return parse_json_text(read_input_text(path, kMaxJsonBytes), path.string());
 }
 
 nlohmann::ordered_json read_ordered_json_file(const std::filesystem::path& path) {
-  return parse_ordered_json_text(file_text(path), path.string());
+  return parse_ordered_json_text(read_input_text(path, kMaxJsonBytes), path.string());
 }
 
 }  // namespace ckpt

@@ -1,6 +1,7 @@
 #include "ckptkit/io/output_layout.hpp"
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/io/checkpoint.hpp"
 
 namespace ckpt {
 namespace fs = std::filesystem;
@@ -10,10 +11,7 @@ namespace {
 bool has_weights(const fs::path& dir) {
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string n = it->path().filename().string();
-    if (n.ends_with(".safetensors") || n.ends_with(".safetensors.zst") || n.ends_with(".bin") ||
-        n.ends_with(".index.json"))
-      return true;
+    if (is_checkpoint_file_name(it->path().filename().string())) return true;
   }
   return false;
 }
