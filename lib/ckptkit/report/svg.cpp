@@ -162,37 +162,37 @@ std::string palette_color(std::size_t i) {
   return kTab10[i % 10];
 }
 
-std::string sequential_color(double t) {
-  // Viridis sampled at 9 points; linear interpolation in RGB is close enough for a report.
-  static const int kV[9][3] = {{68, 1, 84},    {71, 44, 122},  {59, 81, 139},
-                               {44, 113, 142}, {33, 144, 141}, {39, 173, 129},
-                               {92, 200, 99},  {170, 220, 50}, {253, 231, 37}};
+namespace {
+
+/// The colour at t in [0, 1] along `n` evenly spaced RGB anchors, linearly interpolated (close
+/// enough for a report); grey for a non-finite t.
+std::string ramp_color(const int (*anchors)[3], int n, double t) {
   if (!std::isfinite(t)) return "#d0d0d0";
-  t = std::clamp(t, 0.0, 1.0) * 8;
-  const int i = std::min(7, static_cast<int>(t));
+  t = std::clamp(t, 0.0, 1.0) * (n - 1);
+  const int i = std::min(n - 2, static_cast<int>(t));
   const double f = t - i;
   char buf[8];
   int rgb[3];
   for (int c = 0; c < 3; ++c)
-    rgb[c] = static_cast<int>(std::lround(kV[i][c] + f * (kV[i + 1][c] - kV[i][c])));
+    rgb[c] = static_cast<int>(std::lround(anchors[i][c] + f * (anchors[i + 1][c] - anchors[i][c])));
   std::snprintf(buf, sizeof buf, "#%02x%02x%02x", rgb[0], rgb[1], rgb[2]);
   return buf;
 }
 
+}  // namespace
+
+std::string sequential_color(double t) {
+  // Viridis sampled at 9 points.
+  static const int kViridis[9][3] = {{68, 1, 84},    {71, 44, 122},  {59, 81, 139},
+                                     {44, 113, 142}, {33, 144, 141}, {39, 173, 129},
+                                     {92, 200, 99},  {170, 220, 50}, {253, 231, 37}};
+  return ramp_color(kViridis, 9, t);
+}
+
 std::string diverging_color(double t) {
   // Blue (#2166ac) - white - red (#b2182b), as ColorBrewer's RdBu ends.
-  if (!std::isfinite(t)) return "#d0d0d0";
-  t = std::clamp(t, 0.0, 1.0);
-  static const int kLo[3] = {33, 102, 172}, kMid[3] = {247, 247, 247}, kHi[3] = {178, 24, 43};
-  const int* a = t < 0.5 ? kLo : kMid;
-  const int* b = t < 0.5 ? kMid : kHi;
-  const double f = t < 0.5 ? t * 2 : (t - 0.5) * 2;
-  char buf[8];
-  int rgb[3];
-  for (int c = 0; c < 3; ++c)
-    rgb[c] = static_cast<int>(std::lround(a[c] + f * (b[c] - a[c])));
-  std::snprintf(buf, sizeof buf, "#%02x%02x%02x", rgb[0], rgb[1], rgb[2]);
-  return buf;
+  static const int kRdBu[3][3] = {{33, 102, 172}, {247, 247, 247}, {178, 24, 43}};
+  return ramp_color(kRdBu, 3, t);
 }
 
 std::vector<double> nice_ticks(double lo, double hi, int count) {
