@@ -66,7 +66,7 @@ def read_raw(path):
 def nf4_baseline(binary, data, out, weights, names):
     try:
         subprocess.run([binary, "quantize", data, "-o", out, "--force", "--threads", "1", "-q"], check=True)
-        t = read_raw(os.path.join(out, "model.safetensors"))
+        t = read_raw(os.path.join(out, "quantized", "model.safetensors"))
         err = sum(float(np.sum((nf4_dequant(t, nm).astype(np.float64) - weights[nm]) ** 2)) for nm in names)
         tot = sum(float(np.sum(weights[nm].astype(np.float64) ** 2)) for nm in names)
         return float(np.sqrt(err / tot))

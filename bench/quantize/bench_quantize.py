@@ -219,7 +219,7 @@ def lossless_part(a, tmp, res):
                 return timed([a.bin, "quantize", arc, "--dequantize", "-o", back, "-q", *thr])[0]
             t_enc = median_of(a.runs, enc)
             t_dec = median_of(a.runs, dec)
-            arc_size = os.path.getsize(os.path.join(arc, "model.ckptkit-lossless.safetensors"))
+            arc_size = os.path.getsize(os.path.join(arc, "quantized", "model.ckptkit-lossless.safetensors"))
             r = {"file": path, "bytes": size, "ckptkit_ratio": size / arc_size,
                  "ckptkit_comp_mbps": size / t_enc / 1e6, "ckptkit_decomp_mbps": size / t_dec / 1e6}
             for lvl in (3, 19):

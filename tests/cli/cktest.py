@@ -134,10 +134,27 @@ def read_safetensors(path, raw=False):
     return out, meta
 
 
+OUTPUT_PARTS = ("residual", "quantized", "model")
+
+
+def checkpoint_dir(d):
+    """The checkpoint of a ckptkit output root (its residual/, quantized/ or model/ part, as
+    docs/cli.md lays out); `d` itself when it holds weights or is not such a root."""
+    if os.path.isfile(d) or any(".safetensors" in f for f in os.listdir(d)):
+        return d
+    for part in OUTPUT_PARTS:
+        p = os.path.join(d, part)
+        if os.path.isdir(p) and any(".safetensors" in f for f in os.listdir(p)):
+            return p
+    return d
+
+
 def read_checkpoint(d, raw=False):
-    """Every weight file of a directory (or one file) merged: name -> array (or raw triple)."""
+    """Every weight file of a directory (or one file, or an output root's checkpoint part)
+    merged: name -> array (or raw triple)."""
     if os.path.isfile(d):
         return read_safetensors(d, raw)[0]
+    d = checkpoint_dir(d)
     out = {}
     for f in sorted(os.listdir(d)):
         if ".safetensors" not in f or f.endswith(".json"):

@@ -72,7 +72,7 @@ def main():
         for cmd in (["quantize", src, "--scheme", "nf4", "-o", o("q-files")],
                     ["svd-init", src, "--rank", "2", "-o", o("p-files")]):
             rc, err = run(*cmd)
-            d = o("q-files") if cmd[0] == "quantize" else o("p-files", "residual")
+            d = o("q-files", "quantized") if cmd[0] == "quantize" else o("p-files", "residual")
             have = sorted(f for f in os.listdir(d) if not f.endswith(".safetensors")
                           and f != "report.json" and not f.startswith("."))
             C(rc == 0 and have == ["LICENSE", "PROVENANCE.md", "config.json", "tokenizer.json"],
@@ -89,8 +89,8 @@ def main():
         # A lossless archive does not take transformers' weight names; convert restores them.
         rc, err = run("quantize", s, "--scheme", "lossless", "-o", o("zip"))
         rc2, err2 = run("convert", o("zip"), "-o", o("unzip"))
-        names = sorted(f for f in os.listdir(o("zip")) if "safetensors" in f)
-        with open(o("unzip", "model.safetensors"), "rb") as a, \
+        names = sorted(f for f in os.listdir(o("zip", "quantized")) if "safetensors" in f)
+        with open(o("unzip", "model", "model.safetensors"), "rb") as a, \
                 open(os.path.join(s, "model.safetensors"), "rb") as b:
             same = a.read() == b.read()
         C(rc == 0 and rc2 == 0 and names == ["model.ckptkit-lossless.safetensors"] and same,

@@ -167,16 +167,17 @@ def test_round_trip(tmp):
             if r.returncode:
                 continue
             if tag.startswith("reshard"):
-                n = len([f for f in os.listdir(out) if ".safetensors" in f and not f.endswith(".json")])
-                check(n > 1 and os.path.exists(os.path.join(out, "model.safetensors.index.json")),
+                n = len([f for f in os.listdir(os.path.join(out, "model"))
+                         if ".safetensors" in f and not f.endswith(".json")])
+                check(n > 1 and os.path.exists(os.path.join(out, "model", "model.safetensors.index.json")),
                       f"{label} {tag}: {n} shards and an index")
-            same_checkpoint(src_dir, out, f"{label} {tag}")
+            same_checkpoint(src_dir, os.path.join(out, "model"), f"{label} {tag}")
             if tag == "reshard+zstd":
                 # And back: the compressed, sharded output is itself a valid input.
                 back = out + "-back"
                 r = run("convert", out, "-o", back, "--quiet")
                 check(r.returncode == 0, f"{label}: zstd shards read back ({r.stderr.strip()[:200]})")
-                same_checkpoint(src_dir, back, f"{label} zstd shards -> plain")
+                same_checkpoint(src_dir, os.path.join(back, "model"), f"{label} zstd shards -> plain")
             shutil.rmtree(out)
 
 
@@ -189,8 +190,8 @@ def test_threads(tmp):
             check(r.returncode == 0, f"convert --threads {t} {mode} exits 0")
             outs.append((t, mode, out))
     for mode in ("reshard", "cast"):
-        a = next(o for t, m, o in outs if t == 1 and m == mode)
-        b = next(o for t, m, o in outs if t == 2 and m == mode)
+        a = os.path.join(next(o for t, m, o in outs if t == 1 and m == mode), "model")
+        b = os.path.join(next(o for t, m, o in outs if t == 2 and m == mode), "model")
         fa, fb = sorted(os.listdir(a)), sorted(os.listdir(b))
         same = fa == fb and all(open(os.path.join(a, f), "rb").read() == open(os.path.join(b, f), "rb").read()
                                 for f in fa)

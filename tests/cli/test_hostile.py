@@ -359,7 +359,7 @@ def bombs(s):
         small(box)
         subprocess.run([BIN, "quantize", "in", "-o", "z", "--scheme", "lossless", "-q"], cwd=box,
                        check=True)
-        path = os.path.join(box, "z", "model.ckptkit-lossless.safetensors")
+        path = os.path.join(box, "z", "quantized", "model.ckptkit-lossless.safetensors")
         with open(path, "rb") as f:
             raw = f.read()
         n = int.from_bytes(raw[:8], "little")

@@ -135,7 +135,7 @@ def main():
         # ---- f32: exact PiSSA, merge of the pair (both spellings) -------------------------------
         f32 = T("f32")
         subprocess.run([cktest.BIN, "convert", SAMPLE, "-o", f32, "--dtype", "f32", "-q"], check=True)
-        w32 = read_checkpoint(os.path.join(f32, "model.safetensors"))
+        w32 = read_checkpoint(os.path.join(f32, "model", "model.safetensors"))
         check(run("svd-init", f32, "-o", T("p32"), "--rank", "8", "--svd", "exact", expect=0).returncode == 0,
               "svd-init pissa (f32, exact, r=8) runs")
         check(merge(T("p32"), "-o", T("m32"), expect=0).returncode == 0, "merge OUT (residual + adapter pair) runs")
@@ -148,7 +148,9 @@ def main():
         check(len(rep["tensors"]) == len(targets) and all(
             k in rep["tensors"][0] for k in ("max_abs_change", "base_fro", "delta_fro", "merged_fro")),
             f"report: {len(rep['tensors'])} rows with max_abs_change and norms")
-        check(os.path.exists(T("m32", "config.json")), "config.json copied")
+        check(os.path.exists(T("m32", "model", "config.json")), "config.json copied")
+        check(sorted(os.listdir(T("m32"))) == [".ckptkit-output", "model", "report.json"],
+              f"merge output root: model/ with report.json beside it: {sorted(os.listdir(T('m32')))}")
 
         # ---- bf16: randomized PiSSA r=16; threads 1 vs 2 -----------------------------------------
         check(run("svd-init", SAMPLE, "-o", T("p16"), "--rank", "16", expect=0).returncode == 0, "svd-init pissa bf16 runs")
@@ -259,7 +261,7 @@ def main():
         # ---- --dtype ----------------------------------------------------------------------------------
         check(merge(SAMPLE, T("lora2r"), "--dtype", "f32", "-o", T("md"), expect=0).returncode == 0, "--dtype f32 runs")
         dts = set(cktest.dtypes_of(T("md")).values())
-        cfgd = json.load(open(T("md", "config.json")))
+        cfgd = json.load(open(T("md", "model", "config.json")))
         check(dts == {"F32"} and cfgd.get("torch_dtype") == "float32",
               f"--dtype f32: every tensor {dts}, config torch_dtype {cfgd.get('torch_dtype')}")
 
@@ -279,7 +281,7 @@ def main():
                   f"{tag} base: merge(quantized) = merge(dequantized) byte for byte (f32 out)")
             check(merge(qd, T("p4", "adapter"), "-o", qd + "_m", expect=0).returncode == 0, f"{tag} base: merge runs")
             got = cktest.dtypes_of(qd + "_m")
-            cfgq = json.load(open(os.path.join(qd + "_m", "config.json")))
+            cfgq = json.load(open(os.path.join(qd + "_m", "model", "config.json")))
             check(set(got) == set(w_bf16) and (tag == "int8" or set(got.values()) == {"BF16"})
                   and "quantization_config" not in cfgq,
                   f"{tag} base: same tensor names as the float model, dtypes {sorted(set(got.values()))} "

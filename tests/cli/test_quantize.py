@@ -166,8 +166,8 @@ def ck_dequant(t, base):
 def compare_dequant(tmp, qdir, label, decoder, suffix):
     deq = os.path.join(tmp, label.replace("/", "_").replace(" ", "_") + "-deq")
     run("quantize", qdir, "--dequantize", "-o", deq, "-q")
-    _, q = load(os.path.join(qdir, "model.safetensors"))
-    dh, d = load(os.path.join(deq, "model.safetensors"))
+    _, q = load(os.path.join(qdir, "quantized", "model.safetensors"))
+    dh, d = load(os.path.join(deq, "model", "model.safetensors"))
     _, orig = load(os.path.join(SAMPLE, "model.safetensors"))
     bases = [k[: -len(suffix)] for k in q if k.endswith(suffix)]
     exact = 0
@@ -207,11 +207,14 @@ def main():
           f"quant_state JSON has bnb's keys in as_dict order: {st}")
     n = int(np.prod(st["shape"]))
     check(q[b].shape == (n // 2, 1) and q[b].dtype == np.uint8, f"packed weight is uint8 [n/2, 1]: {q[b].shape}")
-    cfg = json.load(open(os.path.join(qdir, "config.json")))["quantization_config"]
+    cfg = json.load(open(os.path.join(qdir, "quantized", "config.json")))["quantization_config"]
     check(cfg["quant_method"] == "bitsandbytes" and cfg["load_in_4bit"] and cfg["bnb_4bit_quant_type"] == "nf4"
           and cfg["bnb_4bit_use_double_quant"] and "lm_head" in cfg["llm_int8_skip_modules"],
           "config.json quantization_config is transformers' BitsAndBytesConfig")
     rep = json.load(open(os.path.join(qdir, "report.json")))
+    check(sorted(os.listdir(qdir)) == [".ckptkit-output", "quantized", "report.json"]
+          and "report.json" not in os.listdir(os.path.join(qdir, "quantized")),
+          f"the output root holds quantized/ with report.json beside it: {sorted(os.listdir(qdir))}")
     check(rep["settings"]["bits_per_param_formula"] == 4 + 8 / 64 + 32 / (64 * 256),
           f"bits/param formula 4 + 8/64 + 32/16384 = {rep['settings']['bits_per_param_formula']}")
     row = rep["tensors"][0]
@@ -236,7 +239,7 @@ def main():
         ours[0::2], ours[1::2] = packed >> 4, packed & 0x0F
         same_codes += int(np.array_equal(ours[: x.size], fp4_codes(x, 64)))
     check(same_codes == len(fbases) == 36, f"fp4 codes equal a numpy dQuantizeFP4 on {same_codes}/{len(fbases)} weights")
-    cfg = json.load(open(os.path.join(qdir, "config.json")))["quantization_config"]
+    cfg = json.load(open(os.path.join(qdir, "quantized", "config.json")))["quantization_config"]
     check(cfg["bnb_4bit_quant_type"] == "fp4" and cfg["load_in_4bit"], "config.json says bnb_4bit_quant_type fp4")
 
     # --- bnb NF4 without double quantization, block 128
@@ -256,10 +259,10 @@ def main():
     # --- bnb LLM.int8 (row-wise)
     qdir = os.path.join(tmp, "int8")
     run("quantize", SAMPLE, "-o", qdir, "--scheme", "int8", "-q")
-    _, q8 = load(os.path.join(qdir, "model.safetensors"))
+    _, q8 = load(os.path.join(qdir, "quantized", "model.safetensors"))
     deq = os.path.join(tmp, "int8-deq")
     run("quantize", qdir, "--dequantize", "-o", deq, "--dtype", "bf16", "-q")
-    _, d8 = load(os.path.join(deq, "model.safetensors"))
+    _, d8 = load(os.path.join(deq, "model", "model.safetensors"))
     ws = [k for k in q8 if k.endswith("weight") and q8[k].dtype == np.int8]
     ok = 0
     for w in ws:
@@ -273,6 +276,10 @@ def main():
     check(p.returncode == 2 and "power of two" in p.stderr, f"--block 48 exits 2: {p.stderr.strip()}")
     p = run("quantize", os.path.join(tmp, "nf4"), "-o", os.path.join(tmp, "bad2"), expect=2)
     check(p.returncode == 2 and "already quantized" in p.stderr, f"re-quantizing exits 2: {p.stderr.strip()}")
+    p = run("convert", os.path.join(tmp, "nf4"), "-o", os.path.join(tmp, "bad4"), "--dtype", "f16", expect=2)
+    check(p.returncode == 2 and "quantize --dequantize" in p.stderr and ".weight" in p.stderr
+          and not os.path.exists(os.path.join(tmp, "bad4")),
+          f"convert --dtype of a quantized checkpoint (would cast its absmax) exits 2: {p.stderr.strip()}")
     nan_dir = os.path.join(tmp, "nan")
     os.makedirs(nan_dir)
     w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
@@ -298,7 +305,7 @@ def main():
         ratio = json.loads(p.stdout)["totals"]["ratio"] if p.returncode == 0 else 0
         run("quantize", arc, "--dequantize", "-o", back, "-q")
         h0, t0 = load(src)
-        h1, t1 = load(os.path.join(back, "model.safetensors"))
+        h1, t1 = load(os.path.join(back, "model", "model.safetensors"))
         same = set(t0) == set(t1) and all(t0[k].tobytes() == t1[k].tobytes() and h0[k]["dtype"] == h1[k]["dtype"]
                                           for k in t0) and h0.get("__metadata__") == h1.get("__metadata__")
         check(same, f"lossless round trip bit-exact: {src} (ratio {ratio})")

@@ -257,7 +257,7 @@ def modules_to_save(tmp):
     if not check(p.returncode == 0, "SEQ_CLS adapter with a saved score head: merge exit 0"):
         return
     got = ck.read_checkpoint(out)
-    with open(os.path.join(out, "config.json")) as f:
+    with open(os.path.join(out, "model", "config.json")) as f:
         conf = json.load(f)
     want_q = w["layers.0.self_attn.q_proj.weight"] + 2.0 * (B @ A)
     check(np.array_equal(got.get("score.weight"), score) and

@@ -55,11 +55,14 @@ TEST_CASE("passthrough convert is byte-identical for 1 and 3 threads", "[stream]
     CHECK(std::ranges::equal(a.view(*o).bytes, in.view(t).bytes));
   }
   CHECK(a.metadata() == in.metadata());
-  for (const auto& e : fs::directory_iterator(dir / "t1")) {
+  // The model is in the output's model/ part, report.json beside it (output_layout).
+  for (const auto& e : fs::directory_iterator(dir / "t1" / "model")) {
     INFO(e.path().filename());
-    CHECK(read_bytes(e.path()) == read_bytes(dir / "t3" / e.path().filename()));
+    CHECK(read_bytes(e.path()) == read_bytes(dir / "t3" / "model" / e.path().filename()));
   }
-  CHECK(fs::exists(dir / "t1" / "config.json"));
+  CHECK(fs::exists(dir / "t1" / "model" / "config.json"));
+  CHECK(fs::exists(dir / "t1" / "report.json"));
+  CHECK_FALSE(fs::exists(dir / "t1" / "model" / "report.json"));
 }
 
 TEST_CASE("computed tensors: plan order, cast values, errors name the tensor", "[stream]") {

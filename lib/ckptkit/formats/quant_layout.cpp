@@ -324,6 +324,14 @@ bool is_quantized_checkpoint(const Checkpoint& ckpt) {
   return !quantized_groups(ckpt).empty();
 }
 
+void refuse_quantized_checkpoint(const Checkpoint& ckpt, const std::string& what_to_do) {
+  const auto groups = quantized_groups(ckpt);
+  if (groups.empty()) return;
+  const std::string& w = groups.front().weight;
+  fail(ErrorKind::Usage,
+       located(ckpt.file_of(*ckpt.find(w)), w, "the input is already quantized; " + what_to_do));
+}
+
 TensorSpec dequantized_spec(const Checkpoint& ckpt, const QuantizedGroup& g) {
   const std::string where = where_of(ckpt, g);
   const auto* t = ckpt.find(g.weight);

@@ -62,6 +62,10 @@ std::vector<QuantizedGroup> quantized_groups(const Checkpoint& ckpt);
 /// True when `ckpt` holds at least one quantized weight.
 bool is_quantized_checkpoint(const Checkpoint& ckpt);
 
+/// Error(Usage) naming the file and the first quantized weight of `ckpt`, when it holds one:
+/// "the input is already quantized; " + `what_to_do`.
+void refuse_quantized_checkpoint(const Checkpoint& ckpt, const std::string& what_to_do);
+
 /// The float tensor dequantize_weight() gives back for `group`: the weight's name, its original
 /// dtype (f16 for row-wise int8, which records none) and shape, read from the quant_state without
 /// dequantizing (to plan outputs). Error(Format) naming the tensor for a bad state.

@@ -25,7 +25,7 @@ bool is_dir(const fs::path& p) {
 
 fs::path checkpoint_part(const fs::path& dir) {
   if (!is_dir(dir) || has_weights(dir)) return dir;
-  for (const char* part : {kResidualPart, kQuantizedPart})
+  for (const char* part : {kResidualPart, kQuantizedPart, kModelPart})
     if (is_dir(dir / part) && has_weights(dir / part)) return dir / part;
   if (is_dir(dir / kAdapterPart))
     fail(ErrorKind::Usage, dir.string() + ": holds an adapter (" + kAdapterPart +

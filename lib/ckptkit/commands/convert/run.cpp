@@ -4,8 +4,12 @@
 #include <cstdio>
 
 #include "ckptkit/core/tensor_math.hpp"
+#include "ckptkit/core/timing.hpp"
+#include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
+#include "ckptkit/formats/quant_layout.hpp"
 #include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/io/output_layout.hpp"
 
 namespace ckpt {
 
@@ -14,6 +18,11 @@ Json run_convert(const ConvertOptions& options) {
   const Checkpoint in = Checkpoint::open(options.input);
   OutputDir out(options.common.output, options.common.force, {options.input},
                 options.common.report_path);
+  // A cast would change the quantization constants (absmax, maps) the codes are decoded with.
+  if (options.dtype)
+    refuse_quantized_checkpoint(in,
+                                "--dtype would cast its quantization constants; for floats use "
+                                "ckptkit quantize --dequantize --dtype");
   Report report("convert", options.common.argv);
   report.add_input("checkpoint", options.input.string(), fingerprint(in));
   report.settings() = {
@@ -42,23 +51,20 @@ Json run_convert(const ConvertOptions& options) {
   };
   WriterOptions w = writer_options(options.common, in.metadata());
   w.write_metadata = in.shards().front().header.has_metadata;
-  const auto files = stream_checkpoint(job, out.path(), w, options.common.exec, "convert");
-  copy_files(in.extra_files(), out.path());
+  const std::filesystem::path model_dir = out.path() / kModelPart;
+  const auto files = stream_checkpoint(job, model_dir, w, options.common.exec, "convert");
+  copy_files(in.extra_files(), model_dir);
   for (const auto& t : in.tensors())
     report.add_row({{"name", t.info.name},
                     {"dtype", std::string(dtype_name(t.info.dtype))},
                     {"shape", t.info.shape},
                     {"bytes", t.info.nbytes()}});
-  report.totals() = {
-      {"tensors", in.tensors().size()},
-      {"cast", cast},
-      {"bytes_in", in.total_bytes()},
-      {"files", files},
-      {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
-  out.commit();
-  Json j = report.to_json();
-  out.write_report_copy(report.text());
-  return j;
+  report.totals() = {{"tensors", in.tensors().size()},
+                     {"cast", cast},
+                     {"bytes_in", in.total_bytes()},
+                     {"files", files},
+                     {"seconds", seconds_since(start)}};
+  return commit_with_report(report, out, options.common);
 }
 
 std::string convert_summary(const Json& report, const std::string& output) {

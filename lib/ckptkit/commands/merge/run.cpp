@@ -559,7 +559,8 @@ Json run_merge(const MergeOptions& opts) {
   add_saved_tensors(job, saved, base, o.dtype);
   WriterOptions wo = writer_options(o.common, base.metadata());
   wo.write_metadata = base.shards().front().header.has_metadata;
-  const auto files = stream_checkpoint(job, out.path(), wo, o.common.exec, "merge");
+  const fs::path model_dir = out.path() / kModelPart;
+  const auto files = stream_checkpoint(job, model_dir, wo, o.common.exec, "merge");
 
   // Non-weight files. config.json: torch_dtype follows --dtype, and a quantized base's
   // quantization_config goes (every weight is written as floats).
@@ -570,7 +571,7 @@ Json run_merge(const MergeOptions& opts) {
   const bool set_dtype = has_config && o.dtype && config->contains("torch_dtype");
   const std::optional<std::int64_t> labels = head_labels(saved, naming, config);
   const bool rewrite_config = drop_quant || set_dtype || labels;
-  copy_files(base.extra_files(), out.path(),
+  copy_files(base.extra_files(), model_dir,
              rewrite_config ? std::vector<std::string>{"config.json"} : std::vector<std::string>{});
   if (rewrite_config) {
     nlohmann::ordered_json c = nlohmann::ordered_json::parse(config->dump());
@@ -586,7 +587,7 @@ Json run_merge(const MergeOptions& opts) {
       c["id2label"] = id2label;
       c["label2id"] = label2id;
     }
-    write_text_file(out.path() / "config.json", c.dump(2) + "\n");
+    write_text_file(model_dir / "config.json", c.dump(2) + "\n");
   }
 
   Report report("merge", o.common.argv);

@@ -18,6 +18,7 @@
 #include "ckptkit/formats/quant_layout.hpp"
 #include "ckptkit/io/lossless.hpp"
 #include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/io/output_layout.hpp"
 #include "ckptkit/quant/blockwise.hpp"
 
 namespace ckpt {
@@ -27,8 +28,6 @@ using quant::QuantizedTensor;
 using quant::QuantSpec;
 
 namespace {
-
-constexpr const char* kCkState = ".quant_state.ckptkit";
 
 using Layout = QuantLayout;
 
@@ -82,18 +81,6 @@ nlohmann::json bnb_quantization_config(const Resolved& r, const QuantizeOptions&
                                   o.compute_dtype, r.spec.dq == DoubleQuant::Bnb, skip);
 }
 
-void reject_quantized_input(const Checkpoint& in) {
-  if (is_lossless_archive(in.shards().front().header)) return;  // decoded transparently
-  for (const auto& t : in.tensors()) {
-    const std::string& n = t.info.name;
-    if (n.find(".quant_state.bitsandbytes__") != std::string::npos || n.ends_with(kCkState) ||
-        (n.ends_with("SCB") && t.info.dtype == DType::F32))
-      fail(ErrorKind::Usage, located(in.file_of(t), n,
-                                     "the input is already quantized; dequantize it first (ckptkit "
-                                     "quantize --dequantize)"));
-  }
-}
-
 void write_config(const Checkpoint& in, const fs::path& out,
                   const std::function<void(nlohmann::json&)>& edit) {
   copy_files(in.extra_files(), out, {"config.json"});
@@ -118,7 +105,9 @@ Json run_lossless(const QuantizeOptions& o, const Checkpoint& in, OutputDir& out
                        {"codec", "byteplanes+zstd"},
                        {"zstd_level", o.zstd_level},
                        {"chunk_elems", LosslessOptions{}.chunk_elems}};
-  LosslessArchiveWriter writer(out.path(), in.metadata(), in.shards().front().header.has_metadata,
+  const fs::path model_dir = out.path() / kQuantizedPart;
+  fs::create_directories(model_dir);
+  LosslessArchiveWriter writer(model_dir, in.metadata(), in.shards().front().header.has_metadata,
                                o.common.max_shard_size);
   LosslessOptions lo;
   lo.level = o.zstd_level;
@@ -161,7 +150,7 @@ Json run_lossless(const QuantizeOptions& o, const Checkpoint& in, OutputDir& out
       o.common.exec);
   writer.finish();
   progress.finish();
-  copy_files(in.extra_files(), out.path());
+  copy_files(in.extra_files(), model_dir);
   report.totals() = {{"tensors", ts.size()},
                      {"bytes_in", in_bytes},
                      {"bytes_out", writer.bytes_written()},
@@ -179,7 +168,7 @@ Json run_quant(const QuantizeOptions& o) {
   Report report("quantize", o.common.argv);
   report.add_input("checkpoint", o.input.string(), fingerprint(in));
   if (o.scheme == "lossless") return run_lossless(o, in, out, report, start);
-  reject_quantized_input(in);
+  refuse_quantized_checkpoint(in, "dequantize it first (ckptkit quantize --dequantize)");
   const Resolved r = resolve(o);
   const TargetSelection selection = select_targets(in, o.common.targets, {"quantize"});
   const std::vector<std::string>& skip = selection.left_alone;
@@ -276,8 +265,9 @@ Json run_quant(const QuantizeOptions& o) {
   WriterOptions w = writer_options(o.common, in.metadata());
   w.write_metadata = true;
   if (w.metadata.empty()) w.metadata = {{"format", "pt"}};
-  const auto files = stream_checkpoint(job, out.path(), w, o.common.exec, "quantize");
-  write_config(in, out.path(), [&](nlohmann::json& c) {
+  const fs::path model_dir = out.path() / kQuantizedPart;
+  const auto files = stream_checkpoint(job, model_dir, w, o.common.exec, "quantize");
+  write_config(in, model_dir, [&](nlohmann::json& c) {
     if (r.layout == Layout::Ckptkit) {
       c["ckptkit_quantization"] = {{"format", "ckptkit-quant"},
                                    {"version", 1},
@@ -292,11 +282,7 @@ Json run_quant(const QuantizeOptions& o) {
   report.totals().update(quantize_totals(report.to_json(), files));
   report.totals()["quantize_seconds"] = quant_seconds;
   report.totals()["seconds"] = seconds_since(start);
-  report.write(out.path() / "report.json");
-  out.commit();
-  Json j = report.to_json();
-  out.write_report_copy(report.text());
-  return j;
+  return commit_with_report(report, out, o.common);
 }
 
 // ---------------------------------------------------------------- dequantize
@@ -358,8 +344,9 @@ Json run_dequant(const QuantizeOptions& o) {
   WriterOptions w = writer_options(o.common, in.metadata());
   w.write_metadata = in.shards().front().header.has_metadata;
   if (is_lossless_archive(in.shards().front().header)) w.write_metadata = !in.metadata().empty();
-  const auto files = stream_checkpoint(job, out.path(), w, o.common.exec, "dequantize");
-  write_config(in, out.path(), [](nlohmann::json& c) {
+  const fs::path model_dir = out.path() / kModelPart;
+  const auto files = stream_checkpoint(job, model_dir, w, o.common.exec, "dequantize");
+  write_config(in, model_dir, [](nlohmann::json& c) {
     c.erase("quantization_config");
     c.erase("ckptkit_quantization");
   });
