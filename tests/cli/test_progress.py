@@ -45,6 +45,15 @@ def under_pty(args, cwd, interrupt_after=None, timeout=120):
         if time.time() - t0 > timeout:
             p.kill()
             break
+    # What the child wrote between the last select and its exit is still in the pty.
+    while select.select([master], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
     os.close(master)
     return p.wait(), out.decode(errors="replace")
 
@@ -68,7 +77,7 @@ def main():
         rc, text = under_pty(args + ["-o", "out2"], tmp, interrupt_after=1.0)
         C(rc == 130 and "stopping (interrupted" in text and
           "ckptkit: error: interrupted by signal 2" in text,
-          f"Ctrl-C: 'stopping' on the progress line, then the error line (exit {rc})")
+          f"Ctrl-C: 'stopping' on the progress line, then the error line (exit {rc}): {text[-300:]!r}")
         p = subprocess.run([BIN, *args, "-o", "out3"], cwd=tmp, capture_output=True, text=True)
         C(p.returncode == 0 and p.stderr == "", f"stderr not a terminal: no progress "
                                                 f"({len(p.stderr)} bytes on stderr)")

@@ -20,10 +20,12 @@ std::atomic<int> g_signal{0};
 std::atomic<bool> g_exit_claimed{false};
 sem_t g_wake;  // posted by the handler (sem_post is async-signal-safe), awaited by the watchdog
 
-/// The temporaries to remove on a forced stop (StopCleanup), and the lock commits hold.
+/// The temporaries to remove on a forced stop (StopCleanup), the callbacks to run when a stop
+/// is requested (StopListener), and the lock commits hold.
 struct Registry {
   std::mutex lock;
   std::vector<std::filesystem::path> paths;
+  std::vector<const std::function<void()>*> listeners;
 };
 Registry& registry() {
   static Registry r;
@@ -44,8 +46,13 @@ extern "C" void on_signal(int sig) {
 [[noreturn]] void watchdog() {
   while (sem_wait(&g_wake) != 0) {
   }
-  std::this_thread::sleep_for(kStopGrace);
   Registry& r = registry();
+  {
+    const std::lock_guard<std::mutex> hold(r.lock);
+    for (const auto* on_stop : r.listeners)
+      (*on_stop)();
+  }
+  std::this_thread::sleep_for(kStopGrace);
   r.lock.lock();  // held until _exit: no commit can start or be half done
   if (!claim_exit()) {
     // main is already printing its own error line and returning.
@@ -101,6 +108,18 @@ StopCleanup::~StopCleanup() {
   Registry& r = registry();
   const std::lock_guard<std::mutex> hold(r.lock);
   forget(r, path_);
+}
+
+StopListener::StopListener(std::function<void()> on_stop) : on_stop_(std::move(on_stop)) {
+  Registry& r = registry();
+  const std::lock_guard<std::mutex> hold(r.lock);
+  r.listeners.push_back(&on_stop_);
+}
+
+StopListener::~StopListener() {
+  Registry& r = registry();
+  const std::lock_guard<std::mutex> hold(r.lock);
+  std::erase(r.listeners, &on_stop_);
 }
 
 void StopCleanup::commit(const std::function<void()>& commit) {

@@ -47,4 +47,18 @@ class StopCleanup {
   bool registered_ = true;
 };
 
+/// A callback the watchdog runs as soon as a stop is requested, before the grace period (the
+/// progress line redraws "stopping" at once); registered for the object's lifetime. It runs on
+/// the watchdog thread and must only wake its owner.
+class StopListener {
+ public:
+  explicit StopListener(std::function<void()> on_stop);
+  ~StopListener();
+  StopListener(const StopListener&) = delete;
+  StopListener& operator=(const StopListener&) = delete;
+
+ private:
+  std::function<void()> on_stop_;
+};
+
 }  // namespace ckpt

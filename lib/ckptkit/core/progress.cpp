@@ -33,7 +33,9 @@ Progress::Progress(std::string label, std::uint64_t total, bool enabled, std::st
       active_(enabled && isatty(STDERR_FILENO) == 1),
       start_(Clock::now()),
       phase_start_(start_) {
-  if (active_) ticker_ = std::thread([this] { tick(); });
+  if (!active_) return;
+  ticker_ = std::thread([this] { tick(); });
+  on_stop_.emplace([this] { wake_.notify_all(); });
 }
 
 Progress::~Progress() {

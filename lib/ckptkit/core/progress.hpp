@@ -8,8 +8,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+
+#include "ckptkit/core/interrupt.hpp"
 
 namespace ckpt {
 
@@ -44,6 +47,7 @@ class Progress {
   std::condition_variable wake_;
   std::chrono::steady_clock::time_point start_, phase_start_;
   std::thread ticker_;
+  std::optional<StopListener> on_stop_;  // Ctrl-C: redraw "stopping" at once
 };
 
 /// "1.2 GB/s", "37 tensors/s": a rate for progress lines and summaries.
