@@ -8,7 +8,8 @@
 // --runs each: (1) memcpy of all of it into a second buffer touched beforehand, one thread;
 // (2) quant::quantize_bf16 of every tensor with the error statistics the report needs, the
 // tensors spread over --threads TBB threads (0 = all cores), every result kept until the run
-// ends, as the command keeps them until they are written. Prints one JSON object.
+// ends, as the command keeps them until they are written. Prints one JSON object. The kernels
+// run on the active SIMD path (CKPTKIT_SIMD=scalar|avx2|avx512 pins one).
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 
@@ -24,6 +25,7 @@
 #include "ckptkit/core/dtype.hpp"
 #include "ckptkit/core/rng.hpp"
 #include "ckptkit/quant/blockwise.hpp"
+#include "ckptkit/quant/simd_path.hpp"
 
 namespace {
 
@@ -102,6 +104,7 @@ int main(int argc, char** argv) {
                             {"threads", threads},
                             {"scheme", spec.scheme.name()},
                             {"double_quant", dq},
+                            {"simd", ckpt::quant::simd_path_name(ckpt::quant::active_simd_path())},
                             {"runs", runs},
                             {"memcpy_gbps", bytes / t_copy / 1e9},
                             {"quantize_gbps", bytes / t_quant / 1e9},

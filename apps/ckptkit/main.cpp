@@ -17,6 +17,7 @@
 #include "ckptkit/core/strings.hpp"
 #include "ckptkit/io/file_bytes.hpp"
 #include "ckptkit/linalg/blas_threads.hpp"
+#include "ckptkit/quant/simd_path.hpp"
 #include "commands.hpp"
 #include "flags.hpp"
 
@@ -105,7 +106,15 @@ int main(int argc, char** argv) {
   CLI::App app{"ckptkit " CKPTKIT_VERSION
                ": decompose and compress LLM checkpoints (safetensors in, safetensors out)"};
   app.name("ckptkit");
-  app.set_version_flag("-V,--version", "ckptkit " CKPTKIT_VERSION);
+  app.set_version_flag("-V,--version", [] {
+    std::string simd;
+    try {
+      simd = ckpt::quant::simd_summary();  // which kernels run (CKPTKIT_SIMD pins one)
+    } catch (const ckpt::Error& e) {
+      simd = std::string("simd: ") + e.what();
+    }
+    return std::string("ckptkit " CKPTKIT_VERSION "\n") + simd;
+  });
   app.require_subcommand(1);
   app.footer(
       "Run 'ckptkit <subcommand> --help' for its options and an example.\n"
@@ -160,6 +169,7 @@ int main(int argc, char** argv) {
     return std::nullopt;
   };
   try {
+    ckpt::quant::active_simd_path();  // a bad CKPTKIT_SIMD is a usage error before any work
     return run ? run() : 2;
   } catch (const ckpt::Error& e) {
     if (const auto t = truncated_input()) return report(*t);

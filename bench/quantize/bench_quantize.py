@@ -6,7 +6,9 @@
    number of bytes), (b) a numpy reference quantizer (same rules: blockwise absmax, midpoint
    search over the NF4 table, high-nibble-first packing, mean offset + dynamic-map double quant),
    (c) the same reference in PyTorch when `import torch` works; and the quantizer alone in memory
-   against memcpy in its own process (build/bench/ckptkit-quant-throughput, when built).
+   against memcpy in its own process (build/bench/ckptkit-quant-throughput, when built), on one
+   thread and on all. ckptkit runs once per SIMD path (--simd: every path `ckptkit --version`
+   lists, by default; CKPTKIT_SIMD pins each), and the outputs of all paths must be identical.
 2. Lossless archives: ratio and MB/s both ways on a bf16 and an f32 checkpoint against plain
    `zstd -3` and `zstd -19` of the same file.
 Every figure is the median of --runs runs (default 3).
@@ -85,10 +87,16 @@ def write_safetensors(path, tensors):
             f.write(b)
 
 
-def timed(cmd):
+def timed(cmd, env=None, cpu=None):
+    """Wall seconds and stdout of `cmd`; appends its CPU seconds (user + system) to `cpu`."""
+    import resource
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if p.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr}")
     return dt, p.stdout
@@ -108,6 +116,7 @@ def main():
     ap.add_argument("--f32", default="../shared/data/bytegpt-base/model.safetensors")
     ap.add_argument("--only", choices=["nf4", "lossless"], help="run one half of the benchmark")
     ap.add_argument("--throughput-bin", help="ckptkit-quant-throughput (default: bench/ beside --bin)")
+    ap.add_argument("--simd", default="all", help="SIMD paths to run, comma-separated, or 'all'")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="ckpt-bench-quant-")
     res = {"runs": a.runs, "cpus": os.cpu_count()}
@@ -148,21 +157,34 @@ def nf4_part(a, tmp, res):
             return time.perf_counter() - t
         res["memcpy_gbps"] = nbytes / median_of(max(a.runs, 5), memcpy) / 1e9
 
-        out = os.path.join(tmp, "nf4")
         thr = ["--threads", str(a.threads)] if a.threads else []
-
-        kernel = []  # seconds of quantization work summed over tensors (all threads)
-
-        def ours():
-            shutil.rmtree(out, ignore_errors=True)
-            dt, so = timed([a.bin, "quantize", synth, "-o", out, "--scheme", "nf4", "--double-quant", "bnb", "--json", *thr])
-            kernel.append(json.loads(so)["totals"]["quantize_seconds"])
-            return dt
-        res["ckptkit_nf4_gbps"] = nbytes / median_of(a.runs, ours) / 1e9
-        # The per-tensor work alone (decode, quantize, double quant, error metrics, layout), per
-        # thread: what one core sustains once the input is mapped and the heap is warm.
-        res["ckptkit_nf4_kernel_gbps_per_thread"] = nbytes / sorted(kernel)[len(kernel) // 2] / 1e9
         res["ckptkit_nf4_cmd"] = f"{a.bin} quantize SYNTH -o OUT --scheme nf4 --double-quant bnb"
+        res["simd_available"] = simd_paths(a.bin)
+        paths = res["simd_available"] if a.simd == "all" else a.simd.split(",")
+        res["paths"] = {}
+        digests = {}
+        for path in paths:
+            env = dict(os.environ, CKPTKIT_SIMD=path)
+            out = os.path.join(tmp, "nf4-" + path)
+            kernel = []  # seconds of quantization work summed over tensors (all threads)
+            cpu = []
+
+            def ours():
+                shutil.rmtree(out, ignore_errors=True)
+                dt, so = timed([a.bin, "quantize", synth, "-o", out, "--scheme", "nf4", "--double-quant", "bnb",
+                                "--json", *thr], env=env, cpu=cpu)
+                kernel.append(json.loads(so)["totals"]["quantize_seconds"])
+                return dt
+            r = {"whole_command_gbps": nbytes / median_of(a.runs, ours) / 1e9}
+            r["whole_command_cpu_s"] = statistics.median(cpu)
+            # The per-tensor work alone (decode, quantize, double quant, error metrics, layout), per
+            # thread: what one core sustains once the input is mapped and the heap is warm.
+            r["kernel_gbps_per_thread"] = nbytes / sorted(kernel)[len(kernel) // 2] / 1e9
+            r["whole_command_percent_of_memcpy"] = 100 * r["whole_command_gbps"] / res["memcpy_gbps"]
+            r["in_memory"] = in_memory(a, env)
+            digests[path] = tree_digest(out)
+            res["paths"][path] = r
+        res["outputs_identical_across_paths"] = len(set(digests.values())) == 1
 
         one = np.frombuffer(tensors[next(iter(tensors))][2], dtype=np.uint16)
 
@@ -170,7 +192,6 @@ def nf4_part(a, tmp, res):
             t = time.perf_counter()
             numpy_nf4(one)
             return time.perf_counter() - t
-        in_memory_part(a, res)
         res["numpy_nf4_gbps"] = one.nbytes / median_of(a.runs, np_ref) / 1e9
         try:
             import torch
@@ -188,16 +209,37 @@ def nf4_part(a, tmp, res):
             res["torch_error"] = str(e)
 
 
-def in_memory_part(a, res):
+def simd_paths(binary):
+    """The SIMD paths `ckptkit --version` lists as available, scalar first."""
+    text = subprocess.run([binary, "--version"], check=True, capture_output=True, text=True).stdout
+    return text.split("available: ")[1].split(")")[0].split(", ")
+
+
+def tree_digest(root):
+    """sha256 over every file of an output tree but report.json (it holds timings)."""
+    import hashlib
+    h = hashlib.sha256()
+    for dp, _, fs in sorted(os.walk(root)):
+        for f in sorted(fs):
+            if f != "report.json":
+                h.update(f.encode())
+                with open(os.path.join(dp, f), "rb") as fh:
+                    h.update(fh.read())
+    return h.hexdigest()
+
+
+def in_memory(a, env):
     """The quantizer alone, in memory, against memcpy in the same process (no file I/O, no
-    process start): bench/quant_throughput.cpp, when it was built."""
+    process start), on one thread and on --threads (all cores by default):
+    bench/quant_throughput.cpp, when it was built."""
     exe = a.throughput_bin or os.path.join(os.path.dirname(a.bin), "bench", "ckptkit-quant-throughput")
     if not os.path.exists(exe):
-        res["in_memory"] = None
-        return
-    cmd = [exe, "--mb", str(a.mb), "--runs", str(max(a.runs, 5)), "--threads", str(a.threads)]
-    res["in_memory"] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    res["in_memory_cmd"] = " ".join(cmd)
+        return None
+    out = {}
+    for label, t in (("one_thread", 1), ("all_threads", a.threads)):
+        cmd = [exe, "--mb", str(a.mb), "--runs", str(max(a.runs, 5)), "--threads", str(t)]
+        out[label] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
+    return out
 
 
 def lossless_part(a, tmp, res):

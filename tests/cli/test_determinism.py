@@ -1,5 +1,7 @@
 #!/usr/bin/python3
-"""Determinism: every subcommand gives byte-identical outputs for --threads 1, 2 and 8.
+"""Determinism: every subcommand gives byte-identical outputs for --threads 1, 2 and 8, and the
+quantizing commands the same bytes on every SIMD path this CPU runs (CKPTKIT_SIMD=scalar, avx2,
+avx512 or neon) as on the scalar reference.
 
 Each case runs three times into separate directories. Every output file must be byte-identical,
 except report.json, which is compared after dropping the fields that legitimately vary: timings
@@ -121,6 +123,53 @@ def run_case(tmp, name, make_args):
     return outs[0]
 
 
+def simd_paths():
+    """The SIMD paths this binary and CPU have, from `ckptkit --version` ("available: ...")."""
+    p = cktest.run("--version", quiet=False)
+    m = re.search(r"available: ([a-z0-9, ]+)\)", p.stdout)
+    return m.group(1).split(", ") if m else []
+
+
+def simd_cases(tmp):
+    """Each quantizing case on every SIMD path and --threads 1 and 2 against the scalar path."""
+    paths = simd_paths()
+    check(paths[:1] == ["scalar"] and len(paths) >= 1, f"ckptkit --version lists the SIMD paths: {paths}")
+    if len(paths) < 2:
+        cktest.skip("only the scalar path on this CPU: nothing to compare it with")
+        return
+    f32 = os.path.join(tmp, "sample-f32")
+    cktest.run("convert", SAMPLE, "-o", f32, "--dtype", "f32", expect=0)
+    cases = {
+        "quantize nf4 (bf16 in)": ["quantize", SAMPLE, "--scheme", "nf4", *SUBSET],
+        "quantize nf4 (f32 in), block 16": ["quantize", f32, "--scheme", "nf4", "--block", "16", *SUBSET],
+        "quantize int4+lq": ["quantize", SAMPLE, "--scheme", "int4", "--double-quant", "lq", *SUBSET],
+        "quantize nf3 (midpoint search)": ["quantize", SAMPLE, "--scheme", "nf3", *SUBSET],
+        "quantize nf4, no double quant": ["quantize", SAMPLE, "--scheme", "nf4", "--double-quant", "none",
+                                          "--block", "128", *SUBSET],
+        "lq-decompose": ["lq-decompose", SAMPLE, "--rank", "4", *SUBSET],
+    }
+    for name, args in cases.items():
+        runs = {}
+        for path in paths:
+            for t in (1, 2) if path != "scalar" else (1,):
+                out = os.path.join(tmp, re.sub(r"[^a-z0-9]+", "_", f"{name}-{path}-t{t}"))
+                env = dict(os.environ, CKPTKIT_SIMD=path)
+                p = cktest.run(*args, "-o", out, "--threads", t, expect=0, env=env)
+                if check(p.returncode == 0, f"{name} on {path}, --threads {t}: exit {p.returncode}"):
+                    runs[(path, t)] = out
+        ref = runs.get(("scalar", 1))
+        if not ref:
+            continue
+        files = sum(len(fs) for _, _, fs in os.walk(ref))
+        for (path, t), out in runs.items():
+            if out == ref:
+                continue
+            diff = differing_files(ref, out)
+            same = {k: scrub(v) for k, v in reports(ref).items()} == {k: scrub(v) for k, v in reports(out).items()}
+            check(not diff and same, f"{name}: {path} --threads {t} vs scalar: {files} files and report.json "
+                                     f"identical (differing: {diff[:5]})")
+
+
 def activations(path):
     """Synthetic calibration inputs of three linear layers, f32 [tokens, D]."""
     rng = np.random.default_rng(3)
@@ -158,6 +207,7 @@ def main():
         activations(act)
         run_case(tmp, "velora-init", lambda o: ["velora-init", act, "-o", o, "--groups", "16", "--sweep"])
         run_case(tmp, "lq-decompose", lambda o: ["lq-decompose", SAMPLE, "-o", o, "--rank", "8", *SUBSET])
+        simd_cases(tmp)
         pissa = first.get("svd-init pissa")
         if pissa:
             run_case(tmp, "merge", lambda o: ["merge", pissa, "-o", o])

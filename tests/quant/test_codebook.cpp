@@ -185,7 +185,7 @@ TEST_CASE("encode and encode_many count the midpoints below x (std::lower_bound)
     CHECK(bad == 0);
     CHECK(bad_batch == 0);
 
-    // The portable twin of the search (the AVX-512 one runs above where the CPU has it) on the
+    // The scalar search and every SIMD path this CPU runs, on the
     // tables the header specifies.
     const std::size_t runs = (m.size() + 15) / 16;
     std::vector<float> padded(16 * (runs + 1), inf);
@@ -194,9 +194,16 @@ TEST_CASE("encode and encode_many count the midpoints below x (std::lower_bound)
     for (std::size_t k = 0; k < runs; ++k)
       run_last[k] = padded[16 * k + 15];
     std::vector<std::uint8_t> portable(probes.size());
-    count_midpoints_below_portable(run_last.data(), padded.data(), probes.data(), probes.size(),
-                                   portable.data());
+    count_midpoints_below(run_last.data(), padded.data(), probes.data(), probes.size(),
+                          portable.data(), SimdPath::Scalar);
     CHECK(portable == batch);
+    for (SimdPath path : available_simd_paths()) {
+      std::vector<std::uint8_t> fast(probes.size(), 0xEE);
+      count_midpoints_below(run_last.data(), padded.data(), probes.data(), probes.size(),
+                            fast.data(), path);
+      INFO("path " << simd_path_name(path));
+      CHECK(fast == portable);
+    }
   }
 }
 

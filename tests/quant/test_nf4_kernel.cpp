@@ -1,9 +1,11 @@
-// The fused 4-bit kernels (float32 and bf16 input) and the bf16 block absmax: the AVX-512/AVX2
-// versions give the portable versions' bytes and sums exactly, and those give Codebook::encode's
-// codes and the errors of the dequantized values.
+// The fused 4-bit kernels (float32 and bf16 input), the bf16 block absmax and the midpoint
+// search: every SIMD path this CPU runs (AVX2, AVX-512, NEON) gives the scalar path's bytes and
+// sums exactly, and that gives Codebook::encode's codes and the errors of the dequantized values.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -21,15 +23,34 @@ struct Run {
   LaneSums sums;
 };
 
-// Values with exact midpoint hits: x = mid * scale lands on the midpoint after x * (1/scale)
-// for scale a power of two.
+// Values with exact midpoint hits (x = mid * scale lands on the midpoint after x * (1/scale) for
+// scale a power of two), subnormals, signed zeros and the largest floats.
 std::vector<float> sample(std::size_t n, const Codebook& cb, unsigned seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> g(0.0f, 1.0f);
   std::vector<float> x(n);
+  const float special[] = {std::numeric_limits<float>::denorm_min(),
+                           -std::numeric_limits<float>::denorm_min(),
+                           -3 * std::numeric_limits<float>::denorm_min(),
+                           std::numeric_limits<float>::min() / 2,
+                           0.0f,
+                           -0.0f,
+                           std::numeric_limits<float>::max(),
+                           -std::numeric_limits<float>::max()};
   for (std::size_t i = 0; i < n; ++i)
-    x[i] = i % 5 == 0 ? 4.0f * cb.midpoints()[i % cb.midpoints().size()] : g(rng);
+    x[i] = i % 5 == 0   ? 4.0f * cb.midpoints()[i % cb.midpoints().size()]
+           : i % 7 == 3 ? special[(i / 7) % 8]
+                        : g(rng);
   return x;
+}
+
+// The vector paths this CPU runs (the scalar one is the reference they are compared with).
+std::vector<SimdPath> vector_paths() {
+  std::vector<SimdPath> out;
+  for (SimdPath p : available_simd_paths())
+    if (p != SimdPath::Scalar) out.push_back(p);
+  if (out.empty()) WARN("no SIMD path on this CPU: only the scalar kernels run");
+  return out;
 }
 
 // x rounded to bf16, as raw bytes starting one byte into the buffer (an odd address).
@@ -51,21 +72,29 @@ void check_same(const Run& a, const Run& b) {
 }
 }  // namespace
 
-TEST_CASE("NF4 kernel: AVX-512 equals portable, bytes and sums", "[quant][nf4][kernel]") {
+TEST_CASE("NF4 kernel: every SIMD path equals the scalar one, bytes and sums",
+          "[quant][nf4][kernel]") {
   const Codebook cb(std::vector<float>(nf4_table().begin(), nf4_table().end()));
   const Book16 book(cb.levels(), cb.midpoints());
-  if (!nf4_kernel_is_avx512()) WARN("no AVX-512 on this CPU: only the portable kernel is run");
+  const auto paths = vector_paths();
   for (std::size_t n : {1, 15, 16, 17, 33, 64, 1000, 4096}) {
-    const auto x = sample(n, cb, static_cast<unsigned>(n));
+    auto x = sample(n, cb, static_cast<unsigned>(n));
+    for (auto& v : x)  // the error sums of ±max would overflow: keep the kernel's domain
+      if (std::fabs(v) > 1e15f) v = std::copysign(1e15f, v);
     const float scale = 4.0f, inv = 1.0f / scale, s = 4.0f;
-    Run fast{std::vector<std::uint8_t>((n + 1) / 2, 0xAA), {}};
+    const auto m = static_cast<std::int64_t>(n);
     Run ref{std::vector<std::uint8_t>((n + 1) / 2, 0x55), {}};
-    encode_pack_nf4(book, x.data(), static_cast<std::int64_t>(n), inv, s, fast.packed.data(),
-                    &fast.sums);
-    encode_pack_nf4_portable(book, x.data(), static_cast<std::int64_t>(n), inv, s,
-                             ref.packed.data(), &ref.sums);
+    encode_pack_nf4(book, x.data(), m, inv, s, ref.packed.data(), &ref.sums, SimdPath::Scalar);
+    for (SimdPath path : paths) {
+      Run fast{std::vector<std::uint8_t>((n + 1) / 2, 0xAA), {}};
+      Run codes_only{std::vector<std::uint8_t>((n + 1) / 2, 0x33), {}};
+      encode_pack_nf4(book, x.data(), m, inv, s, fast.packed.data(), &fast.sums, path);
+      encode_pack_nf4(book, x.data(), m, inv, s, codes_only.packed.data(), nullptr, path);
+      INFO("n = " << n << ", path " << simd_path_name(path));
+      check_same(fast, ref);
+      CHECK(codes_only.packed == ref.packed);
+    }
     INFO("n = " << n);
-    check_same(fast, ref);
     // Codes are the codebook's nearest level (midpoint rule), high nibble first.
     std::size_t same = 0;
     for (std::size_t i = 0; i < n; ++i) {
@@ -89,20 +118,27 @@ TEST_CASE("NF4 kernel on bf16 bytes equals the float kernel on the widened value
           "[quant][nf4][kernel][bf16]") {
   const Codebook cb(std::vector<float>(nf4_table().begin(), nf4_table().end()));
   const Book16 book(cb.levels(), cb.midpoints());
+  const auto paths = vector_paths();
   for (std::size_t n : {1, 15, 16, 17, 33, 64, 1000, 4096}) {
     auto x = sample(n, cb, static_cast<unsigned>(n) + 7);
+    for (auto& v : x)
+      if (std::fabs(v) > 1e15f) v = std::copysign(1e15f, v);
     const auto raw = bf16_bytes(x);  // x now holds the bf16 values as float
     const float scale = 4.0f, inv = 1.0f / scale, s = 3.0f;
     const auto m = static_cast<std::int64_t>(n);
     Run f32{std::vector<std::uint8_t>((n + 1) / 2, 0xAA), {}};
-    Run fast{std::vector<std::uint8_t>((n + 1) / 2, 0x11), {}};
     Run ref{std::vector<std::uint8_t>((n + 1) / 2, 0x55), {}};
-    encode_pack_nf4_portable(book, x.data(), m, inv, s, f32.packed.data(), &f32.sums);
-    encode_pack_nf4_bf16(book, raw.data() + 1, m, inv, s, fast.packed.data(), &fast.sums);
-    encode_pack_nf4_bf16_portable(book, raw.data() + 1, m, inv, s, ref.packed.data(), &ref.sums);
+    encode_pack_nf4(book, x.data(), m, inv, s, f32.packed.data(), &f32.sums, SimdPath::Scalar);
+    encode_pack_nf4_bf16(book, raw.data() + 1, m, inv, s, ref.packed.data(), &ref.sums,
+                         SimdPath::Scalar);
     INFO("n = " << n);
-    check_same(fast, ref);
     check_same(ref, f32);
+    for (SimdPath path : paths) {
+      Run fast{std::vector<std::uint8_t>((n + 1) / 2, 0x11), {}};
+      encode_pack_nf4_bf16(book, raw.data() + 1, m, inv, s, fast.packed.data(), &fast.sums, path);
+      INFO("path " << simd_path_name(path));
+      check_same(fast, ref);
+    }
   }
 }
 
@@ -117,11 +153,15 @@ TEST_CASE("bf16 block absmax: vector equals portable equals the float max, Inf/N
   const auto n = static_cast<std::int64_t>(x.size());
   for (std::int64_t block : {16, 64, 256, 4096}) {
     const auto nb = static_cast<std::size_t>((n + block - 1) / block);
-    std::vector<float> fast(nb), ref(nb);
-    bf16_block_absmax(raw.data() + 1, n, block, fast.data());
-    bf16_block_absmax_portable(raw.data() + 1, n, block, ref.data());
+    std::vector<float> ref(nb);
+    bf16_block_absmax(raw.data() + 1, n, block, ref.data(), SimdPath::Scalar);
     INFO("block " << block);
-    CHECK(std::memcmp(fast.data(), ref.data(), nb * sizeof(float)) == 0);
+    for (SimdPath path : vector_paths()) {
+      std::vector<float> fast(nb, -1.0f);
+      bf16_block_absmax(raw.data() + 1, n, block, fast.data(), path);
+      INFO("path " << simd_path_name(path));
+      CHECK(std::memcmp(fast.data(), ref.data(), nb * sizeof(float)) == 0);
+    }
     for (std::size_t b = 0; b < nb; ++b) {
       float m = 0;
       bool nan = false;
@@ -134,6 +174,65 @@ TEST_CASE("bf16 block absmax: vector equals portable equals the float max, Inf/N
         CHECK(std::isnan(ref[b]));
       else
         CHECK(ref[b] == m);
+    }
+  }
+}
+
+TEST_CASE("SIMD paths: every one this CPU runs is compiled in, the best is the default",
+          "[quant][simd]") {
+  const auto avail = available_simd_paths();
+  const auto has = [&](SimdPath p) {
+    return std::find(avail.begin(), avail.end(), p) != avail.end();
+  };
+  INFO(simd_summary());
+  CHECK(avail.front() == SimdPath::Scalar);
+#if defined(__aarch64__)
+  CHECK(has(SimdPath::Neon));
+#elif defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) CHECK(has(SimdPath::Avx2));
+  if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+    CHECK(has(SimdPath::Avx512));
+#endif
+  if (!std::getenv("CKPTKIT_SIMD")) CHECK(active_simd_path() == avail.back());
+}
+
+TEST_CASE("NF4 kernel over runs of blocks equals one call per block, on every path",
+          "[quant][nf4][kernel]") {
+  const Codebook cb(std::vector<float>(nf4_table().begin(), nf4_table().end()));
+  const Book16 book(cb.levels(), cb.midpoints());
+  for (std::int64_t block : {16, 64, 256}) {
+    for (std::int64_t n : {block, 5 * block, 5 * block + 17, 3 * block + 1}) {
+      auto x = sample(static_cast<std::size_t>(n), cb, static_cast<unsigned>(n + block));
+      for (auto& v : x)
+        if (std::fabs(v) > 1e15f) v = std::copysign(1e15f, v);
+      const auto raw = bf16_bytes(x);
+      const std::int64_t nb = (n + block - 1) / block;
+      std::vector<float> inv(static_cast<std::size_t>(nb)), s(inv.size());
+      for (std::size_t b = 0; b < inv.size(); ++b) {
+        inv[b] = 1.0f / (0.5f + 0.37f * static_cast<float>(b));
+        s[b] = 0.5f + 0.41f * static_cast<float>(b);
+      }
+      // The reference: one scalar call per block, folded in block order.
+      Run ref{std::vector<std::uint8_t>(static_cast<std::size_t>((n + 1) / 2), 0x55), {}};
+      for (std::int64_t b = 0; b < nb; ++b)
+        encode_pack_nf4(book, x.data() + b * block, std::min(block, n - b * block),
+                        inv[static_cast<std::size_t>(b)], s[static_cast<std::size_t>(b)],
+                        ref.packed.data() + b * block / 2, &ref.sums, SimdPath::Scalar);
+      for (SimdPath path : available_simd_paths()) {
+        INFO("block " << block << ", n " << n << ", path " << simd_path_name(path));
+        Run f32{std::vector<std::uint8_t>(ref.packed.size(), 0xAA), {}};
+        Run bf16{std::vector<std::uint8_t>(ref.packed.size(), 0x11), {}};
+        std::vector<std::uint8_t> codes_only(ref.packed.size(), 0x22);
+        encode_pack_nf4_blocks(book, x.data(), n, block, inv.data(), s.data(), f32.packed.data(),
+                               &f32.sums, path);
+        encode_pack_nf4_blocks_bf16(book, raw.data() + 1, n, block, inv.data(), s.data(),
+                                    bf16.packed.data(), &bf16.sums, path);
+        encode_pack_nf4_blocks(book, x.data(), n, block, inv.data(), nullptr, codes_only.data(),
+                               nullptr, path);
+        check_same(f32, ref);
+        check_same(bf16, ref);
+        CHECK(codes_only == ref.packed);
+      }
     }
   }
 }

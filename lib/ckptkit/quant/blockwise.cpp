@@ -158,7 +158,7 @@ float round_to(DType t, float v) {
 
 // Inputs of quantize_source(): the element count, a finiteness check that names the first bad
 // element, the absmax of every block, a block as float32 (a pointer into the input, or widened
-// into `scratch`) and the fused 16-level kernel on a block.
+// into `scratch`) and the fused 16-level kernel on a run of blocks.
 struct F32Source {
   static constexpr bool kAbsmaxSeesNonFinite = false;  // std::max drops NaN: check first
   std::span<const float> x;
@@ -172,9 +172,9 @@ struct F32Source {
       out[b] = block_absmax(x.data() + lo, std::min(block, size() - lo));
   }
   const float* block(std::int64_t i0, std::int64_t, float*) const { return x.data() + i0; }
-  void encode_pack16(const Book16& book, std::int64_t i0, std::int64_t n, float inv, float s,
-                     std::uint8_t* out, LaneSums* err) const {
-    encode_pack_nf4(book, x.data() + i0, n, inv, s, out, err);
+  void encode_pack16(const Book16& book, std::int64_t i0, std::int64_t n, std::int64_t block,
+                     const float* inv, const float* s, std::uint8_t* out, LaneSums* err) const {
+    encode_pack_nf4_blocks(book, x.data() + i0, n, block, inv, s, out, err);
   }
 };
 
@@ -203,9 +203,9 @@ struct Bf16Source {
                   {scratch, static_cast<std::size_t>(n)});
     return scratch;
   }
-  void encode_pack16(const Book16& book, std::int64_t i0, std::int64_t n, float inv, float s,
-                     std::uint8_t* out, LaneSums* err) const {
-    encode_pack_nf4_bf16(book, bytes.data() + 2 * i0, n, inv, s, out, err);
+  void encode_pack16(const Book16& book, std::int64_t i0, std::int64_t n, std::int64_t block,
+                     const float* inv, const float* s, std::uint8_t* out, LaneSums* err) const {
+    encode_pack_nf4_blocks_bf16(book, bytes.data() + 2 * i0, n, block, inv, s, out, err);
   }
 };
 
@@ -388,13 +388,26 @@ QuantizedTensor quantize_source(const Source& x, const QuantSpec& spec, ErrorSta
   // Error sums over the whole tensor in 16 lanes (blocks are multiples of 16 long, so element i
   // lands in lane i % 16), folded once in a fixed order: deterministic for any threads.
   LaneSums sums;
-  for (std::int64_t b = 0; b < nb; ++b) {
+  std::vector<float> inv;  // the fused kernel's per-block 1 / scale
+  if (fused) {
+    inv.resize(static_cast<std::size_t>(nb));
+    for (std::size_t b = 0; b < inv.size(); ++b)
+      inv[b] = code_scale[b] == 0.0f ? 0.0f : 1.0f / code_scale[b];
+  }
+  for (std::int64_t b = 0; b < nb;) {
     const std::int64_t cnt = std::min(B, n - b * B);
     const float scale = code_scale[static_cast<std::size_t>(b)];
     const float s = err ? recon[static_cast<std::size_t>(b)] : 0.0f;  // what dequantize() uses
     std::uint8_t* out = q.packed_u8() + b * B * bits / 8;
-    if (fused && scale != 0.0f) {
-      x.encode_pack16(*book, b * B, cnt, 1.0f / scale, s, out, err ? &sums : nullptr);
+    if (fused && scale != 0.0f) {  // the run of blocks from b with a non-zero scale, in one call
+      std::int64_t e = b + 1;
+      while (e < nb && code_scale[static_cast<std::size_t>(e)] != 0.0f)
+        ++e;
+      const auto at = static_cast<std::size_t>(b);
+      x.encode_pack16(*book, b * B, std::min(e * B, n) - b * B, B, inv.data() + at,
+                      err ? recon.data() + at : nullptr, out, err ? &sums : nullptr);
+      b = e;
+      continue;
     } else {
       const float* xb = x.block(b * B, cnt, scratch.data());
       if (fp4)  // bnb's scale 0 gives 0 * inf = NaN, which its tree codes as 0 (+0.0), as here
@@ -405,6 +418,7 @@ QuantizedTensor quantize_source(const Source& x, const QuantSpec& spec, ErrorSta
       pack_into(codes.data(), cnt, bits, out);
       if (err) sums.add(xb, y.data(), s, cnt);
     }
+    ++b;
   }
   const double se = sums.sum_se(), sx = sums.sum_sx(), mx = sums.max_abs;
   if (err) {

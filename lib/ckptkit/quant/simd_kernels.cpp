@@ -1,0 +1,323 @@
+// The vector kernels of nf4_kernel.hpp, written once over Google Highway and compiled for every
+// target by foreach_target (this file is compiled without -march=native, so the x86-64 build has
+// AVX2 and AVX-512 both; aarch64 has NEON). They do exactly the portable kernels' float
+// operations: one multiply for v = x·inv, comparisons for the codes, e = x - level·s as a multiply
+// then a subtraction (-ffp-contract=off), fused multiply-adds for the sums (Highway's MulAdd is a
+// true FMA on these targets, as std::fma in the reference), element i in lane i % 16.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ckptkit/quant/simd_kernels.cpp"
+// Only the targets SimdPath names: SSE4/SSSE3 have no FMA (MulAdd would round twice) and the
+// AVX3_DL/SVE variants would add nothing to these kernels.
+#ifndef HWY_DISABLED_TARGETS
+#define HWY_DISABLED_TARGETS \
+  (HWY_SSSE3 | HWY_SSE4 | HWY_AVX3_DL | HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128)
+#endif
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+// foreach_target re-includes this file once per target; what follows is built each time.
+#include <hwy/highway.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "ckptkit/quant/simd_kernels.hpp"
+
+// Kernels only for the targets SimdPath names; foreach_target also visits the build's baseline
+// (scalar), which the portable code in nf4_kernel.cpp covers.
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_NEON
+HWY_BEFORE_NAMESPACE();
+namespace ckpt::quant::simd {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using DI = hn::RebindToSigned<DF>;
+using VF = hn::Vec<DF>;
+using VI = hn::Vec<DI>;
+constexpr std::size_t kN = HWY_LANES(float);  // fixed-width targets only (no SVE)
+constexpr std::size_t kParts = 16 / kN;       // vectors per group of 16 values
+static_assert(kN <= 16 && 16 % kN == 0);
+
+/// A table of M floats (M a power of two, at most 16) in ceil(M / kN) vectors, read by a lane
+/// index 0..M-1: one permute when M <= kN, a blend of permutes otherwise.
+template <std::size_t M>
+struct Table {
+  static constexpr std::size_t kVecs = M <= kN ? 1 : M / kN;
+  VF part[kVecs];
+  /// t[0..M) (read with stride `stride` from `from`); lanes past M are never indexed.
+  explicit Table(const float* from, std::size_t stride = 1) {
+    float lanes[kVecs * kN] = {};
+    for (std::size_t j = 0; j < M; ++j)
+      lanes[j] = from[j * stride];
+    for (std::size_t k = 0; k < kVecs; ++k)
+      part[k] = hn::LoadU(DF(), lanes + k * kN);
+  }
+  VF lookup(VI idx) const {
+    const DF df;
+    const DI di;
+    if constexpr (kVecs == 1) return hn::TableLookupLanes(part[0], hn::IndicesFromVec(df, idx));
+    const auto ix = hn::IndicesFromVec(df, hn::And(idx, hn::Set(di, int(kN) - 1)));
+    VF r = hn::TableLookupLanes(part[0], ix);
+    for (std::size_t k = 1; k < kVecs; ++k)
+      r = hn::IfThenElse(hn::RebindMask(df, hn::Gt(idx, hn::Set(di, int(k * kN) - 1))),
+                         hn::TableLookupLanes(part[k], ix), r);
+    return r;
+  }
+};
+
+/// The midpoints each step of the binary search can compare with: after the first step
+/// (mids[7]) the count c is a multiple of 8, so the second reads mids[3 + 8j], the third
+/// mids[1 + 4j], the fourth mids[2j] (mids[15] = +inf), with j = c / 8, c / 4, c / 2: tables
+/// of 2, 4 and 8 entries, one permute each on 8 or 16 lanes.
+struct SearchTables {
+  VF mid7;
+  Table<2> step2;
+  Table<4> step3;
+  Table<8> step4;
+  explicit SearchTables(const float* mids)
+      : mid7(hn::Set(DF(), mids[7])), step2(mids + 3, 8), step3(mids + 1, 4), step4(mids, 2) {}
+};
+
+struct F32Load {
+  const float* p;
+  VF operator()(std::int64_t i) const { return hn::LoadU(DF(), p + i); }
+};
+struct Bf16Load {  // bf16 -> f32: the bits << 16; bytes at any alignment
+  const std::byte* p;
+  VF operator()(std::int64_t i) const {
+    const hn::Rebind<std::uint16_t, DF> d16;
+    const hn::Repartition<std::uint8_t, decltype(d16)> d8;
+    const auto h =
+        hn::BitCast(d16, hn::LoadU(d8, reinterpret_cast<const std::uint8_t*>(p + 2 * i)));
+    return hn::BitCast(DF(), hn::ShiftLeft<16>(hn::PromoteTo(hn::RebindToUnsigned<DF>(), h)));
+  }
+};
+
+/// Codes of kN values, two per byte high nibble first: in a 64-bit lane, code 2k is the low
+/// 32 bits and code 2k+1 the high ones (little-endian lanes on every target here).
+HWY_INLINE void store_packed(VI codes, std::uint8_t* out) {
+  const hn::Repartition<std::uint64_t, DI> d64;
+  const auto v = hn::BitCast(d64, codes);
+  const auto p = hn::Or(hn::And(hn::ShiftLeft<4>(v), hn::Set(d64, 0xF0)), hn::ShiftRight<32>(v));
+  const hn::Rebind<std::uint8_t, decltype(d64)> d8;
+  hn::StoreU(hn::TruncateTo(d8, p), d8, out);
+}
+
+/// The count of midpoints strictly below v by a 4-step binary search (mids sorted, mids[15] =
+/// +inf): the same count as comparing against all 15.
+HWY_INLINE VI code_of(VF v, const SearchTables& t) {
+  const DI di;
+  const auto add_if = [&](VI c, VF mid, int step) {
+    return hn::Add(c, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(v, mid)), hn::Set(di, step)));
+  };
+  VI c = add_if(hn::Zero(di), t.mid7, 8);
+  c = add_if(c, t.step2.lookup(hn::ShiftRight<3>(c)), 4);
+  c = add_if(c, t.step3.lookup(hn::ShiftRight<2>(c)), 2);
+  return add_if(c, t.step4.lookup(hn::ShiftRight<1>(c)), 1);
+}
+
+/// One block's float lane sums, element i in lane i % 16 (kParts vectors of kN lanes).
+struct BlockSums {
+  VF se[kParts], sx[kParts], mx[kParts];
+  BlockSums() {
+    for (std::size_t k = 0; k < kParts; ++k)
+      se[k] = sx[k] = mx[k] = hn::Zero(DF());
+  }
+};
+
+/// The codebook's tables, built once per kernel call, and the whole groups of 16 of one block.
+struct Encoder {
+  SearchTables search;
+  Table<16> levels;
+  explicit Encoder(const Book16& book) : search(book.mids), levels(book.levels) {}
+
+  template <bool kErr, class Load>
+  HWY_INLINE void groups(Load load, std::int64_t n16, float inv, float s, std::uint8_t* out,
+                         BlockSums& sums) const {
+    const DF df;
+    const VF vinv = hn::Set(df, inv), vs = hn::Set(df, s);
+    for (std::int64_t i = 0; i < n16; i += 16) {
+      for (std::size_t k = 0; k < kParts; ++k) {
+        const std::int64_t at = i + std::int64_t(k * kN);
+        const VF x = load(at);
+        const VI c = code_of(hn::Mul(x, vinv), search);
+        store_packed(c, out + at / 2);
+        if constexpr (kErr) {
+          const VF e = hn::Sub(x, hn::Mul(levels.lookup(c), vs));
+          sums.se[k] = hn::MulAdd(e, e, sums.se[k]);
+          sums.sx[k] = hn::MulAdd(x, x, sums.sx[k]);
+          sums.mx[k] = hn::Max(sums.mx[k], hn::Abs(e));
+        }
+      }
+    }
+  }
+};
+
+template <class Load>
+std::int64_t encode_groups(const Book16& book, Load load, std::int64_t n, float inv, float s,
+                           std::uint8_t* out, RunSums* sums) {
+  const DF df;
+  const Encoder enc(book);
+  const std::int64_t n16 = n / 16 * 16;
+  BlockSums b;
+  if (!sums) {
+    enc.groups<false>(load, n16, inv, s, out, b);
+    return n16;
+  }
+  enc.groups<true>(load, n16, inv, s, out, b);
+  float m[16];
+  for (std::size_t k = 0; k < kParts; ++k) {
+    hn::StoreU(b.se[k], df, sums->se + k * kN);
+    hn::StoreU(b.sx[k], df, sums->sx + k * kN);
+    hn::StoreU(b.mx[k], df, m + k * kN);
+  }
+  sums->max_abs = *std::max_element(m, m + 16);
+  return n16;
+}
+
+/// `count` blocks of `block` values (a multiple of 16), each folded into `err` as one call of
+/// encode_groups would be: its float lane sums widened to double and added lane by lane.
+template <class Load>
+void encode_blocks(const Book16& book, Load load, std::int64_t count, std::int64_t block,
+                   const float* inv, const float* s, std::uint8_t* out, LaneSums* err) {
+  const DF df;
+  const Encoder enc(book);
+  if (!err) {
+    BlockSums unused;
+    for (std::int64_t b = 0; b < count; ++b)
+      enc.groups<false>([&](std::int64_t i) { return load(b * block + i); }, block, inv[b], 0.0f,
+                        out + b * block / 2, unused);
+    return;
+  }
+  const hn::Repartition<double, DF> dd;  // kN / 2 lanes
+  const hn::Half<DF> dh;
+  constexpr std::size_t kHalf = kN / 2;
+  hn::Vec<decltype(dd)> se[2 * kParts], sx[2 * kParts];
+  for (std::size_t j = 0; j < 2 * kParts; ++j) {
+    se[j] = hn::LoadU(dd, err->se + j * kHalf);
+    sx[j] = hn::LoadU(dd, err->sx + j * kHalf);
+  }
+  VF mx = hn::Zero(df);
+  for (std::int64_t b = 0; b < count; ++b) {
+    BlockSums r;
+    enc.groups<true>([&](std::int64_t i) { return load(b * block + i); }, block, inv[b], s[b],
+                     out + b * block / 2, r);
+    for (std::size_t k = 0; k < kParts; ++k) {
+      se[2 * k] = hn::Add(se[2 * k], hn::PromoteTo(dd, hn::LowerHalf(dh, r.se[k])));
+      se[2 * k + 1] = hn::Add(se[2 * k + 1], hn::PromoteTo(dd, hn::UpperHalf(dh, r.se[k])));
+      sx[2 * k] = hn::Add(sx[2 * k], hn::PromoteTo(dd, hn::LowerHalf(dh, r.sx[k])));
+      sx[2 * k + 1] = hn::Add(sx[2 * k + 1], hn::PromoteTo(dd, hn::UpperHalf(dh, r.sx[k])));
+      mx = hn::Max(mx, r.mx[k]);
+    }
+  }
+  for (std::size_t j = 0; j < 2 * kParts; ++j) {
+    hn::StoreU(se[j], dd, err->se + j * kHalf);
+    hn::StoreU(sx[j], dd, err->sx + j * kHalf);
+  }
+  // The max of the blocks' maxima, in any order (float to double is exact and monotone).
+  err->max_abs = std::max(err->max_abs, double(hn::GetLane(hn::MaxOfLanes(df, mx))));
+}
+
+std::int64_t EncodeF32(const Book16& book, const float* x, std::int64_t n, float inv, float s,
+                       std::uint8_t* out, RunSums* sums) {
+  return encode_groups(book, F32Load{x}, n, inv, s, out, sums);
+}
+
+std::int64_t EncodeBf16(const Book16& book, const std::byte* x, std::int64_t n, float inv, float s,
+                        std::uint8_t* out, RunSums* sums) {
+  return encode_groups(book, Bf16Load{x}, n, inv, s, out, sums);
+}
+
+void EncodeBlocksF32(const Book16& book, const float* x, std::int64_t count, std::int64_t block,
+                     const float* inv, const float* s, std::uint8_t* out, LaneSums* err) {
+  encode_blocks(book, F32Load{x}, count, block, inv, s, out, err);
+}
+
+void EncodeBlocksBf16(const Book16& book, const std::byte* x, std::int64_t count,
+                      std::int64_t block, const float* inv, const float* s, std::uint8_t* out,
+                      LaneSums* err) {
+  encode_blocks(book, Bf16Load{x}, count, block, inv, s, out, err);
+}
+
+void Bf16Absmax(const std::byte* x, std::int64_t n, std::int64_t block, float* out) {
+  const hn::ScalableTag<std::uint16_t> d16;
+  const hn::Repartition<std::uint8_t, decltype(d16)> d8;
+  const auto n16 = static_cast<std::int64_t>(hn::Lanes(d16));
+  const auto magnitude = hn::Set(d16, std::uint16_t{0x7FFF});
+  for (std::int64_t lo = 0, b = 0; lo < n; lo += block, ++b) {
+    const std::int64_t cnt = std::min(block, n - lo);
+    auto acc = hn::Zero(d16);
+    std::int64_t i = 0;
+    for (; i + n16 <= cnt; i += n16) {
+      const auto* p = reinterpret_cast<const std::uint8_t*>(x + 2 * (lo + i));
+      acc = hn::Max(acc, hn::And(hn::BitCast(d16, hn::LoadU(d8, p)), magnitude));
+    }
+    std::uint16_t top = hn::GetLane(hn::MaxOfLanes(d16, acc));
+    for (; i < cnt; ++i) {
+      std::uint16_t h;
+      std::memcpy(&h, x + 2 * (lo + i), 2);
+      top = std::max<std::uint16_t>(top, h & 0x7FFF);
+    }
+    const std::uint32_t bits = std::uint32_t{top} << 16;
+    std::memcpy(out + b, &bits, 4);
+  }
+}
+
+void CountBelow(const float* run_last, const float* padded, const float* x, std::size_t n,
+                std::uint8_t* codes) {
+  const DF df;
+  const Table<16> last(run_last);
+  for (std::size_t i = 0; i < n; ++i) {
+    const VF v = hn::Set(df, x[i]);
+    std::size_t runs = 0, below = 0;
+    for (std::size_t k = 0; k < kParts; ++k)
+      runs += hn::CountTrue(df, hn::Lt(last.part[k], v));  // kParts vectors of 16 floats
+    for (std::size_t k = 0; k < kParts; ++k)
+      below += hn::CountTrue(df, hn::Lt(hn::LoadU(df, padded + 16 * runs + k * kN), v));
+    codes[i] = static_cast<std::uint8_t>(16 * runs + below);
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace ckpt::quant::simd
+HWY_AFTER_NAMESPACE();
+#endif  // a SimdPath target
+
+#if HWY_ONCE
+namespace ckpt::quant::simd {
+
+#define CKPT_SIMD_KERNELS(NS)                                                                      \
+  static constexpr Kernels k {                                                                     \
+    &NS::EncodeF32, &NS::EncodeBf16, &NS::EncodeBlocksF32, &NS::EncodeBlocksBf16, &NS::Bf16Absmax, \
+        &NS::CountBelow                                                                            \
+  }
+
+const Kernels* kernels_for(SimdPath path) {
+  switch (path) {
+#if (HWY_TARGETS & HWY_AVX2) && HWY_ARCH_X86_64
+    case SimdPath::Avx2: {
+      CKPT_SIMD_KERNELS(N_AVX2);
+      return &k;
+    }
+#endif
+#if (HWY_TARGETS & HWY_AVX3) && HWY_ARCH_X86_64
+    case SimdPath::Avx512: {
+      CKPT_SIMD_KERNELS(N_AVX3);
+      return &k;
+    }
+#endif
+#if (HWY_TARGETS & HWY_NEON) && HWY_ARCH_ARM_A64
+    case SimdPath::Neon: {
+      CKPT_SIMD_KERNELS(N_NEON);
+      return &k;
+    }
+#endif
+    default:
+      return nullptr;
+  }
+}
+
+#undef CKPT_SIMD_KERNELS
+
+}  // namespace ckpt::quant::simd
+#endif  // HWY_ONCE
