@@ -45,7 +45,14 @@ bool is_float(DType t);
 inline float bf16_to_f32(std::uint16_t h) {
   return std::bit_cast<float>(std::uint32_t{h} << 16);
 }
-std::uint16_t f32_to_bf16(float f);
+/// Inline too: merge and the quantizers call it per value.
+inline std::uint16_t f32_to_bf16(float f) {
+  std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x0040u);
+  // Round to nearest even: add 0x7fff plus the lowest kept bit; overflow carries into the exponent.
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
+}
 float f16_to_f32(std::uint16_t h);
 std::uint16_t f32_to_f16(float f);
 
