@@ -67,10 +67,15 @@ void product_t(const ConstRowMap& a, const MatF& x, MatF& z, const ParallelFor& 
 // Rows (columns) per panel inside a fixed block of a fused Gram pass: the panel is read twice, by
 // the product with the small basis and by the transposed product, and should still be in cache
 // the second time; larger panels amortize the read-modify-write of the block's n × l partial sum
-// (its traffic over the panel's is 2l / rows).
-std::int64_t gram_panel(std::int64_t other_dim) {
-  constexpr std::int64_t kPanelBytes = 2 * 1024 * 1024;
-  return std::clamp<std::int64_t>(kPanelBytes / (std::max<std::int64_t>(other_dim, 1) * 4), 16,
+// (its traffic over the panel's is 2l / rows). Row panels (contiguous) of 1 MiB stay in a
+// per-core L2 (Zen 4, most Intel cores): 52-53 GFLOP/s on 4096×4096 and 11008×4096 against
+// 47-48 at 2 MiB (docs/bench-svd-init.md); column panels (strided rows) measured the same at
+// 2, 4 and 8 MiB. Fixed sizes, not the running CPU's, so the sums' order is the same everywhere.
+constexpr std::int64_t kRowPanelBytes = 1024 * 1024;
+constexpr std::int64_t kColPanelBytes = 2 * 1024 * 1024;
+
+std::int64_t gram_panel(std::int64_t other_dim, std::int64_t panel_bytes) {
+  return std::clamp<std::int64_t>(panel_bytes / (std::max<std::int64_t>(other_dim, 1) * 4), 16,
                                   kRowBlock);
 }
 
@@ -85,7 +90,7 @@ void sum_partials(std::vector<MatF>& partial, MatF& out) {
 // G_b += A_pᵀ·Y_p. A is streamed from memory once for two products (products with a skinny Z are
 // memory-bound, so this halves their cost). Each fixed row block b accumulates its own G_b.
 void gram_rows(const ConstRowMap& a, const MatF& z, MatF& g, const ParallelFor& parallel) {
-  const std::int64_t n = a.cols(), l = z.cols(), panel = gram_panel(n);
+  const std::int64_t n = a.cols(), l = z.cols(), panel = gram_panel(n, kRowPanelBytes);
   std::vector<MatF> partial(static_cast<std::size_t>((a.rows() + kRowBlock - 1) / kRowBlock));
   for_blocks(a.rows(), parallel, [&](std::int64_t r0, std::int64_t len) {
     MatF& gb = partial[static_cast<std::size_t>(r0 / kRowBlock)];
@@ -103,7 +108,7 @@ void gram_rows(const ConstRowMap& a, const MatF& z, MatF& g, const ParallelFor& 
 // Wide A (m < n): Y = A·(Aᵀ·Q) (m×l) in one pass over A by column panels A_c (strided rows of the
 // row-major buffer): T_c = A_cᵀ·Q, Y_b += A_c·T_c, per fixed block of 512 columns.
 void gram_cols(const ConstRowMap& a, const MatF& q, MatF& y, const ParallelFor& parallel) {
-  const std::int64_t m = a.rows(), l = q.cols(), panel = gram_panel(m);
+  const std::int64_t m = a.rows(), l = q.cols(), panel = gram_panel(m, kColPanelBytes);
   std::vector<MatF> partial(static_cast<std::size_t>((a.cols() + kRowBlock - 1) / kRowBlock));
   for_blocks(a.cols(), parallel, [&](std::int64_t c0, std::int64_t len) {
     MatF& yb = partial[static_cast<std::size_t>(c0 / kRowBlock)];
