@@ -408,16 +408,15 @@ QuantizedTensor quantize_source(const Source& x, const QuantSpec& spec, ErrorSta
                       err ? recon.data() + at : nullptr, out, err ? &sums : nullptr);
       b = e;
       continue;
-    } else {
-      const float* xb = x.block(b * B, cnt, scratch.data());
-      if (fp4)  // bnb's scale 0 gives 0 * inf = NaN, which its tree codes as 0 (+0.0), as here
-        encode_fp4(xb, static_cast<std::size_t>(cnt), scale == 0.0f ? 0.0f : 1.0f / scale,
-                   codes.data(), err ? y.data() : nullptr);
-      else
-        encode_block(cb, xb, cnt, scale, codes.data(), err ? y.data() : nullptr);
-      pack_into(codes.data(), cnt, bits, out);
-      if (err) sums.add(xb, y.data(), s, cnt);
     }
+    const float* xb = x.block(b * B, cnt, scratch.data());
+    if (fp4)  // bnb's scale 0 gives 0 * inf = NaN, which its tree codes as 0 (+0.0), as here
+      encode_fp4(xb, static_cast<std::size_t>(cnt), scale == 0.0f ? 0.0f : 1.0f / scale,
+                 codes.data(), err ? y.data() : nullptr);
+    else
+      encode_block(cb, xb, cnt, scale, codes.data(), err ? y.data() : nullptr);
+    pack_into(codes.data(), cnt, bits, out);
+    if (err) sums.add(xb, y.data(), s, cnt);
     ++b;
   }
   const double se = sums.sum_se(), sx = sums.sum_sx(), mx = sums.max_abs;
