@@ -15,9 +15,9 @@ import cktest
 C = cktest.Checks()
 
 
-def ck(*args, cwd=None):
+def ck(*args, cwd=None, env=None):
     return subprocess.run([os.path.abspath(cktest.BIN), *args], capture_output=True, text=True,
-                          cwd=cwd)
+                          cwd=cwd, env=env)
 
 
 def one_error(p, code, needle, what):
@@ -36,7 +36,14 @@ def main():
     C(p.returncode == 0 and "--rank" in p.stdout and "Usage" in p.stdout,
       f"help svd-init prints svd-init's help (exit {p.returncode}, {len(p.stdout)} chars)")
     p = ck("-V")
-    C(p.returncode == 0 and p.stdout.startswith("ckptkit "), f"-V: {p.stdout.strip()!r}")
+    C(p.returncode == 0 and p.stdout.startswith("ckptkit ") and "simd: " in p.stdout
+      and "available: scalar" in p.stdout, f"-V: {p.stdout.strip()!r}")
+    # CKPTKIT_SIMD: pins the kernels' path; a word it does not know is a usage error before any work.
+    scalar = ck("-V", env=dict(os.environ, CKPTKIT_SIMD="scalar"))
+    C(scalar.returncode == 0 and "simd: scalar (" in scalar.stdout, f"CKPTKIT_SIMD=scalar -V: {scalar.stdout!r}")
+    bad_env = dict(os.environ, CKPTKIT_SIMD="avx1024")
+    one_error(ck("inspect", sample, env=bad_env), 2, "CKPTKIT_SIMD=avx1024: not a SIMD path",
+              "CKPTKIT_SIMD=avx1024")
     one_error(ck("svd-init", sample, "-o", "x", "--ranks", "8"), 2,
               "unknown flag '--ranks' for 'svd-init' (did you mean '--rank'?)", "--ranks")
     one_error(ck("quantize", sample, "-o", "x", "--shceme=nf4"), 2,
