@@ -23,7 +23,6 @@ std::vector<std::string> stream_checkpoint(const StreamJob& job,
                                            WriterOptions options, const ExecOptions& exec,
                                            const std::string& progress_label) {
   const Checkpoint& in = *job.input;
-  std::filesystem::create_directories(out_dir);  // a part of the output root (output_layout)
   const auto& tensors = in.tensors();
   std::vector<TensorPlan> plans;
   plans.reserve(tensors.size());

@@ -107,6 +107,12 @@ void OutputDir::move_into_place() {
   if (!old.empty()) fs::remove_all(old, ec);
 }
 
+fs::path OutputDir::part(const std::string& name) const {
+  const fs::path dir = tmp_ / name;
+  fs::create_directories(dir);
+  return dir;
+}
+
 bool is_model_companion(const std::string& name) {
   static const char* const exact[] = {"config.json",
                                       "generation_config.json",

@@ -29,6 +29,9 @@ class OutputDir {
 
   /// Where to write now (the temporary directory).
   const std::filesystem::path& path() const { return tmp_; }
+  /// The part `name` of the output (adapter/, residual/, quantized/, model/: io/output_layout),
+  /// created: where a command writes that part now.
+  std::filesystem::path part(const std::string& name) const;
   const std::filesystem::path& final_path() const { return final_; }
   /// Moves the finished directory into place (replacing an existing one when forced).
   void commit();

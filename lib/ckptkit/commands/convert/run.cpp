@@ -51,7 +51,7 @@ Json run_convert(const ConvertOptions& options) {
   };
   WriterOptions w = writer_options(options.common, in.metadata());
   w.write_metadata = in.shards().front().header.has_metadata;
-  const std::filesystem::path model_dir = out.path() / kModelPart;
+  const std::filesystem::path model_dir = out.part(kModelPart);
   const auto files = stream_checkpoint(job, model_dir, w, options.common.exec, "convert");
   copy_files(in.extra_files(), model_dir);
   for (const auto& t : in.tensors())

@@ -462,10 +462,8 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
   if (o.fisher) inputs.push_back(*o.fisher);
   if (o.imatrix) inputs.push_back(*o.imatrix);
   OutputDir out(o.common.output, o.common.force, inputs, o.common.report_path);
-  const fs::path adapter_dir = out.path() / kAdapterPart;
-  const fs::path quant_dir = out.path() / kQuantizedPart;
-  fs::create_directories(adapter_dir);
-  fs::create_directories(quant_dir);
+  const fs::path adapter_dir = out.part(kAdapterPart);
+  const fs::path quant_dir = out.part(kQuantizedPart);
   const double alpha = o.alpha.value_or(16.0);
   const double scaling = o.rank > 0 ? alpha / o.rank : 1.0;
 

@@ -223,9 +223,7 @@ Json commit_converted_lora(std::vector<ConvertedModule>& done, const LoraConfig&
     modules.push_back(std::move(c.module));
   }
   // The same layout as every adapter-writing command: OUT/adapter/ beside OUT/report.json.
-  const fs::path adapter_dir = out.path() / kAdapterPart;
-  fs::create_directories(adapter_dir);
-  write_lora_adapter(adapter_dir, cfg, modules, o.adapter_dtype);
+  write_lora_adapter(out.part(kAdapterPart), cfg, modules, o.adapter_dtype);
   report.totals() = {{"modules", modules.size()},
                      {"r", cfg.r},
                      {"lora_alpha", cfg.lora_alpha},

@@ -314,10 +314,8 @@ Json run_mpo_init(const MpoInitOptions& o) {
   const std::vector<Target> targets = plan_targets(o, in, selection);
 
   OutputDir out(o.common.output, o.common.force, {o.input}, o.common.report_path);
-  const fs::path adapter_dir = out.path() / kAdapterPart;
-  const fs::path residual_dir = out.path() / kResidualPart;
-  fs::create_directories(adapter_dir);
-  fs::create_directories(residual_dir);
+  const fs::path adapter_dir = out.part(kAdapterPart);
+  const fs::path residual_dir = out.part(kResidualPart);
 
   const TensorDecomposer work{o, in, quantized};
 

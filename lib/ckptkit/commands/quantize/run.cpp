@@ -105,8 +105,7 @@ Json run_lossless(const QuantizeOptions& o, const Checkpoint& in, OutputDir& out
                        {"codec", "byteplanes+zstd"},
                        {"zstd_level", o.zstd_level},
                        {"chunk_elems", LosslessOptions{}.chunk_elems}};
-  const fs::path model_dir = out.path() / kQuantizedPart;
-  fs::create_directories(model_dir);
+  const fs::path model_dir = out.part(kQuantizedPart);
   LosslessArchiveWriter writer(model_dir, in.metadata(), in.shards().front().header.has_metadata,
                                o.common.max_shard_size);
   LosslessOptions lo;
@@ -265,7 +264,7 @@ Json run_quant(const QuantizeOptions& o) {
   WriterOptions w = writer_options(o.common, in.metadata());
   w.write_metadata = true;
   if (w.metadata.empty()) w.metadata = {{"format", "pt"}};
-  const fs::path model_dir = out.path() / kQuantizedPart;
+  const fs::path model_dir = out.part(kQuantizedPart);
   const auto files = stream_checkpoint(job, model_dir, w, o.common.exec, "quantize");
   write_config(in, model_dir, [&](nlohmann::json& c) {
     if (r.layout == Layout::Ckptkit) {
@@ -344,7 +343,7 @@ Json run_dequant(const QuantizeOptions& o) {
   WriterOptions w = writer_options(o.common, in.metadata());
   w.write_metadata = in.shards().front().header.has_metadata;
   if (is_lossless_archive(in.shards().front().header)) w.write_metadata = !in.metadata().empty();
-  const fs::path model_dir = out.path() / kModelPart;
+  const fs::path model_dir = out.part(kModelPart);
   const auto files = stream_checkpoint(job, model_dir, w, o.common.exec, "dequantize");
   write_config(in, model_dir, [](nlohmann::json& c) {
     c.erase("quantization_config");

@@ -339,8 +339,7 @@ Json run_svd_init(const SvdInitOptions& o) {
   std::vector<fs::path> inputs{o.input};
   if (o.base) inputs.push_back(*o.base);
   OutputDir out(o.common.output, o.common.force, inputs, o.common.report_path);
-  const fs::path adapter_dir = out.path() / kAdapterPart;
-  fs::create_directories(adapter_dir);
+  const fs::path adapter_dir = out.part(kAdapterPart);
 
   SvdInitParams params;
   params.method = method;
@@ -377,8 +376,7 @@ Json run_svd_init(const SvdInitOptions& o) {
 
   std::vector<std::string> residual_files;
   if (!extract) {
-    const fs::path residual_dir = out.path() / kResidualPart;
-    fs::create_directories(residual_dir);
+    const fs::path residual_dir = out.part(kResidualPart);
     const StreamJob job = targets_job(
         in, targets,
         [&](const Target& tg) {
