@@ -13,7 +13,8 @@ void setup_merge(CLI::App& app, Run& run) {
   struct Flags {
     std::vector<std::string> inputs;
     std::vector<double> weights;
-    std::string dtype, base_model;
+    std::string dtype, base_model, original;
+    QuantFormatFlags requantize;
     bool to_lora = false;
     int rank = 0;
     CommonFlags common;
@@ -40,6 +41,12 @@ void setup_merge(CLI::App& app, Run& run) {
   cmd->add_option("--base-model-id,--base-model", f->base_model,
                   "With --to-lora: base_model_name_or_path to write (default: the trained "
                   "adapter's)");
+  add_quant_format_flags(cmd, f->requantize, "--requantize",
+                         "Quantized base: quantize each merged weight again (nf4, fp4, int8, ...; "
+                         "the others stay as stored) and report how much of each update survives");
+  cmd->add_option("--original", f->original,
+                  "With --requantize: the full-precision checkpoint the quantized base came from "
+                  "(reports the error against merging into it)");
   add_common_flags(cmd, f->common, kWriterFlags | kModulePrefixFlag);
   cmd->footer(
       "Examples:\n"
@@ -47,11 +54,12 @@ void setup_merge(CLI::App& app, Run& run) {
       "  ckptkit merge ./llama ./lora-a ./lora-b --weights 1,0.5 -o ./llama-ab --dtype bf16\n"
       "  ckptkit merge ./llama-pissa -o ./llama-back          (svd-init output: residual + "
       "adapter)\n"
+      "  ckptkit merge ./llama-nf4 ./qlora -o ./merged-nf4 --requantize nf4 --original ./llama\n"
       "  ckptkit merge --to-lora ./llama-pissa/adapter ./trained-pissa -o ./plain-lora --rank 16\n"
       "  ckptkit merge --to-lora ./llama ./my-dora -o ./plain-lora --rank 32");
   cmd->callback([f, cmd, &run] {
     const bool rank_given = cmd->count("--rank") > 0;
-    run = [f, rank_given] {
+    run = [f, cmd, rank_given] {
       const CommonOptions common = to_common(f->common, argv_store());
       std::optional<DType> dtype;
       if (!f->dtype.empty()) dtype = parse_float_flag("--dtype", f->dtype);
@@ -60,6 +68,8 @@ void setup_merge(CLI::App& app, Run& run) {
           fail(ErrorKind::Usage,
                "--to-lora takes exactly two adapters: INIT_ADAPTER TRAINED_ADAPTER");
         if (!f->weights.empty()) fail(ErrorKind::Usage, "--weights does not apply to --to-lora");
+        if (!f->requantize.scheme.empty() || !f->original.empty())
+          fail(ErrorKind::Usage, "--requantize and --original do not apply to --to-lora");
         ToLoraOptions o;
         o.init_adapter = f->inputs[0];
         o.trained_adapter = f->inputs[1];
@@ -80,6 +90,9 @@ void setup_merge(CLI::App& app, Run& run) {
         o.adapters.push_back(f->inputs[i]);
       o.weights = f->weights;
       o.dtype = dtype;
+      o.requantize = requested_quant_format(cmd, f->requantize, "--requantize");
+      if (cmd->count("--compute-dtype")) o.compute_dtype = f->requantize.compute_dtype;
+      if (!f->original.empty()) o.original = f->original;
       o.common = common;
       const Json j = run_merge(o);
       print_result(f->common, j, merge_summary(j, o.common.output.string()));

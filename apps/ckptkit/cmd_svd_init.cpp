@@ -12,6 +12,8 @@ void setup_svd_init(CLI::App& app, Run& run) {
   struct Flags {
     std::string input, base, method = "pissa", svd = "auto", adapter_dtype = "f32";
     int rank = 16, niter = 4, oversample = 10, max_rank = 0;
+    QuantFormatFlags quant;
+    bool no_quant_compare = false;
     double alpha = 0, energy = 0;
     bool rslora = false;
     CommonFlags common;
@@ -38,6 +40,12 @@ void setup_svd_init(CLI::App& app, Run& run) {
                   "Rank cap for --energy with --svd randomized (default 256)");
   cmd->add_option("--base", f->base,
                   "Extraction: decompose CKPT - BASE into a LoRA for the untouched BASE");
+  add_quant_format_flags(cmd, f->quant, "--quantize-residual",
+                         "QPiSSA: quantize the residual (nf4, fp4, nf3, int8, ...; bitsandbytes "
+                         "layout where bnb can store it)");
+  cmd->add_flag("--no-quant-compare", f->no_quant_compare,
+                "With --quantize-residual: skip measuring plain Q(W) (QLoRA) and LoftQ's order "
+                "(saves one quantization and one SVD per layer)");
   add_adapter_dtype_flag(cmd, f->adapter_dtype, "Adapter tensor dtype");
   add_common_flags(cmd, f->common,
                    kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags | kSeedFlag |
@@ -46,12 +54,15 @@ void setup_svd_init(CLI::App& app, Run& run) {
       "Examples:\n"
       "  ckptkit svd-init ./llama -o ./llama-pissa --rank 16 --target q_proj,v_proj\n"
       "  ckptkit svd-init ./llama -o ./llama-sorsa --rank 64 --method sorsa --svd exact\n"
-      "  ckptkit svd-init ./llama-ft --base ./llama -o ./extracted --energy 0.9");
+      "  ckptkit svd-init ./llama-ft --base ./llama -o ./extracted --energy 0.9\n"
+      "  ckptkit svd-init ./llama -o ./llama-qpissa --rank 64 --quantize-residual nf4\n"
+      "  ckptkit svd-init ./llama-nf4 -o ./llama-nf4-pissa --rank 16   (a quantized input: the "
+      "residual keeps its format)");
   cmd->callback([f, cmd, &run] {
     const bool rank_given = cmd->count("--rank") > 0;
     const bool alpha_given = cmd->count("--alpha") > 0;
     const bool energy_given = cmd->count("--energy") > 0;
-    run = [f, rank_given, alpha_given, energy_given] {
+    run = [f, cmd, rank_given, alpha_given, energy_given] {
       SvdInitOptions o;
       o.input = f->input;
       o.common = to_common(f->common, argv_store());
@@ -72,6 +83,11 @@ void setup_svd_init(CLI::App& app, Run& run) {
       }
       o.max_rank = f->max_rank;
       o.adapter_dtype = parse_float_flag("--adapter-dtype", f->adapter_dtype);
+      o.quantize_residual = requested_quant_format(cmd, f->quant, "--quantize-residual");
+      if (!o.quantize_residual && f->no_quant_compare)
+        fail(ErrorKind::Usage, "--no-quant-compare goes with --quantize-residual");
+      o.compute_dtype = f->quant.compute_dtype;
+      o.compare_quantization = !f->no_quant_compare;
       const Json j = run_svd_init(o);
       print_result(f->common, j, svd_init_summary(j, o.common.output.string()));
       return 0;

@@ -77,6 +77,25 @@ void add_randomized_svd_flags(CLI::App* cmd, int& niter, int& oversample) {
   cmd->add_option("--oversample", oversample, "Randomized SVD extra sketch columns (default 10)");
 }
 
+void add_quant_format_flags(CLI::App* cmd, QuantFormatFlags& q, const std::string& scheme_flag,
+                            const std::string& help) {
+  cmd->add_option(scheme_flag, q.scheme, help)->transform(lower_scheme);
+  add_quant_detail_flags(cmd, q, "bnb");
+}
+
+std::optional<QuantFormatRequest> requested_quant_format(const CLI::App* cmd,
+                                                         const QuantFormatFlags& q,
+                                                         const std::string& scheme_flag) {
+  if (q.scheme.empty()) {
+    for (const char* flag : {"--block", "--double-quant", "--lq-scale-bits", "--lq-group",
+                             "--lq-scale-dtype", "--layout", "--compute-dtype"})
+      if (cmd->count(flag)) fail(ErrorKind::Usage, std::string(flag) + " goes with " + scheme_flag);
+    return std::nullopt;
+  }
+  return QuantFormatRequest{q.scheme,   q.block,          q.double_quant, q.lq_bits,
+                            q.lq_group, q.lq_scale_dtype, q.layout};
+}
+
 void add_adapter_dtype_flag(CLI::App* cmd, std::string& dtype, const std::string& what) {
   cmd->add_option("--adapter-dtype", dtype, what + ": f32 (default), bf16, f16");
 }

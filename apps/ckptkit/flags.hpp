@@ -5,11 +5,13 @@
 #include <CLI/CLI.hpp>
 #include <cctype>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "ckptkit/core/dtype.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/engine/options.hpp"
+#include "ckptkit/formats/quant_format.hpp"
 #include "ckptkit/report/report.hpp"
 
 namespace ckpt::cli {
@@ -50,17 +52,11 @@ struct CommonFlags {
 
 /// Adds the output and execution flags and the `groups` (FlagGroup bits) to `cmd`.
 void add_common_flags(CLI::App* cmd, CommonFlags& f, unsigned groups);
-/// The quantizer flags quantize and lq-decompose share (--scheme, --block, --double-quant, the LQ
-/// double-quant parameters, --layout, --compute-dtype), bound to the same-named fields of either
-/// command's options. `schemes` and `dq_default` are that command's scheme list and default.
+/// The flags that detail a quantizer (--block, --double-quant, the LQ double-quant parameters,
+/// --layout, --compute-dtype), bound to the same-named fields of `o`; `dq_default` is the
+/// command's default double quantization.
 template <class Options>
-void add_quant_flags(CLI::App* cmd, Options& o, const std::string& schemes,
-                     const std::string& dq_default) {
-  cmd->add_option("--scheme", o.scheme, schemes)->transform([](std::string s) {
-    for (char& c : s)
-      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;  // NF4 as the papers write it is nf4
-  });
+void add_quant_detail_flags(CLI::App* cmd, Options& o, const std::string& dq_default) {
   cmd->add_option("--block", o.block,
                   "Block size B0, a power of two in 16..4096 (default 64; int8 without --block "
                   "is bitsandbytes row-wise)");
@@ -82,6 +78,42 @@ void add_quant_flags(CLI::App* cmd, Options& o, const std::string& schemes,
   cmd->add_option("--compute-dtype", o.compute_dtype,
                   "bnb_4bit_compute_dtype written to quantization_config (default bfloat16)");
 }
+
+/// A scheme as the papers write it (NF4) is the flag's value (nf4).
+inline std::string lower_scheme(std::string s) {
+  for (char& c : s)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+/// The quantizer flags quantize and lq-decompose share: --scheme and add_quant_detail_flags.
+/// `schemes` and `dq_default` are that command's scheme list and default.
+template <class Options>
+void add_quant_flags(CLI::App* cmd, Options& o, const std::string& schemes,
+                     const std::string& dq_default) {
+  cmd->add_option("--scheme", o.scheme, schemes)->transform(lower_scheme);
+  add_quant_detail_flags(cmd, o, dq_default);
+}
+
+/// A quantization format named by one flag that takes the scheme (svd-init --quantize-residual,
+/// merge --requantize) and the detail flags.
+struct QuantFormatFlags {
+  std::string scheme;  // empty: the flag was not given
+  int block = 0;
+  std::string double_quant;
+  int lq_bits = 8, lq_group = 256;
+  std::string lq_scale_dtype = "fp32", layout = "auto", compute_dtype = "bfloat16";
+};
+
+/// Adds `scheme_flag` (described by `help`) and the detail flags, bound to `q`.
+void add_quant_format_flags(CLI::App* cmd, QuantFormatFlags& q, const std::string& scheme_flag,
+                            const std::string& help);
+
+/// The format `q` requests, or nullopt without `scheme_flag`; a detail flag given without it is
+/// Error(Usage).
+std::optional<QuantFormatRequest> requested_quant_format(const CLI::App* cmd,
+                                                         const QuantFormatFlags& q,
+                                                         const std::string& scheme_flag);
 
 /// --niter and --oversample of the randomized SVD (svd-init, lq-decompose).
 void add_randomized_svd_flags(CLI::App* cmd, int& niter, int& oversample);

@@ -235,3 +235,113 @@ def strip_timing(j):
     if isinstance(j, list):
         return [strip_timing(v) for v in j]
     return j
+
+
+# Independent readers of the quantized layouts (docs/formats-quant.md): bitsandbytes 4-bit
+# (NF4/FP4 with its dynamic-map double quantization), bitsandbytes row-wise int8 and ckptkit's own.
+# `t` maps tensor names to arrays as stored; each returns (float32 values in the weight's shape,
+# the quant_state).
+
+def unpack_msb(packed, bits, n):
+    bitarr = np.unpackbits(packed.reshape(-1))[: n * bits].reshape(n, bits)
+    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.uint8)
+    return (bitarr * weights).sum(axis=1).astype(np.int64)
+
+
+def bnb4_dequant(t, base):
+    """A bitsandbytes Params4bit weight `base` (nf4 or fp4)."""
+    key = next(base + ".quant_state.bitsandbytes__" + k for k in ("nf4", "fp4")
+               if base + ".quant_state.bitsandbytes__" + k in t)
+    state = json.loads(bytes(t[key]).decode("utf-8"))
+    assert key.endswith(state["quant_type"])
+    shape, block = state["shape"], state["blocksize"]
+    n = int(np.prod(shape))
+    packed = t[base].reshape(-1)
+    codes = np.empty(2 * packed.size, dtype=np.int64)
+    codes[0::2] = packed >> 4      # first element in the high nibble
+    codes[1::2] = packed & 0x0F
+    codes = codes[:n]
+    qmap = t[base + ".quant_map"]
+    if "nested_blocksize" in state:
+        dyn = t[base + ".nested_quant_map"]
+        nested = t[base + ".nested_absmax"]
+        q = t[base + ".absmax"].astype(np.int64)
+        nb = np.arange(q.size) // state["nested_blocksize"]
+        absmax = (dyn[q] * nested[nb]).astype(np.float32) + np.float32(state["nested_offset"])
+    else:
+        absmax = t[base + ".absmax"]
+    vals = (qmap[codes] * absmax[np.arange(n) // block]).astype(np.float32)
+    return vals.reshape(shape), state
+
+
+def ckptkit_dequant(t, base):
+    st = json.loads(bytes(t[base + ".quant_state.ckptkit"]).decode("utf-8"))
+    shape, block, bits = st["shape"], st["block"], st["bits"]
+    n = int(np.prod(shape))
+    nb = (n + block - 1) // block
+    codes = unpack_msb(t[base], bits, n)
+    book = t[base + ".codebook"]
+    if st["double_quant"] == "none":
+        scale = t[base + ".qscales"]
+    elif st["double_quant"] == "lq":
+        q = unpack_msb(t[base + ".qscales"], st["lq_scale_bits"], nb).astype(np.float32)
+        s1 = t[base + ".qscales_nested"]
+        if s1.dtype == np.uint16:  # BF16 read raw
+            s1 = (s1.astype(np.uint32) << 16).view(np.float32)
+        s1 = s1.astype(np.float32)[np.arange(nb) // st["lq_group"]]
+        scale = (q * s1) / np.float32(2 ** st["lq_scale_bits"] - 1) + np.float32(st["offset"])
+    else:
+        q = t[base + ".qscales"].astype(np.int64)
+        scale = (t[base + ".qscales_map"][q] * t[base + ".qscales_nested"][np.arange(nb) // st["nested_block"]]
+                 ).astype(np.float32) + np.float32(st["offset"])
+    vals = (book[codes] * scale.astype(np.float32)[np.arange(n) // block]).astype(np.float32)
+    return vals.reshape(shape), st
+
+
+
+def int8_dequant(t, base):
+    """A bitsandbytes Int8Params weight (LLM.int8 row-wise): CB * SCB / 127."""
+    prefix = base[: -len("weight")] if base.endswith("weight") else base
+    cb = t[base].astype(np.float32)
+    scb = t[prefix + "SCB"].astype(np.float32)
+    return (cb * scb[:, None] * np.float32(1.0 / 127.0)).astype(np.float32), {}
+
+
+def dequant_any(t, base):
+    """Whichever layout `base` is stored in."""
+    if any(base + ".quant_state.bitsandbytes__" + k in t for k in ("nf4", "fp4")):
+        return bnb4_dequant(t, base)
+    if base + ".quant_state.ckptkit" in t:
+        return ckptkit_dequant(t, base)
+    return int8_dequant(t, base)
+
+
+# --- PEFT LoRA adapters ----------------------------------------------------------------------------
+def lora_scaling(cfg, mod):
+    """PEFT's scaling of module `mod`: alpha / r (rsLoRA: / sqrt(r)), rank_pattern and
+    alpha_pattern matched as PEFT matches keys (exact or a dotted suffix)."""
+    r, alpha = cfg["r"], cfg.get("lora_alpha", cfg.get("alpha"))
+    for k, v in cfg.get("rank_pattern", {}).items():
+        if mod == k or mod.endswith("." + k):
+            r = v
+            break
+    for k, v in cfg.get("alpha_pattern", {}).items():
+        if mod == k or mod.endswith("." + k):
+            alpha = v
+            break
+    return alpha / (np.sqrt(r) if cfg.get("use_rslora") else r)
+
+
+def read_lora(d):
+    """(adapter_config, module -> (A, B) as float64) of a PEFT LoRA adapter directory or output
+    root."""
+    if os.path.isdir(os.path.join(d, "adapter")):  # an output root (merge --to-lora writes one)
+        d = os.path.join(d, "adapter")
+    ad, _ = read_safetensors(os.path.join(d, "adapter_model.safetensors"))
+    cfg = json.load(open(os.path.join(d, "adapter_config.json")))
+    mods = {}
+    for k in ad:
+        if k.endswith(".lora_A.weight"):
+            m = k[len(PEFT_PREFIX):-len(".lora_A.weight")]
+            mods[m] = (ad[k].astype(np.float64), ad[PEFT_PREFIX + m + ".lora_B.weight"].astype(np.float64))
+    return cfg, mods

@@ -147,6 +147,8 @@ def simd_cases(tmp):
         "quantize nf4, no double quant": ["quantize", SAMPLE, "--scheme", "nf4", "--double-quant", "none",
                                           "--block", "128", *SUBSET],
         "lq-decompose": ["lq-decompose", SAMPLE, "--rank", "4", *SUBSET],
+        "svd-init --quantize-residual nf4": ["svd-init", SAMPLE, "--rank", "4", "--quantize-residual",
+                                             "nf4", *SUBSET],
     }
     for name, args in cases.items():
         runs = {}
@@ -211,6 +213,11 @@ def main():
         pissa = first.get("svd-init pissa")
         if pissa:
             run_case(tmp, "merge", lambda o: ["merge", pissa, "-o", o])
+        qpissa = run_case(tmp, "svd-init --quantize-residual nf4",
+                          lambda o: ["svd-init", SAMPLE, "-o", o, "--rank", "8", "--quantize-residual", "nf4",
+                                     *SUBSET])
+        if qpissa:
+            run_case(tmp, "merge --requantize", lambda o: ["merge", qpissa, "-o", o, "--requantize", "nf4"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"total {time.time() - start:.1f} s")

@@ -29,19 +29,6 @@ def targets_of(w):
             and "embed" not in n and "lm_head" not in n]
 
 
-def scaling(cfg, mod):
-    r, alpha = cfg["r"], cfg.get("lora_alpha", cfg.get("alpha"))
-    for k, v in cfg.get("rank_pattern", {}).items():
-        if mod == k or mod.endswith("." + k):
-            r = v
-            break
-    for k, v in cfg.get("alpha_pattern", {}).items():
-        if mod == k or mod.endswith("." + k):
-            alpha = v
-            break
-    return alpha / (np.sqrt(r) if cfg.get("use_rslora") else r)
-
-
 def write_lora(d, cfg, mods):
     """mods: module -> (A, B) float32 arrays."""
     os.makedirs(d, exist_ok=True)
@@ -52,19 +39,6 @@ def write_lora(d, cfg, mods):
     cktest.write_safetensors(os.path.join(d, "adapter_model.safetensors"), arrays, {"format": "pt"})
     with open(os.path.join(d, "adapter_config.json"), "w") as f:
         json.dump(cfg, f)
-
-
-def read_lora(d):
-    if os.path.isdir(os.path.join(d, "adapter")):  # an output root (merge --to-lora writes one)
-        d = os.path.join(d, "adapter")
-    ad, _ = cktest.read_safetensors(os.path.join(d, "adapter_model.safetensors"))
-    cfg = json.load(open(os.path.join(d, "adapter_config.json")))
-    mods = {}
-    for k in ad:
-        if k.endswith(".lora_A.weight"):
-            m = k[len(PEFT_PREFIX):-len(".lora_A.weight")]
-            mods[m] = (ad[k].astype(np.float64), ad[PEFT_PREFIX + m + ".lora_B.weight"].astype(np.float64))
-    return cfg, mods
 
 
 def merge(*args, expect=0):
@@ -86,7 +60,7 @@ def check_bf16_roundtrip(label, w, res, merged, mods, cfg, targets):
     for n in targets:
         mod = n[:-len(".weight")]
         A, B = mods[mod]
-        s = scaling(cfg, mod)
+        s = cktest.lora_scaling(cfg, mod)
         W, R, M = (x[n].astype(np.float64) for x in (w, res, merged))
         err = np.abs(M - W)
         r = A.shape[0]
@@ -157,7 +131,7 @@ def main():
         check(merge(T("p16"), "-o", T("m16a"), "--threads", "1", expect=0).returncode == 0, "merge --threads 1 runs")
         check(merge(T("p16"), "-o", T("m16b"), "--threads", "2", expect=0).returncode == 0, "merge --threads 2 runs")
         check(same_files(T("m16a"), T("m16b")) == [], "--threads 1 and 2: byte-identical outputs")
-        cfg, mods = read_lora(T("p16", "adapter"))
+        cfg, mods = cktest.read_lora(T("p16", "adapter"))
         res = read_checkpoint(T("p16", "residual"))
         m16 = read_checkpoint(T("m16a"))
         check(cktest.dtypes_of(T("m16a"))[targets[0]] == "BF16", "output keeps the base dtype (BF16)")
@@ -174,7 +148,7 @@ def main():
         check(run("svd-init", SAMPLE, "-o", T("mi"), "--rank", "4", "--method", "milora", "--target", "fc1",
                   expect=0).returncode == 0, "svd-init milora runs")
         check(merge(T("mi"), "-o", T("mmi"), expect=0).returncode == 0, "merge milora pair runs")
-        cfg, mods = read_lora(T("mi", "adapter"))
+        cfg, mods = cktest.read_lora(T("mi", "adapter"))
         check_bf16_roundtrip("milora bf16", w_bf16, read_checkpoint(T("mi", "residual")), read_checkpoint(T("mmi")),
                              mods, cfg, [n for n in targets if ".fc1." in n])
         check(run("svd-init", SAMPLE, "-o", T("so"), "--rank", "8", "--method", "sorsa", "--target", "q_proj,fc2",
@@ -195,7 +169,7 @@ def main():
             check(False, "mpo-init runs")
 
         # ---- --to-lora ----------------------------------------------------------------------------
-        cfg0, mods0 = read_lora(T("p32", "adapter"))
+        cfg0, mods0 = cktest.read_lora(T("p32", "adapter"))
         rng = np.random.default_rng(0)
         trained = {}
         for m, (A, B) in mods0.items():  # a "fine-tune": perturb both factors
@@ -206,7 +180,7 @@ def main():
               "merge residual + trained PiSSA runs")
         check(merge("--to-lora", T("p32", "adapter"), T("trained"), "-o", T("lora2r"), expect=0).returncode == 0,
               "merge --to-lora (exact) runs")
-        c2, l2 = read_lora(T("lora2r"))
+        c2, l2 = cktest.read_lora(T("lora2r"))
         check(c2["r"] == 2 * cfg0["r"] and c2["lora_alpha"] == 2 * cfg0["lora_alpha"] and
               c2["init_lora_weights"] is True, f"exact: config r {c2['r']} alpha {c2['lora_alpha']} "
               f"init_lora_weights {c2['init_lora_weights']} (PEFT: 2r, 2 alpha, true)")
@@ -218,17 +192,17 @@ def main():
         rk = 8
         check(merge("--to-lora", T("p32", "adapter"), T("trained"), "-o", T("lora8"), "--rank", str(rk),
                     expect=0).returncode == 0, f"merge --to-lora --rank {rk} runs")
-        c8, l8 = read_lora(T("lora8"))
+        c8, l8 = cktest.read_lora(T("lora8"))
         rep8 = json.load(open(T("lora8", "report.json")))
         worst_err, worst_opt, fracs = 0.0, 0.0, []
         for row in rep8["tensors"]:
             m = row["module"]
             A0, B0 = mods0[m]
             A1, B1 = trained[m]
-            s = scaling(cfg0, m)
+            s = cktest.lora_scaling(cfg0, m)
             D = s * (B1 @ A1 - B0 @ A0)
             A, B = l8[m]
-            E = D - scaling(c8, m) * (B @ A)
+            E = D - cktest.lora_scaling(c8, m) * (B @ A)
             err2, dropped = float((E ** 2).sum()), row["dropped_energy"]
             total = float((D ** 2).sum())
             sv = np.linalg.svd(D, compute_uv=False)
@@ -254,7 +228,7 @@ def main():
         for n in targets:
             m = n[:-len(".weight")]
             A, B = l2[m]
-            want = w32[n].astype(np.float64) - 1.5 * scaling(c2, m) * (B @ A)
+            want = w32[n].astype(np.float64) - 1.5 * cktest.lora_scaling(c2, m) * (B @ A)
             worst = max(worst, rel_fro(mw2[n], want))
         check(worst <= 1e-5, f"W - 1.5*s*B*A against numpy: max rel error {worst:.3g} (<= 1e-5)")
 

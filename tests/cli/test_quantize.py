@@ -95,37 +95,6 @@ def dynamic_map_f64():
     return np.sort(np.array(data))
 
 
-def unpack_msb(packed, bits, n):
-    bitarr = np.unpackbits(packed.reshape(-1))[: n * bits].reshape(n, bits)
-    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.uint8)
-    return (bitarr * weights).sum(axis=1).astype(np.int64)
-
-
-def bnb_dequant(t, base):
-    key = next(base + ".quant_state.bitsandbytes__" + k for k in ("nf4", "fp4")
-               if base + ".quant_state.bitsandbytes__" + k in t)
-    state = json.loads(bytes(t[key]).decode("utf-8"))
-    assert key.endswith(state["quant_type"])
-    shape, block = state["shape"], state["blocksize"]
-    n = int(np.prod(shape))
-    packed = t[base].reshape(-1)
-    codes = np.empty(2 * packed.size, dtype=np.int64)
-    codes[0::2] = packed >> 4      # first element in the high nibble
-    codes[1::2] = packed & 0x0F
-    codes = codes[:n]
-    qmap = t[base + ".quant_map"]
-    if "nested_blocksize" in state:
-        dyn = t[base + ".nested_quant_map"]
-        nested = t[base + ".nested_absmax"]
-        q = t[base + ".absmax"].astype(np.int64)
-        nb = np.arange(q.size) // state["nested_blocksize"]
-        absmax = (dyn[q] * nested[nb]).astype(np.float32) + np.float32(state["nested_offset"])
-    else:
-        absmax = t[base + ".absmax"]
-    vals = (qmap[codes] * absmax[np.arange(n) // block]).astype(np.float32)
-    return vals.reshape(shape), state
-
-
 def fp4_codes(x, block):
     """bitsandbytes' FP4 quantizer: x * (1/absmax) per block, sign bit, the magnitude's rank."""
     x = x.reshape(-1)
@@ -137,30 +106,6 @@ def fp4_codes(x, block):
         rank = (np.abs(v)[:, None] > FP4_THRESHOLDS[None, :]).sum(axis=1)
         codes[b0:b0 + block] = FP4_CODE_OF_RANK[rank] | np.where(v < 0, 8, 0)
     return codes
-
-
-def ck_dequant(t, base):
-    st = json.loads(bytes(t[base + ".quant_state.ckptkit"]).decode("utf-8"))
-    shape, block, bits = st["shape"], st["block"], st["bits"]
-    n = int(np.prod(shape))
-    nb = (n + block - 1) // block
-    codes = unpack_msb(t[base], bits, n)
-    book = t[base + ".codebook"]
-    if st["double_quant"] == "none":
-        scale = t[base + ".qscales"]
-    elif st["double_quant"] == "lq":
-        q = unpack_msb(t[base + ".qscales"], st["lq_scale_bits"], nb).astype(np.float32)
-        s1 = t[base + ".qscales_nested"]
-        if st["lq_scale_dtype"] == "BF16":
-            s1 = (s1.astype(np.uint32) << 16).view(np.float32)
-        s1 = s1.astype(np.float32)[np.arange(nb) // st["lq_group"]]
-        scale = (q * s1) / np.float32(2 ** st["lq_scale_bits"] - 1) + np.float32(st["offset"])
-    else:
-        q = t[base + ".qscales"].astype(np.int64)
-        scale = (t[base + ".qscales_map"][q] * t[base + ".qscales_nested"][np.arange(nb) // st["nested_block"]]
-                 ).astype(np.float32) + np.float32(st["offset"])
-    vals = (book[codes] * scale.astype(np.float32)[np.arange(n) // block]).astype(np.float32)
-    return vals.reshape(shape), st
 
 
 def compare_dequant(tmp, qdir, label, decoder, suffix):
@@ -193,7 +138,7 @@ def main():
     qdir = os.path.join(tmp, "nf4")
     p = run("quantize", SAMPLE, "-o", qdir, "--scheme", "nf4", "--double-quant", "bnb", "-q")
     check(p.returncode == 0, "quantize nf4 --double-quant bnb exits 0")
-    rel, q, bases = compare_dequant(tmp, qdir, "nf4+bnbDQ", bnb_dequant, ".quant_state.bitsandbytes__nf4")
+    rel, q, bases = compare_dequant(tmp, qdir, "nf4+bnbDQ", cktest.bnb4_dequant, ".quant_state.bitsandbytes__nf4")
     print(f"     nf4+bnbDQ worst relative Frobenius error vs the bf16 input: {rel:.4f}")
     check(0.05 < rel < 0.15, f"nf4 error is in the expected range (0.05..0.15): {rel:.4f}")
     b = bases[0]
@@ -225,7 +170,7 @@ def main():
     qdir = os.path.join(tmp, "fp4")
     p = run("quantize", SAMPLE, "-o", qdir, "--scheme", "fp4", "-q")
     check(p.returncode == 0, "quantize fp4 exits 0")
-    relf, qf, fbases = compare_dequant(tmp, qdir, "fp4+bnbDQ", bnb_dequant, ".quant_state.bitsandbytes__fp4")
+    relf, qf, fbases = compare_dequant(tmp, qdir, "fp4+bnbDQ", cktest.bnb4_dequant, ".quant_state.bitsandbytes__fp4")
     print(f"     fp4+bnbDQ worst relative Frobenius error vs the bf16 input: {relf:.4f}")
     check(rel < relf < 0.25, f"fp4 error ({relf:.4f}) is above nf4's ({rel:.4f}) and below 0.25")
     check(np.array_equal(qf[fbases[0] + ".quant_map"].view(np.uint32), FP4.view(np.uint32)),
@@ -245,16 +190,16 @@ def main():
     # --- bnb NF4 without double quantization, block 128
     qdir = os.path.join(tmp, "nf4-128")
     run("quantize", SAMPLE, "-o", qdir, "--scheme", "nf4", "--double-quant", "none", "--block", "128", "-q")
-    compare_dequant(tmp, qdir, "nf4/128 noDQ", bnb_dequant, ".quant_state.bitsandbytes__nf4")
+    compare_dequant(tmp, qdir, "nf4/128 noDQ", cktest.bnb4_dequant, ".quant_state.bitsandbytes__nf4")
 
     # --- ckptkit layout: NF3 with LQ-LoRA double quantization (bf16 second-level scales)
     qdir = os.path.join(tmp, "nf3")
     run("quantize", SAMPLE, "-o", qdir, "--scheme", "nf3", "--double-quant", "lq", "--lq-scale-dtype", "bf16", "-q")
-    rel3, _, _ = compare_dequant(tmp, qdir, "nf3+lqDQ", ck_dequant, ".quant_state.ckptkit")
+    rel3, _, _ = compare_dequant(tmp, qdir, "nf3+lqDQ", cktest.ckptkit_dequant, ".quant_state.ckptkit")
     check(rel3 > rel, f"nf3 error ({rel3:.4f}) is above nf4's ({rel:.4f})")
     qdir = os.path.join(tmp, "int4")
     run("quantize", SAMPLE, "-o", qdir, "--scheme", "int4", "--block", "32", "--double-quant", "bnb", "-q")
-    compare_dequant(tmp, qdir, "int4/32+bnbDQ", ck_dequant, ".quant_state.ckptkit")
+    compare_dequant(tmp, qdir, "int4/32+bnbDQ", cktest.ckptkit_dequant, ".quant_state.ckptkit")
 
     # --- bnb LLM.int8 (row-wise)
     qdir = os.path.join(tmp, "int8")

@@ -18,6 +18,21 @@ std::vector<InputFingerprint> fingerprint(const Checkpoint& c) {
   return out;
 }
 
+StreamJob folding(StreamJob job, std::set<std::string> folded) {
+  auto names = std::make_shared<const std::set<std::string>>(std::move(folded));
+  job.plan = [names, plan = std::move(job.plan)](const CheckpointTensor& t) {
+    if (!names->count(t.info.name)) return plan(t);
+    TensorPlan p;
+    p.passthrough = false;
+    return p;
+  };
+  job.compute = [names, compute = std::move(job.compute)](const CheckpointTensor& t,
+                                                          const TensorView& v) {
+    return names->count(t.info.name) ? TensorResult{} : compute(t, v);
+  };
+  return job;
+}
+
 std::vector<std::string> stream_checkpoint(const StreamJob& job,
                                            const std::filesystem::path& out_dir,
                                            WriterOptions options, const ExecOptions& exec,

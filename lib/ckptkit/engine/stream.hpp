@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -66,6 +67,10 @@ StreamJob targets_job(const Checkpoint& in, const std::vector<Target>& targets, 
   };
   return job;
 }
+
+/// `job` with the tensors named in `folded` written nowhere: they are read as part of another
+/// tensor's computation (a quantized weight's companions, with the weight they store).
+StreamJob folding(StreamJob job, std::set<std::string> folded);
 
 /// Plans every tensor, then streams the checkpoint into `out_dir` with `options`. Returns the
 /// files written. Exceptions from compute are rethrown with the file and tensor named.

@@ -18,8 +18,9 @@ bool looks_quantized(const Checkpoint& in) {
 
 /// Why nothing was selected, with the fix: a quantized input, a tensor name given for a module,
 /// or a typo (the nearest module leaf names the checkpoint has).
-std::string nothing_selected(const Checkpoint& in, const TargetOptions& options) {
-  if (looks_quantized(in))
+std::string nothing_selected(const Checkpoint& in, const TargetOptions& options,
+                             const TargetPolicy& policy) {
+  if (looks_quantized(in) && !policy.quantized)
     return "no float linear weight: a quantized checkpoint; dequantize it first (ckptkit "
            "quantize --dequantize " +
            in.path().string() + " -o DIR)";
@@ -72,18 +73,25 @@ TargetSelection select_targets(const Checkpoint& in, const TargetOptions& option
   sel.fan_in_fan_out = selector.fan_in_fan_out();
   sel.naming = checkpoint_naming(in, options);
   for (const auto& t : in.tensors()) {
-    const TargetDecision d = selector.decide(t.info);
+    const QuantizedGroup* group =
+        policy.quantized ? policy.quantized->group_of_any(t.info.name) : nullptr;
+    if (group && group->weight != t.info.name) continue;  // a companion of a quantized weight
+    TensorInfo info = t.info;
+    if (group) {
+      info.dtype = policy.quantized->original_dtype(in, *group);
+      info.shape = policy.quantized->logical_shape(group->weight);
+    }
+    const TargetDecision d = selector.decide(info);
     const std::string module = TargetSelector::module_name(t.info.name);
-    const bool matrix = t.info.shape.size() == 2;
+    const bool matrix = info.shape.size() == 2;
     if (matrix) sel.candidates.push_back(sel.naming.peft_module(module));
     const bool unfit =
         d.named && (d.verdict == Verdict::NotMatrix || d.verdict == Verdict::NotFloat);
     if (unfit && policy.unfit_is_error) {
       if (d.verdict == Verdict::NotMatrix)
-        fail(ErrorKind::Usage,
-             located(in.file_of(t), t.info.name,
-                     "matched by --target but is " + std::to_string(t.info.shape.size()) +
-                         "-D, not a matrix"));
+        fail(ErrorKind::Usage, located(in.file_of(t), t.info.name,
+                                       "matched by --target but is " +
+                                           std::to_string(info.shape.size()) + "-D, not a matrix"));
       fail(ErrorKind::Unsupported,
            located(in.file_of(t), t.info.name, "matched by --target but " + d.reason));
     }
@@ -92,8 +100,9 @@ TargetSelection select_targets(const Checkpoint& in, const TargetOptions& option
       if (matrix && t.info.name.ends_with(".weight")) sel.left_alone.push_back(module);
       continue;
     }
-    TargetWeight tg{&t, module, sel.naming.peft_module(module), d.transposed,
-                    is_embedding_module(module)};
+    TargetWeight tg{
+        &t,   module, sel.naming.peft_module(module), d.transposed, is_embedding_module(module),
+        info, group};
     if (tg.embedding && !policy.embeddings)
       fail(ErrorKind::Usage,
            located(in.file_of(t), t.info.name,
@@ -101,7 +110,7 @@ TargetSelection select_targets(const Checkpoint& in, const TargetOptions& option
     sel.targets.push_back(std::move(tg));
   }
   if (sel.targets.empty() && policy.require_some)
-    fail(ErrorKind::Usage, located(in.path().string(), "", nothing_selected(in, options)));
+    fail(ErrorKind::Usage, located(in.path().string(), "", nothing_selected(in, options, policy)));
   return sel;
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "ckptkit/formats/quantized_base.hpp"
 #include "ckptkit/io/checkpoint.hpp"
 #include "ckptkit/io/targets.hpp"
 
@@ -20,6 +21,10 @@ struct TargetPolicy {
   bool embeddings = true;
   /// No target at all is an error naming the checkpoint.
   bool require_some = true;
+  /// The input's quantized weights (formats/quantized_base), when the command reads them: each
+  /// is judged by the float weight it dequantizes to, and its companions are never targets.
+  /// Null: a quantized weight is an unfit tensor like any other integer one.
+  const QuantizedBase* quantized = nullptr;
 };
 
 /// One weight a command works on.
@@ -30,6 +35,10 @@ struct TargetWeight {
   std::string adapter_module;
   bool conv1d = false;     ///< stored [in, out] (transformers Conv1D, fan_in_fan_out)
   bool embedding = false;  ///< an embedding module (its delta is (B·A)ᵀ in PEFT)
+  /// The weight as the command sees it: `tensor`'s name, dtype and shape, or for a quantized
+  /// weight those it had before quantization.
+  TensorInfo info;
+  const QuantizedGroup* quantized = nullptr;  ///< the quantized weight `tensor` stores, if any
 };
 
 /// A tensor --target named that cannot be a target, when the policy does not make it an error.

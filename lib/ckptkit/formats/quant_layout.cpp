@@ -194,6 +194,16 @@ std::string quant_layout_name(QuantLayout layout) {
   return "ckptkit";
 }
 
+bool operator==(const QuantFormat& a, const QuantFormat& b) {
+  if (a.layout != b.layout) return false;
+  if (a.layout == QuantLayout::BnbInt8) return true;
+  const QuantSpec &x = a.spec, &y = b.spec;
+  return x.scheme.name() == y.scheme.name() && x.block == y.block && x.dq == y.dq &&
+         (x.dq != DoubleQuant::Bnb || x.nested_block == y.nested_block) &&
+         (x.dq != DoubleQuant::Lq || (x.lq_bits == y.lq_bits && x.lq_group == y.lq_group &&
+                                      x.lq_scale_dtype == y.lq_scale_dtype));
+}
+
 std::string quant_dq_name(quant::DoubleQuant dq) {
   return dq == DoubleQuant::Bnb ? "bnb" : dq == DoubleQuant::Lq ? "lq" : "none";
 }
@@ -346,6 +356,31 @@ TensorSpec dequantized_spec(const Checkpoint& ckpt, const QuantizedGroup& g) {
   } catch (const nlohmann::json::exception& e) {
     fail(ErrorKind::Format, where + "bad quant_state (" + e.what() + ")");
   }
+}
+
+QuantFormat stored_quant_format(const Checkpoint& ckpt, const QuantizedGroup& g) {
+  QuantFormat f;
+  f.layout = g.layout;
+  if (g.layout == QuantLayout::BnbInt8) return f;
+  const std::string where = where_of(ckpt, g);
+  const auto st = state_of(ckpt, g, where);
+  QuantizedTensor q;
+  DType dtype = DType::F32;
+  Shape shape;
+  try {
+    if (g.layout == QuantLayout::Bnb4bit)
+      read_bnb4_state(st, where, q, dtype, shape);
+    else
+      read_ck_state(st, where, q, dtype, shape);
+  } catch (const nlohmann::json::exception& e) {
+    fail(ErrorKind::Format, where + "bad quant_state (" + e.what() + ")");
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::Usage)
+      fail(ErrorKind::Format, where + "bad quant_state (" + e.what() + ")");
+    throw;
+  }
+  f.spec = q.spec;
+  return f;
 }
 
 DequantizedWeight dequantize_weight(const Checkpoint& in, const QuantizedGroup& g) {

@@ -24,6 +24,14 @@ enum class QuantLayout {
 /// "bnb-4bit", "bnb-int8", "ckptkit".
 std::string quant_layout_name(QuantLayout layout);
 
+/// A quantization format: the layout and, for the blockwise layouts, the spec (ignored for
+/// BnbInt8, whose scale is per row).
+struct QuantFormat {
+  QuantLayout layout = QuantLayout::Bnb4bit;
+  quant::QuantSpec spec;
+};
+bool operator==(const QuantFormat& a, const QuantFormat& b);
+
 /// "bnb", "lq", "none" (the spelling of --double-quant and of the ckptkit quant_state).
 std::string quant_dq_name(quant::DoubleQuant dq);
 
@@ -77,6 +85,10 @@ struct DequantizedWeight {
   DType dtype = DType::F32;
   Shape shape;
 };
+
+/// The format `group` is stored in, read from its quant_state (Error(Format) naming the tensor
+/// for a bad state).
+QuantFormat stored_quant_format(const Checkpoint& ckpt, const QuantizedGroup& group);
 
 /// Dequantizes one group (validating every companion's dtype and size; Error(Format) naming the
 /// file and tensor otherwise).

@@ -1,5 +1,7 @@
 #include "ckptkit/formats/quantized_base.hpp"
 
+#include <algorithm>
+
 #include "ckptkit/core/error.hpp"
 
 namespace ckpt {
@@ -39,6 +41,14 @@ DequantizedWeight QuantizedBase::dequantize(const Checkpoint& ckpt, const Quanti
 
 std::string QuantizedBase::layout_name(const QuantizedGroup& g) const {
   return quant_layout_name(g.layout);
+}
+
+std::vector<std::string> QuantizedBase::layout_names() const {
+  std::vector<std::string> names;
+  for (const auto& g : groups)
+    if (std::find(names.begin(), names.end(), layout_name(g)) == names.end())
+      names.push_back(layout_name(g));
+  return names;
 }
 
 QuantizedBase find_quantized_weights(const Checkpoint& ckpt) {

@@ -31,6 +31,8 @@ struct QuantizedBase {
   DequantizedWeight dequantize(const Checkpoint& ckpt, const QuantizedGroup& g) const;
   /// "bnb-4bit", "bnb-int8", "ckptkit" (for reports).
   std::string layout_name(const QuantizedGroup& g) const;
+  /// The distinct layout names of all groups, in first-seen order (for reports).
+  std::vector<std::string> layout_names() const;
 };
 
 /// Finds every quantized weight of `ckpt` (none for a float checkpoint).

@@ -3,7 +3,9 @@
 //   merge BASE ADAPTER... -o OUT   OUT = BASE with W ← W + Σ_k w_k·ΔW_k for every adapted W,
 //                                  streamed tensor by tensor; untouched tensors copied byte for
 //                                  byte. BASE may be an svd-init / mpo-init output directory
-//                                  (residual/ + adapter/) given alone.
+//                                  (residual/ + adapter/) given alone. A quantized base is
+//                                  dequantized; --requantize quantizes each merged weight
+//                                  again (untouched ones stay as stored).
 //   merge --to-lora BASE DORA -o OUT [--rank R]
 //                                  OUT = a plain LoRA closest (rank R) to the DoRA merge's change.
 //   merge --to-lora INIT TRAINED -o OUT [--rank R']
@@ -15,6 +17,7 @@
 #include <optional>
 
 #include "ckptkit/engine/options.hpp"
+#include "ckptkit/formats/quant_format.hpp"
 #include "ckptkit/report/report.hpp"
 
 namespace ckpt {
@@ -25,6 +28,14 @@ struct MergeOptions {
   std::vector<double> weights;                  ///< w_k per adapter; empty: 1 for each
   std::optional<DType> dtype;                   ///< output float dtype; default: each tensor's own
   CommonOptions common;                         ///< --target/--exclude are not used by merge
+  /// A quantized base: quantize each merged weight again into this format (untouched quantized
+  /// weights stay as stored) and report how much of each update survives.
+  std::optional<QuantFormatRequest> requantize;
+  /// bnb_4bit_compute_dtype of a rewritten quantization_config; empty: the base's (bfloat16).
+  std::string compute_dtype;
+  /// With requantize: the full-precision weights the quantized base came from, to report the
+  /// error against merging into them instead.
+  std::optional<std::filesystem::path> original;
 };
 
 /// Runs the merge; returns the report (also written to OUT/report.json). Every check (adapter

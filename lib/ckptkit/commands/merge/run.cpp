@@ -15,6 +15,7 @@
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
 #include "ckptkit/engine/targets.hpp"
+#include "ckptkit/formats/quant_format.hpp"
 #include "ckptkit/formats/quantized_base.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/output_layout.hpp"
@@ -378,6 +379,110 @@ void expand_pair(MergeOptions& o) {
                                  "output holding an adapter/ and its checkpoint)"));
 }
 
+/// How much of one merged update survives quantizing the merged weight again (f64 sums).
+struct RequantStats {
+  double delta_sq = 0;  // ‖ΔW‖², ΔW = M − W_q (the merged weight minus the dequantized base)
+  double kept_dot = 0;  // ⟨R − W_q, ΔW⟩, R = the requantized merged weight, dequantized
+  double requant_err_sq = 0;  // ‖R − M‖²
+  double merged_sq = 0;       // ‖M‖²
+  // With --original W_o: the ideal merge W_o + ΔW, R's distance to it, and the error of
+  // quantizing the ideal merge once.
+  std::optional<double> ideal_sq, vs_ideal_sq, ideal_requant_err_sq;
+};
+
+RequantStats requant_stats(std::span<const double> base, std::span<const float> merged,
+                           std::span<const float> requantized) {
+  RequantStats st;
+  for (std::size_t i = 0; i < merged.size(); ++i) {
+    const double delta = merged[i] - base[i];
+    const double kept = requantized[i] - base[i];
+    const double err = static_cast<double>(requantized[i]) - merged[i];
+    st.delta_sq += delta * delta;
+    st.kept_dot += kept * delta;
+    st.requant_err_sq += err * err;
+    st.merged_sq += static_cast<double>(merged[i]) * merged[i];
+  }
+  return st;
+}
+
+/// Adds the --original comparison: `original` (the full-precision base weight) + ΔW against the
+/// requantized merge, and that ideal merge quantized once in `format`.
+void compare_with_original(RequantStats& st, const QuantFormat& format, const TensorInfo& info,
+                           std::span<const double> base, std::span<const float> merged,
+                           std::span<const float> requantized, std::span<const float> original) {
+  std::vector<float> ideal(merged.size());
+  for (std::size_t i = 0; i < ideal.size(); ++i)
+    ideal[i] = static_cast<float>(original[i] + (merged[i] - base[i]));
+  const std::vector<float> once = quantize_weight(format, info, ideal, true).dequantized;
+  double ideal_sq = 0, vs = 0, once_err = 0;
+  for (std::size_t i = 0; i < ideal.size(); ++i) {
+    const double x = ideal[i];
+    ideal_sq += x * x;
+    vs += (requantized[i] - x) * (requantized[i] - x);
+    once_err += (once[i] - x) * (once[i] - x);
+  }
+  st.ideal_sq = ideal_sq;
+  st.vs_ideal_sq = vs;
+  st.ideal_requant_err_sq = once_err;
+}
+
+Json requant_row(const RequantStats& st, const QuantFormat& format) {
+  auto ratio = [](double num_sq, double den_sq) {
+    return den_sq > 0 ? Json(round_sig(std::sqrt(num_sq / den_sq))) : Json(nullptr);
+  };
+  Json j = {{"scheme", quant_format_scheme(format)},
+            {"layout", quant_layout_name(format.layout)},
+            {"delta_surviving_fraction",
+             st.delta_sq > 0 ? Json(round_sig(st.kept_dot / st.delta_sq)) : Json(nullptr)},
+            {"delta_requant_error_rel", ratio(st.requant_err_sq, st.delta_sq)},
+            {"requant_rel_error", ratio(st.requant_err_sq, st.merged_sq)}};
+  if (st.ideal_sq) {
+    j["vs_original_merge_rel_error"] = ratio(*st.vs_ideal_sq, *st.ideal_sq);
+    j["original_merge_requant_rel_error"] = ratio(*st.ideal_requant_err_sq, *st.ideal_sq);
+  }
+  return j;
+}
+
+/// --requantize's format, checked before any output exists: the base must be quantized, and
+/// every quantized weight no adapter touches (kept as stored) must already be in that format, so
+/// that the output has one. --original must hold each requantized weight as floats.
+QuantFormat plan_requantize(const MergeOptions& o, const Checkpoint& base,
+                            const QuantizedBase& qbase,
+                            const std::map<std::string, Target>& targets,
+                            const std::optional<Checkpoint>& original) {
+  if (qbase.groups.empty())
+    fail(ErrorKind::Usage, o.base.string() +
+                               ": --requantize needs a quantized base; for a float base, merge "
+                               "and then ckptkit quantize the output");
+  if (o.dtype)
+    fail(ErrorKind::Usage,
+         "--dtype and --requantize exclude each other (the quantized weights "
+         "keep their original dtype in the quant_state)");
+  const QuantFormat format = resolve_quant_format(*o.requantize, "--requantize");
+  for (const auto& g : qbase.groups) {
+    if (targets.count(g.weight)) {
+      if (!original) continue;
+      const CheckpointTensor* t = original->find(g.weight);
+      const Shape shape = qbase.logical_shape(g.weight);
+      if (!t || !is_float(t->info.dtype) || t->info.shape != shape)
+        fail(ErrorKind::Usage,
+             located(original->path().string(), g.weight,
+                     t ? "is " + std::string(dtype_name(t->info.dtype)) + " " +
+                             shape_str(t->info.shape) + ", not a float weight of shape " +
+                             shape_str(shape) + " (the quantized base's)"
+                       : "missing in --original (it must be the checkpoint the quantized base "
+                         "was made from)"));
+      continue;
+    }
+    if (!(stored_quant_format(base, g) == format))
+      fail(ErrorKind::Usage,
+           located(base.file_of(*base.find(g.weight)), g.weight,
+                   "is stored in another format and no adapter touches it, so the output would "
+                   "mix two formats; --requantize with the base's own scheme and block"));
+  }
+  return format;
+}
+
 /// `merge ADAPTER BASE`: the first argument is an adapter folder and the second is not.
 void check_not_swapped(const MergeOptions& o) {
   std::error_code ec;
@@ -437,7 +542,9 @@ Json run_merge(const MergeOptions& opts) {
     }
     t.quantized = qbase.group_of(name);
     if (t.quantized) {
-      t.out_dtype = o.dtype.value_or(qbase.original_dtype(base, *t.quantized));
+      // Requantized: merged in f32, then quantized (the quant_state keeps the original dtype).
+      t.out_dtype =
+          o.requantize ? DType::F32 : o.dtype.value_or(qbase.original_dtype(base, *t.quantized));
       continue;
     }
     const CheckpointTensor* ct = base.find(name);
@@ -450,29 +557,44 @@ Json run_merge(const MergeOptions& opts) {
   }
 
   const SavedPlan saved = plan_saved_tensors(adapters, o, targets, qbase, base, naming);
+  std::optional<Checkpoint> original;
+  if (o.original) {
+    if (!o.requantize) fail(ErrorKind::Usage, "--original goes with --requantize");
+    original = Checkpoint::open(*o.original);
+  }
+  const std::optional<QuantFormat> requant =
+      o.requantize ? std::optional(plan_requantize(o, base, qbase, targets, original))
+                   : std::nullopt;
 
   std::vector<fs::path> inputs{o.base};
   for (const auto& p : o.adapters)
     inputs.push_back(p);
+  if (o.original) inputs.push_back(*o.original);
   OutputDir out(o.common.output, o.common.force, inputs, o.common.report_path);
 
   std::vector<Json> rows;
-  std::size_t cast = 0, dequantized_plain = 0;
+  std::size_t cast = 0, dequantized_plain = 0, requantized = 0;
   double max_change = 0;
+  RequantStats requant_total;
   StreamJob job;
   job.input = &base;
   job.plan = [&](const CheckpointTensor& t) {
     TensorPlan p;
     // A quantized weight's main tensor becomes the merged float weight; its companions vanish.
+    // With --requantize it is quantized again when merged, and kept as stored otherwise.
     if (const QuantizedGroup* g = qbase.group_of_any(t.info.name)) {
+      const auto it = targets.find(g->weight);
+      if (requant && it == targets.end()) return p;
       p.passthrough = false;
       if (t.info.name == g->weight) {
-        const auto it = targets.find(g->weight);
         const DType dt = it != targets.end() ? it->second.out_dtype
                                              : o.dtype.value_or(qbase.original_dtype(base, *g));
         const Shape shape = qbase.logical_shape(g->weight);
-        p.outputs = {{g->weight, dt, shape}};
-        p.working_set = static_cast<std::uint64_t>(numel(shape)) * (8 + dtype_size(dt));
+        p.outputs = requant ? quant_format_specs(*requant,
+                                                 {g->weight, qbase.original_dtype(base, *g), shape})
+                            : std::vector<TensorSpec>{{g->weight, dt, shape}};
+        p.working_set = static_cast<std::uint64_t>(numel(shape)) * (requant ? 24 : 8) +
+                        static_cast<std::uint64_t>(numel(shape)) * dtype_size(dt);
       }
       return p;
     }
@@ -574,15 +696,55 @@ Json run_merge(const MergeOptions& opts) {
              {"seconds", round_sig(seconds_since(t0), 4)}});
     const double change = s.max_abs_change;
     const bool plain = g && it == targets.end();
-    r.outputs.push_back(std::move(res));
-    r.on_commit = [row, change, plain, &rows, &max_change, &dequantized_plain] {
+    std::optional<RequantStats> rq;
+    if (requant && g) {
+      // The merged f32 weight quantized again; what survives is measured against the base.
+      const std::span<const float> merged(reinterpret_cast<const float*>(res.bytes.data()),
+                                          res.bytes.size() / sizeof(float));
+      const TensorInfo info{g->weight, qbase.original_dtype(base, *g), shape};
+      QuantizedWeight q = quantize_weight(*requant, info, merged, true);
+      rq = requant_stats(deq, merged, q.dequantized);
+      if (original) {
+        const CheckpointTensor& ot = *original->find(g->weight);
+        const std::vector<float> w_orig = to_f32(original->view(ot));
+        check_finite(w_orig, original->file_of(ot), g->weight);
+        compare_with_original(*rq, *requant, info, deq, merged, q.dequantized, w_orig);
+        original->release(ot);
+      }
+      (*row)["requantized"] = requant_row(*rq, *requant);
+      (*row)["dtype_out"] = quant_format_scheme(*requant);
+      r.outputs = std::move(q.tensors);
+    } else {
+      r.outputs.push_back(std::move(res));
+    }
+    r.on_commit = [row, change, plain, rq, &rows, &max_change, &dequantized_plain, &requantized,
+                   &requant_total] {
       rows.push_back(std::move(*row));
       max_change = std::max(max_change, change);
       if (plain) ++dequantized_plain;
+      if (rq) {
+        ++requantized;
+        requant_total.delta_sq += rq->delta_sq;
+        requant_total.kept_dot += rq->kept_dot;
+        requant_total.requant_err_sq += rq->requant_err_sq;
+        requant_total.merged_sq += rq->merged_sq;
+        if (rq->ideal_sq) {
+          requant_total.ideal_sq = requant_total.ideal_sq.value_or(0) + *rq->ideal_sq;
+          requant_total.vs_ideal_sq = requant_total.vs_ideal_sq.value_or(0) + *rq->vs_ideal_sq;
+          requant_total.ideal_requant_err_sq =
+              requant_total.ideal_requant_err_sq.value_or(0) + *rq->ideal_requant_err_sq;
+        }
+      }
     };
     return r;
   };
   add_saved_tensors(job, saved, base, o.dtype);
+  std::size_t tensors_out = 0;
+  job.plan = [&tensors_out, plan = job.plan](const CheckpointTensor& t) {
+    TensorPlan p = plan(t);
+    tensors_out += p.passthrough ? 1 : p.outputs.size();
+    return p;
+  };
   WriterOptions wo = writer_options(o.common, base.metadata());
   wo.write_metadata = base.shards().front().header.has_metadata;
   const fs::path model_dir = out.part(kModelPart);
@@ -594,15 +756,32 @@ Json run_merge(const MergeOptions& opts) {
   const bool has_config = config && config->is_object();
   const bool drop_quant =
       has_config && !qbase.groups.empty() && config->contains("quantization_config");
+  // --requantize: the base's own description stays when every weight keeps its format.
+  bool format_changed = false;
+  if (requant)
+    for (const auto& g : qbase.groups)
+      format_changed = format_changed || !(stored_quant_format(base, g) == *requant);
   const bool set_dtype = has_config && o.dtype && config->contains("torch_dtype");
   const std::optional<std::int64_t> labels = head_labels(saved, naming, config);
-  const bool rewrite_config = drop_quant || set_dtype || labels;
+  const bool rewrite_config = (drop_quant && (!requant || format_changed)) || set_dtype || labels ||
+                              (requant && has_config && format_changed);
   copy_files(base.extra_files(), model_dir,
              rewrite_config ? std::vector<std::string>{"config.json"} : std::vector<std::string>{});
   if (rewrite_config) {
     nlohmann::ordered_json c = nlohmann::ordered_json::parse(config->dump());
     if (set_dtype) c["torch_dtype"] = torch_dtype_of(*o.dtype);
-    if (drop_quant) c.erase("quantization_config");
+    if (requant) {
+      nlohmann::json q = nlohmann::json::parse(c.dump());
+      const nlohmann::json old = q.value("quantization_config", nlohmann::json::object());
+      q.erase("quantization_config");
+      q.erase("ckptkit_quantization");
+      describe_quant_format(q, *requant,
+                            old.value("bnb_4bit_compute_dtype", std::string("bfloat16")),
+                            old.value("llm_int8_skip_modules", std::vector<std::string>{}));
+      c = nlohmann::ordered_json::parse(q.dump());
+    } else if (drop_quant) {
+      c.erase("quantization_config");
+    }
     if (labels) {
       // A classifier head the base lacked: transformers sizes it from id2label (default 2).
       nlohmann::ordered_json id2label, label2id;
@@ -633,6 +812,8 @@ Json run_merge(const MergeOptions& opts) {
       {"adapters", adapters_json},
       {"dtype", o.dtype ? std::string(dtype_name(*o.dtype)) : "base"},
       {"quantized_base", !qbase.groups.empty()},
+      {"requantize", requant ? quant_format_json(*requant) : Json(nullptr)},
+      {"original", o.original ? Json(o.original->string()) : Json(nullptr)},
       {"module_naming", naming.assumption},
       {"output_layout", saved.to_task_layout ? "task model (prefix '" + naming.prefix + "' added)"
                                              : std::string("as the base")},
@@ -640,16 +821,20 @@ Json run_merge(const MergeOptions& opts) {
       {"accumulation", "f32 GEMM per delta, f64 sum, one rounding to dtype"}};
   for (auto& r : rows)
     report.add_row(std::move(r));
-  report.totals() = {
-      {"merged", targets.size()},
-      {"replaced", saved.replaced.size()},
-      {"added", saved.added.size()},
-      {"dequantized_unmerged", dequantized_plain},
-      {"cast", cast},
-      {"tensors_out", base.tensors().size() - qbase.companion_count() + saved.added.size()},
-      {"max_abs_change", round_sig(max_change)},
-      {"files", files},
-      {"seconds", round_sig(seconds_since(start), 4)}};
+  report.totals() = {{"merged", targets.size()},
+                     {"replaced", saved.replaced.size()},
+                     {"added", saved.added.size()},
+                     {"dequantized_unmerged", dequantized_plain},
+                     {"cast", cast},
+                     {"tensors_out", tensors_out},
+                     {"max_abs_change", round_sig(max_change)},
+                     {"files", files},
+                     {"seconds", round_sig(seconds_since(start), 4)}};
+  if (requant) {
+    Json t = requant_row(requant_total, *requant);
+    t["weights"] = requantized;
+    report.totals()["requantized"] = t;
+  }
   return commit_with_report(report, out, o.common);
 }
 
@@ -659,7 +844,21 @@ std::string merge_summary(const Json& report, const std::string& output) {
   std::snprintf(buf, sizeof buf, "wrote %s: %zu merged tensors, max |change| %.3g, %.2fs\n",
                 output.c_str(), t["merged"].get<std::size_t>(), t["max_abs_change"].get<double>(),
                 t["seconds"].get<double>());
-  return buf;
+  std::string line = buf;
+  if (t.contains("requantized")) {
+    const Json& q = t["requantized"];
+    std::snprintf(
+        buf, sizeof buf,
+        "requantized %zu weights (%s): %.4g of the update survives, requantization "
+        "error %.4g of the update\n",
+        q["weights"].get<std::size_t>(), q["scheme"].get<std::string>().c_str(),
+        q["delta_surviving_fraction"].is_number() ? q["delta_surviving_fraction"].get<double>()
+                                                  : 0.0,
+        q["delta_requant_error_rel"].is_number() ? q["delta_requant_error_rel"].get<double>()
+                                                 : 0.0);
+    line += buf;
+  }
+  return line;
 }
 
 }  // namespace ckpt

@@ -15,7 +15,7 @@
 #include "ckptkit/engine/stream.hpp"
 #include "ckptkit/engine/targets.hpp"
 #include "ckptkit/formats/bnb_layout.hpp"
-#include "ckptkit/formats/quant_layout.hpp"
+#include "ckptkit/formats/quant_format.hpp"
 #include "ckptkit/io/lossless.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/output_layout.hpp"
@@ -31,54 +31,9 @@ namespace {
 
 using Layout = QuantLayout;
 
-struct Resolved {
-  Layout layout = Layout::Bnb4bit;
-  QuantSpec spec;
-};
-
-Resolved resolve(const QuantizeOptions& o) {
-  Resolved r;
-  r.spec.scheme = quant::Scheme::parse(o.scheme);
-  const bool int8 = r.spec.scheme.family == quant::Family::INT && r.spec.scheme.bits == 8;
-  if (o.layout != "auto" && o.layout != "bnb" && o.layout != "ckptkit")
-    fail(ErrorKind::Usage, "--layout: '" + o.layout + "' is not auto, bnb or ckptkit");
-  if (int8 && o.block == 0 && o.layout != "ckptkit") {
-    if (!o.double_quant.empty() && o.double_quant != "none")
-      fail(ErrorKind::Usage,
-           "--double-quant: bitsandbytes int8 (row-wise LLM.int8) has no double quantization; give "
-           "--block for blockwise int8");
-    r.layout = Layout::BnbInt8;
-    return r;
-  }
-  r.spec.block = o.block == 0 ? 64 : o.block;
-  const std::string dq = o.double_quant.empty() ? "bnb" : o.double_quant;
-  if (dq == "bnb")
-    r.spec.dq = DoubleQuant::Bnb;
-  else if (dq == "lq")
-    r.spec.dq = DoubleQuant::Lq;
-  else if (dq == "none")
-    r.spec.dq = DoubleQuant::None;
-  else
-    fail(ErrorKind::Usage, "--double-quant: '" + dq + "' is not bnb, lq or none");
-  r.spec.lq_bits = o.lq_bits;
-  r.spec.lq_group = o.lq_group;
-  const auto sd = parse_float_dtype(o.lq_scale_dtype);
-  if (!sd) fail(ErrorKind::Usage, "--lq-scale-dtype: unknown type '" + o.lq_scale_dtype + "'");
-  r.spec.lq_scale_dtype = *sd;
-  r.spec.validate();
-  const bool bnb_ok = bnb_can_store(r.spec);
-  if (o.layout == "bnb" && !bnb_ok)
-    fail(ErrorKind::Usage,
-         "--layout bnb: bitsandbytes stores nf4 and fp4 (block >= 32, double quant bnb or none) "
-         "and row-wise int8 only");
-  r.layout = o.layout == "ckptkit" ? Layout::Ckptkit : default_quant_layout(r.spec);
-  return r;
-}
-
-nlohmann::json bnb_quantization_config(const Resolved& r, const QuantizeOptions& o,
-                                       const std::vector<std::string>& skip) {
-  return bnb::quantization_config(r.layout == Layout::Bnb4bit, r.spec.scheme.name(),
-                                  o.compute_dtype, r.spec.dq == DoubleQuant::Bnb, skip);
+QuantFormat resolve(const QuantizeOptions& o) {
+  return resolve_quant_format(
+      {o.scheme, o.block, o.double_quant, o.lq_bits, o.lq_group, o.lq_scale_dtype, o.layout});
 }
 
 void write_config(const Checkpoint& in, const fs::path& out,
@@ -168,29 +123,14 @@ Json run_quant(const QuantizeOptions& o) {
   report.add_input("checkpoint", o.input.string(), fingerprint(in));
   if (o.scheme == "lossless") return run_lossless(o, in, out, report, start);
   refuse_quantized_checkpoint(in, "dequantize it first (ckptkit quantize --dequantize)");
-  const Resolved r = resolve(o);
+  const QuantFormat r = resolve(o);
   const TargetSelection selection = select_targets(in, o.common.targets, {"quantize"});
   const std::vector<std::string>& skip = selection.left_alone;
   std::map<std::string, std::vector<TensorSpec>> plans;
   for (const auto& w : selection.targets)
-    plans[w.tensor->info.name] = quantized_specs(r.layout, r.spec, w.tensor->info);
+    plans[w.tensor->info.name] = quant_format_specs(r, w.tensor->info);
 
-  Json settings = {{"scheme", r.spec.scheme.name()}, {"layout", quant_layout_name(r.layout)}};
-  if (r.layout == Layout::BnbInt8) {
-    settings["block"] = "row";
-    settings["double_quant"] = "none";
-  } else {
-    settings["block"] = r.spec.block;
-    settings["double_quant"] = quant_dq_name(r.spec.dq);
-    if (r.spec.dq == DoubleQuant::Bnb) settings["nested_block"] = r.spec.nested_block;
-    if (r.spec.dq == DoubleQuant::Lq) {
-      settings["lq_scale_bits"] = r.spec.lq_bits;
-      settings["lq_group"] = r.spec.lq_group;
-      settings["lq_scale_dtype"] = std::string(dtype_name(r.spec.lq_scale_dtype));
-    }
-    settings["bits_per_param_formula"] = quant::formula_bits_per_param(r.spec);
-  }
-  report.settings() = settings;
+  report.settings() = quant_format_json(r);
 
   double quant_seconds = 0;
   StreamJob job;
@@ -208,34 +148,19 @@ Json run_quant(const QuantizeOptions& o) {
     const auto t0 = std::chrono::steady_clock::now();
     // bf16 blockwise: quantized straight from the mapped bytes (no float32 copy of the tensor).
     const bool in_place = v.dtype == DType::BF16 && r.layout != Layout::BnbInt8;
-    const std::vector<float> x = in_place ? std::vector<float>() : to_f32(v);
-    const std::int64_t n = numel(t.info.shape);
-    quant::ErrorStats err;
-    std::optional<QuantizedTensor> q;
-    std::optional<quant::RowwiseInt8> q8;
-    double bits_formula = 0, bits_stored = 0;
+    std::optional<QuantizedWeight> q;
     try {
-      if (r.layout == Layout::BnbInt8) {
-        const std::int64_t rows = t.info.shape[0], cols = n / std::max<std::int64_t>(rows, 1);
-        q8 = quant::quantize_rowwise_int8(x, rows, cols);
-        std::vector<float> y(x.size());
-        quant::dequantize_rowwise_int8(*q8, cols, y);
-        err = quant::error_stats(x, y);
-        bits_formula = 8.0 + 32.0 / double(cols);
-        bits_stored = (8.0 * double(n) + 32.0 * double(rows) + 8.0) / double(n);
-      } else {
-        // Both measure the error of the dequantized values.
-        q = in_place ? quant::quantize_bf16(v.bytes, r.spec, &err)
-                     : quant::quantize(x, r.spec, &err);
-        bits_formula = quant::formula_bits_per_param(r.spec);
-        bits_stored = quant::stored_bits_per_param(*q);
-      }
+      // Both measure the error of the dequantized values.
+      q = in_place ? quantize_weight_bf16(r, t.info, v.bytes)
+                   : quantize_weight(r, t.info, to_f32(v), false);
     } catch (const Error& e) {
       throw Error(e.kind(), located(in.file_of(t), t.info.name, e.what()));
     }
+    const std::int64_t n = numel(t.info.shape);
+    const quant::ErrorStats err = q->err;
+    const double bits_formula = q->bits_formula, bits_stored = q->bits_stored;
     TensorResult res;
-    res.outputs = q8 ? quantized_tensors_int8(t.info, *q8)
-                     : quantized_tensors(r.layout, r.spec, t.info, std::move(*q));
+    res.outputs = std::move(q->tensors);
     std::uint64_t bytes = 0;
     for (const auto& ot : res.outputs)
       bytes += ot.bytes.size();
@@ -243,7 +168,7 @@ Json run_quant(const QuantizeOptions& o) {
     Json row = {{"name", t.info.name},
                 {"shape", t.info.shape},
                 {"dtype", std::string(dtype_name(t.info.dtype))},
-                {"scheme", r.spec.scheme.name()},
+                {"scheme", quant_format_scheme(r)},
                 {"layout", quant_layout_name(r.layout)},
                 {"block", r.layout == Layout::BnbInt8 ? Json("row") : Json(r.spec.block)},
                 {"double_quant", r.layout == Layout::BnbInt8 ? "none" : quant_dq_name(r.spec.dq)},
@@ -266,17 +191,8 @@ Json run_quant(const QuantizeOptions& o) {
   if (w.metadata.empty()) w.metadata = {{"format", "pt"}};
   const fs::path model_dir = out.part(kQuantizedPart);
   const auto files = stream_checkpoint(job, model_dir, w, o.common.exec, "quantize");
-  write_config(in, model_dir, [&](nlohmann::json& c) {
-    if (r.layout == Layout::Ckptkit) {
-      c["ckptkit_quantization"] = {{"format", "ckptkit-quant"},
-                                   {"version", 1},
-                                   {"scheme", r.spec.scheme.name()},
-                                   {"block", r.spec.block},
-                                   {"double_quant", quant_dq_name(r.spec.dq)}};
-    } else {
-      c["quantization_config"] = bnb_quantization_config(r, o, skip);
-    }
-  });
+  write_config(in, model_dir,
+               [&](nlohmann::json& c) { describe_quant_format(c, r, o.compute_dtype, skip); });
   report.totals() = {{"tensors", in.tensors().size()}};
   report.totals().update(quantize_totals(report.to_json(), files));
   report.totals()["quantize_seconds"] = quant_seconds;

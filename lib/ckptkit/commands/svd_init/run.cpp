@@ -8,6 +8,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <set>
 
 #include "ckptkit/adapters/lora_write.hpp"
 #include "ckptkit/core/error.hpp"
@@ -27,8 +28,11 @@ namespace {
 
 /// One weight to decompose.
 struct Target {
-  const CheckpointTensor* tensor = nullptr;
-  const CheckpointTensor* base = nullptr;  // extraction
+  const CheckpointTensor* tensor = nullptr;    // the stored tensor (a quantized weight's codes)
+  TensorInfo info;                             // the weight: name, float dtype, logical shape
+  const QuantizedGroup* quantized = nullptr;   // a quantized input weight: dequantized first
+  std::optional<QuantFormat> residual_format;  // QPiSSA: W_res quantized into this format
+  const CheckpointTensor* base = nullptr;      // extraction
   std::string module;
   bool transposed = false;  // stored [in, out] (Conv1D) or an embedding: math on the transpose
   bool embedding = false;
@@ -102,17 +106,41 @@ Json svd_init_totals(const Json& report, const std::vector<std::string>& residua
   }
   const double flops = sum_of_row_sums(rows, "gemm_flops");
   const double gemm_seconds = sum_of_row_sums(rows, "gemm_seconds");
-  return {{"targets", rows.size()},
-          {"adapter_params", sum_of_counts(rows, "adapter_params")},
-          {"max_abs_error", max_abs},
-          {"energy_target_met", any_target ? Json(all_met) : Json(nullptr)},
-          {"residual_files", residual_files},
-          {"randomized_gflops",
-           gemm_seconds > 0 ? Json(round_sig(flops / gemm_seconds / 1e9, 4)) : Json(nullptr)}};
+  Json totals = {
+      {"targets", rows.size()},
+      {"adapter_params", sum_of_counts(rows, "adapter_params")},
+      {"max_abs_error", max_abs},
+      {"energy_target_met", any_target ? Json(all_met) : Json(nullptr)},
+      {"residual_files", residual_files},
+      {"randomized_gflops",
+       gemm_seconds > 0 ? Json(round_sig(flops / gemm_seconds / 1e9, 4)) : Json(nullptr)}};
+  if (report["settings"].value("residual_quantization", Json()).is_null()) return totals;
+  // Quantized residual: the errors over all targets, √(Σ err² / Σ ‖W‖²).
+  const double norm_sq = sum_of_row_sums(rows, "norm_sq");
+  auto rel = [&](const char* key) {
+    bool all = !rows.empty();
+    for (const auto& r : rows)
+      all = all && r.contains("sums") && r["sums"].contains(key);
+    return all && norm_sq > 0 ? Json(round_sig(std::sqrt(sum_of_row_sums(rows, key) / norm_sq)))
+                              : Json(nullptr);
+  };
+  totals["qpissa_rel_error"] = rel("qpissa_err_sq");
+  totals["qlora_rel_error"] = rel("qlora_err_sq");
+  totals["loftq_rel_error"] = rel("loftq_err_sq");
+  return totals;
 }
 
-/// The per-tensor work: decode (and subtract the base), decompose, build the residual in the
-/// input dtype, measure. `residual` is null for extraction.
+/// What a quantized residual measured (QPiSSA), as f64 sums over the whole matrix.
+struct QuantizedResidualStats {
+  double err_sq = 0;   // ‖Q(W_res) + s·B·A − W‖²
+  double max_abs = 0;  // max |Q(W_res) + s·B·A − W|
+  double bits_stored = 0;
+  std::optional<double> qlora_err_sq;  // ‖Q(W) − W‖² (plain QLoRA at the same bits)
+  std::optional<double> loftq_err_sq;  // ‖W − Q(W) − SVD_r(W − Q(W))‖² (LoftQ's order, 1 step)
+};
+
+/// The per-tensor work: decode (or dequantize; and subtract the base), decompose, build the
+/// residual in the input dtype or quantized, measure. `residual` is null for extraction.
 struct TensorDecomposer {
   const SvdInitOptions& o;
   SvdInitMethod method;
@@ -121,13 +149,95 @@ struct TensorDecomposer {
   const SvdInitParams& params;
   ScratchPool& scratch;
 
-  Done operator()(const Target& tg, const TensorView& view, OwnedTensor* residual) const;
+  Done operator()(const Target& tg, const TensorView& view,
+                  std::vector<OwnedTensor>* residual) const;
+
+ private:
+  std::vector<float> load(const Target& tg, const TensorView& view, double& norm_sq) const;
+  std::vector<float> quantization_error(const Target& tg, std::span<const float> w,
+                                        double& err_sq) const;
+  QuantizedResidualStats quantize_residual(const Target& tg, std::vector<float>& w,
+                                           const SvdInitResult& r,
+                                           std::vector<OwnedTensor>& outputs) const;
+  double loftq_err_sq(const Target& tg, std::vector<float>& e, int rank) const;
 };
 
+/// W in storage orientation as f32: decoded with the NaN/Inf check and ‖W‖²_F in one pass over
+/// cache-sized chunks (the same fixed chunks and f64 sum order for any thread count), or
+/// dequantized from a quantized input.
+std::vector<float> TensorDecomposer::load(const Target& tg, const TensorView& view,
+                                          double& norm_sq) const {
+  const std::string file = in.file_of(*tg.tensor);
+  norm_sq = 0;
+  if (tg.quantized) {
+    std::vector<float> w = dequantize_weight(in, *tg.quantized).values;
+    check_finite(w, file, tg.info.name);
+    norm_sq = frobenius_sq(w);
+    return w;
+  }
+  std::vector<float> w = scratch.take(static_cast<std::size_t>(view.numel()));
+  constexpr std::size_t kChunk = 16384;
+  const std::size_t size = dtype_size(view.dtype);
+  for (std::size_t c0 = 0; c0 < w.size(); c0 += kChunk) {
+    const std::size_t len = std::min(kChunk, w.size() - c0);
+    const std::span<float> chunk(w.data() + c0, len);
+    decode_to_f32(view.dtype, view.bytes.subspan(c0 * size, len * size), chunk);
+    if (!all_finite(chunk))  // locate the first bad element (index in the whole tensor)
+      check_finite(std::span<const float>(w.data(), c0 + len), file, tg.info.name);
+    norm_sq += frobenius_sq(chunk);
+  }
+  return w;
+}
+
+/// E = W − Q(W) in math orientation for `w` in storage orientation, and ‖E‖² (QLoRA's error).
+std::vector<float> TensorDecomposer::quantization_error(const Target& tg, std::span<const float> w,
+                                                        double& err_sq) const {
+  std::vector<float> e = quantize_weight(*tg.residual_format, tg.info, w, true).dequantized;
+  for (std::size_t i = 0; i < e.size(); ++i)
+    e[i] = w[i] - e[i];
+  err_sq = sum_sq(e);
+  if (tg.transposed) e = transpose(e, tg.info.shape[0], tg.info.shape[1]);
+  return e;
+}
+
+/// Turns `w` (math orientation) into W_res and quantizes it into the target's format: the
+/// residual's tensors go to `outputs`; the error is that of Q(W_res) against W_res, which is
+/// Q(W_res) + s·B·A − W up to one f32 rounding.
+QuantizedResidualStats TensorDecomposer::quantize_residual(
+    const Target& tg, std::vector<float>& w, const SvdInitResult& r,
+    std::vector<OwnedTensor>& outputs) const {
+  subtract_adapter_delta(w, r, tg.out, tg.in, params.parallel);
+  if (tg.transposed) w = transpose(w, tg.out, tg.in);  // storage orientation
+  QuantizedWeight q = quantize_weight(*tg.residual_format, tg.info, w, true);
+  QuantizedResidualStats st;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    const double d = static_cast<double>(q.dequantized[i]) - w[i];
+    st.err_sq += d * d;
+    st.max_abs = std::max(st.max_abs, std::fabs(d));
+  }
+  st.bits_stored = q.bits_stored;
+  outputs = std::move(q.tensors);
+  return st;
+}
+
+/// LoftQ's order at rank `rank`: the residual error of the best rank-`rank` fit of E = W − Q(W)
+/// (`e`, math orientation, overwritten).
+double TensorDecomposer::loftq_err_sq(const Target& tg, std::vector<float>& e, int rank) const {
+  SvdInitParams p = params;
+  p.method = SvdInitMethod::Pissa;
+  p.rank = rank;
+  p.energy.reset();
+  p.alpha.reset();
+  p.rslora = false;
+  p.norm_sq.reset();
+  const SvdInitResult fit = svd_init_matrix(e, tg.out, tg.in, p, tg.info.name + "#loftq");
+  return residual_in_place(e, fit, tg.out, tg.in, false, {}, params.parallel).err_sq;
+}
+
 Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
-                                  OwnedTensor* residual) const {
+                                  std::vector<OwnedTensor>* residual) const {
   const auto t0 = Clock::now();
-  const auto& info = tg.tensor->info;
+  const auto& info = tg.info;
   const std::string file = in.file_of(*tg.tensor);
   double cpu = thread_cpu_seconds();
   auto lap = [&cpu] {
@@ -135,24 +245,10 @@ Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
     cpu = now;
     return d;
   };
-  std::vector<float> w = scratch.take(static_cast<std::size_t>(view.numel()));
-  // Decode, NaN/Inf check and ‖W‖²_F in one pass over cache-sized chunks (the same fixed
-  // chunks and f64 sum order for any thread count).
   SvdInitParams tensor_params = params;
-  {
-    constexpr std::size_t kChunk = 16384;
-    const std::size_t size = dtype_size(view.dtype);
-    double norm_sq = 0;
-    for (std::size_t c0 = 0; c0 < w.size(); c0 += kChunk) {
-      const std::size_t len = std::min(kChunk, w.size() - c0);
-      const std::span<float> chunk(w.data() + c0, len);
-      decode_to_f32(view.dtype, view.bytes.subspan(c0 * size, len * size), chunk);
-      if (!all_finite(chunk))  // locate the first bad element (index in the whole tensor)
-        check_finite(std::span<const float>(w.data(), c0 + len), file, info.name);
-      norm_sq += frobenius_sq(chunk);
-    }
-    if (!tg.base) tensor_params.norm_sq = norm_sq;  // extraction: the norm of ΔW, not of W
-  }
+  double norm_sq = 0;
+  std::vector<float> w = load(tg, view, norm_sq);
+  if (!tg.base) tensor_params.norm_sq = norm_sq;  // extraction: the norm of ΔW, not of W
   if (tg.base) {
     std::vector<float> b = to_f32(base->view(*tg.base));
     check_finite(b, base->file_of(*tg.base), info.name);
@@ -160,6 +256,11 @@ Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
       w[i] -= b[i];
     base->release(*tg.base);
   }
+  // QPiSSA's comparisons, from W before it becomes W_res: plain Q(W) and E = W − Q(W).
+  std::optional<std::vector<float>> quant_error;
+  double qlora_err_sq = 0;
+  if (tg.residual_format && !tg.quantized && o.compare_quantization)
+    quant_error = quantization_error(tg, w, qlora_err_sq);
   if (tg.transposed) w = transpose(w, info.shape[0], info.shape[1]);
   const double decode_cpu = lap();
   SvdInitResult r = svd_init_matrix(w, tg.out, tg.in, tensor_params, info.name);
@@ -179,18 +280,34 @@ Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
   // bytes while in cache, measuring |cast(W_res) + s·B·A − W| = |cast(W_res) − W_res| (W_res =
   // W − s·B·A in f32; that subtraction adds at most 2^-24·|W_res|) in ulps of W (decoded from
   // the input) and of the stored entry. Peak memory: one f32 copy of W plus the output.
+  // A quantized residual is measured against W_res after quantizing it whole.
   Done done;
-  ResidualOutput dst;
-  if (residual) {
-    residual->name = info.name;
-    residual->dtype = info.dtype;
-    residual->shape = info.shape;
-    residual->bytes.resize(w.size() * dtype_size(info.dtype));
-    dst = {view.dtype, view.bytes, info.dtype, residual->bytes};
+  ResidualStats st;
+  std::optional<QuantizedResidualStats> qst;
+  if (residual && tg.residual_format) {
+    qst = quantize_residual(tg, w, r, *residual);
+    st.err_sq = 0;
+    for (float x : w)
+      st.err_sq += static_cast<double>(x) * x;
+    st.max_abs = qst->max_abs;
+  } else {
+    ResidualOutput dst;
+    if (residual) {
+      residual->resize(1);
+      OwnedTensor& out = residual->front();
+      out.name = info.name;
+      out.dtype = info.dtype;
+      out.shape = info.shape;
+      out.bytes.resize(w.size() * dtype_size(info.dtype));
+      dst = {view.dtype, view.bytes, info.dtype, out.bytes};
+    }
+    st = residual_in_place(w, r, tg.out, tg.in, tg.transposed, dst, params.parallel);
   }
-  const ResidualStats st =
-      residual_in_place(w, r, tg.out, tg.in, tg.transposed, dst, params.parallel);
   const double residual_cpu = lap();
+  if (qst && quant_error) {
+    qst->qlora_err_sq = qlora_err_sq;
+    qst->loftq_err_sq = loftq_err_sq(tg, *quant_error, r.rank);
+  }
   const double err_sq = st.err_sq, max_abs = st.max_abs;
   const std::size_t numel = w.size();
   scratch.give(std::move(w));
@@ -214,7 +331,25 @@ Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
               {"posterior_rel_error", opt_num(r.posterior_rel_err)},
               {"max_abs_error", round_sig(max_abs)},
               {"seconds", round_sig(seconds, 4)}};
-  if (residual) {
+  if (tg.quantized) done.row["input_layout"] = quant_layout_name(tg.quantized->layout);
+  Json sums = {{"gemm_flops", r.gemm_flops}, {"gemm_seconds", r.gemm_seconds}};
+  if (qst) {
+    auto rel = [norm](std::optional<double> e_sq) {
+      return e_sq && norm > 0 ? Json(round_sig(std::sqrt(*e_sq) / norm)) : Json(nullptr);
+    };
+    done.row["residual_scheme"] = quant_format_scheme(*tg.residual_format);
+    done.row["residual_bits_per_param"] = round_sig(qst->bits_stored, 6);
+    done.row["qpissa_rel_error"] = rel(qst->err_sq);
+    done.row["qlora_rel_error"] = rel(qst->qlora_err_sq);
+    done.row["loftq_rel_error"] = rel(qst->loftq_err_sq);
+    done.row["qpissa_vs_qlora"] = qst->qlora_err_sq && *qst->qlora_err_sq > 0
+                                      ? Json(round_sig(std::sqrt(qst->err_sq / *qst->qlora_err_sq)))
+                                      : Json(nullptr);
+    sums["norm_sq"] = r.norm_sq;
+    sums["qpissa_err_sq"] = qst->err_sq;
+    if (qst->qlora_err_sq) sums["qlora_err_sq"] = *qst->qlora_err_sq;
+    if (qst->loftq_err_sq) sums["loftq_err_sq"] = *qst->loftq_err_sq;
+  } else if (residual) {
     done.row["max_err_ulps"] = round_sig(st.max_ulps, 4);
     done.row["within_one_ulp"] =
         round_sig(static_cast<double>(st.within_one_ulp) / static_cast<double>(numel), 8);
@@ -229,7 +364,7 @@ Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
     done.row["gemm_gflops"] = round_sig(r.gemm_flops / r.gemm_seconds / 1e9, 4);
   done.row["adapter_params"] =
       r.A.size() + r.B.size() + (method == SvdInitMethod::Sorsa ? r.S.size() : std::size_t{0});
-  done.row["sums"] = {{"gemm_flops", r.gemm_flops}, {"gemm_seconds", r.gemm_seconds}};
+  done.row["sums"] = sums;
   if (method == SvdInitMethod::Sorsa) {
     done.sorsa = {tg.module, r.rank, tg.in, tg.out, std::move(r.A), std::move(r.S), std::move(r.B)};
   } else {
@@ -282,21 +417,24 @@ std::vector<Target> validate_targets(const SvdInitOptions& o, const Checkpoint& 
     const CheckpointTensor& t = *w.tensor;
     Target tg;
     tg.tensor = &t;
+    tg.info = w.info;
+    tg.quantized = w.quantized;
     tg.module = w.adapter_module;
     tg.embedding = w.embedding;
     // PEFT: Conv1D weights are [in, out]; embeddings' ΔW is (B·A)ᵀ. Both: decompose the transpose.
     tg.transposed = w.conv1d != tg.embedding;
-    tg.out = tg.transposed ? t.info.shape[1] : t.info.shape[0];
-    tg.in = tg.transposed ? t.info.shape[0] : t.info.shape[1];
+    tg.out = tg.transposed ? tg.info.shape[1] : tg.info.shape[0];
+    tg.in = tg.transposed ? tg.info.shape[0] : tg.info.shape[1];
     const std::int64_t kmax = std::min(tg.out, tg.in);
     if (!o.energy && o.rank >= kmax)
       fail(ErrorKind::Usage,
            located(in.file_of(t), t.info.name,
                    "rank " + std::to_string(o.rank) + " >= min(out, in) = " + std::to_string(kmax) +
-                       " of shape " + shape_str(t.info.shape)));
+                       " of shape " + shape_str(tg.info.shape)));
     if (kmax < 2)
-      fail(ErrorKind::Usage, located(in.file_of(t), t.info.name,
-                                     "shape " + shape_str(t.info.shape) + " has no rank to split"));
+      fail(ErrorKind::Usage,
+           located(in.file_of(t), t.info.name,
+                   "shape " + shape_str(tg.info.shape) + " has no rank to split"));
     if (extract) {
       tg.base = base->find(t.info.name);
       if (!tg.base)
@@ -323,6 +461,56 @@ std::vector<Target> validate_targets(const SvdInitOptions& o, const Checkpoint& 
   return targets;
 }
 
+/// The residual's quantization: --quantize-residual's format for every target (QPiSSA), else a
+/// quantized input weight's own format (read from its state) for that weight. Returns the
+/// --quantize-residual format. Usage errors before any output exists.
+std::optional<QuantFormat> plan_residual_formats(const SvdInitOptions& o, const Checkpoint& in,
+                                                 const QuantizedBase& quantized_in,
+                                                 std::vector<Target>& targets) {
+  std::optional<QuantFormat> format;
+  if (o.quantize_residual) {
+    if (o.base)
+      fail(ErrorKind::Usage,
+           "--quantize-residual: extraction (--base) writes no residual to quantize");
+    format = resolve_quant_format(*o.quantize_residual, "--quantize-residual");
+    // A quantized input keeps every untargeted weight as it is stored: one format in the output.
+    std::set<std::string> targeted;
+    for (const auto& tg : targets)
+      targeted.insert(tg.info.name);
+    for (const auto& g : quantized_in.groups)
+      if (!targeted.count(g.weight) && !(stored_quant_format(in, g) == *format))
+        fail(ErrorKind::Usage,
+             located(in.file_of(*in.find(g.weight)), g.weight,
+                     "stays quantized as it is (not a target), so the residual cannot be "
+                     "quantized as " +
+                         quant_format_scheme(*format) +
+                         ": drop --quantize-residual (the residual keeps the input's format) or "
+                         "target this weight too"));
+  }
+  for (auto& tg : targets)
+    tg.residual_format =
+        format
+            ? format
+            : (tg.quantized ? std::optional(stored_quant_format(in, *tg.quantized)) : std::nullopt);
+  return format;
+}
+
+/// The residual's non-weight files; config.json says how it is quantized when it is.
+void write_residual_config(const SvdInitOptions& o, const Checkpoint& in,
+                           const std::optional<QuantFormat>& format,
+                           const std::vector<std::string>& left_alone, const fs::path& dir) {
+  if (!format || !in.config()) {
+    copy_files(in.extra_files(), dir);
+    return;
+  }
+  copy_files(in.extra_files(), dir, {"config.json"});
+  nlohmann::json c = *in.config();
+  c.erase("quantization_config");
+  c.erase("ckptkit_quantization");
+  describe_quant_format(c, *format, o.compute_dtype, left_alone);
+  write_text_file(dir / "config.json", c.dump(2) + "\n");
+}
+
 Json run_svd_init(const SvdInitOptions& o) {
   const auto start = Clock::now();
   const bool extract = o.base.has_value();
@@ -332,9 +520,15 @@ Json run_svd_init(const SvdInitOptions& o) {
   const Checkpoint in = Checkpoint::open(o.input);
   std::optional<Checkpoint> base;
   if (extract) base = Checkpoint::open(*o.base);
-  const TargetSelection selection = select_targets(in, o.common.targets, {"svd-init"});
+  // A quantized input (bnb or ckptkit layout) is read weight by weight, dequantized.
+  const QuantizedBase quantized_in = find_quantized_weights(in);
+  TargetPolicy policy{"svd-init"};
+  if (!extract) policy.quantized = &quantized_in;
+  const TargetSelection selection = select_targets(in, o.common.targets, policy);
 
   std::vector<Target> targets = validate_targets(o, in, base, selection);  // --shard keeps a share
+  const std::optional<QuantFormat> residual_format =
+      plan_residual_formats(o, in, quantized_in, targets);
 
   std::vector<fs::path> inputs{o.input};
   if (o.base) inputs.push_back(*o.base);
@@ -369,29 +563,39 @@ Json run_svd_init(const SvdInitOptions& o) {
     rows.push_back(std::move(d.row));
   };
   auto working_set = [algo](const Target& tg) -> std::uint64_t {
-    // f32 copy of W (and of the base) + the cast residual + SVD temporaries (exact: ~2 more copies)
+    // f32 copy of W (and of the base) + the cast residual + SVD temporaries (exact: ~2 more
+    // copies); a quantized residual adds W − Q(W), a dequantized copy and a transpose.
     return static_cast<std::uint64_t>(tg.out * tg.in) * sizeof(float) *
-           (algo == SvdAlgorithm::Exact ? 5 : 3);
+           ((algo == SvdAlgorithm::Exact ? 5 : 3) + (tg.residual_format ? 3 : 0));
   };
 
   std::vector<std::string> residual_files;
   if (!extract) {
     const fs::path residual_dir = out.part(kResidualPart);
-    const StreamJob job = targets_job(
-        in, targets,
-        [&](const Target& tg) {
-          const auto& t = tg.tensor->info;
-          return std::pair{std::vector<TensorSpec>{{t.name, t.dtype, t.shape}}, working_set(tg)};
-        },
-        [&](const Target& tg, const TensorView& v, std::vector<OwnedTensor>& outputs) {
-          outputs.resize(1);
-          return work(tg, v, &outputs[0]);
-        },
-        collect);
+    std::set<std::string> companions;  // of the quantized weights re-quantized here
+    for (const auto& tg : targets)
+      if (tg.quantized)
+        companions.insert(tg.quantized->companions.begin(), tg.quantized->companions.end());
+    const StreamJob job =
+        folding(targets_job(
+                    in, targets,
+                    [&](const Target& tg) {
+                      const TensorInfo& t = tg.info;
+                      return std::pair{tg.residual_format
+                                           ? quant_format_specs(*tg.residual_format, t)
+                                           : std::vector<TensorSpec>{{t.name, t.dtype, t.shape}},
+                                       working_set(tg)};
+                    },
+                    [&](const Target& tg, const TensorView& v, std::vector<OwnedTensor>& outputs) {
+                      return work(tg, v, &outputs);
+                    },
+                    collect),
+                std::move(companions));
     WriterOptions wo = writer_options(o.common, in.metadata());
-    wo.write_metadata = in.shards().front().header.has_metadata;
+    wo.write_metadata = in.shards().front().header.has_metadata || residual_format;
+    if (wo.write_metadata && wo.metadata.empty()) wo.metadata = {{"format", "pt"}};
     residual_files = stream_checkpoint(job, residual_dir, wo, o.common.exec, "svd-init");
-    copy_files(in.extra_files(), residual_dir);
+    write_residual_config(o, in, residual_format, selection.left_alone, residual_dir);
   } else {
     // No residual checkpoint to stream: --shard keeps this part's share of the targets here.
     keep_my_shard(o.common.exec.shard, out.path(), in, targets,
@@ -463,7 +667,12 @@ Json run_svd_init(const SvdInitOptions& o) {
       {"oversample", algo == SvdAlgorithm::Randomized ? Json(o.oversample) : Json(nullptr)},
       {"seed", o.common.seed},
       {"adapter_dtype", std::string(dtype_name(o.adapter_dtype))},
-      {"fan_in_fan_out", selection.fan_in_fan_out}};
+      {"fan_in_fan_out", selection.fan_in_fan_out},
+      {"quantized_input",
+       quantized_in.groups.empty() ? Json(nullptr) : Json(quantized_in.layout_names())},
+      {"residual_quantization",
+       residual_format ? quant_format_json(*residual_format)
+                       : (quantized_in.groups.empty() ? Json(nullptr) : Json("as the input"))}};
   // What the adapter names assume (family, prefix, layout): a warning for unknown families.
   report.settings()["module_naming"] = selection.naming.assumption;
   for (auto& r : rows)
@@ -486,7 +695,19 @@ std::string svd_init_summary(const Json& report, const std::string& output) {
                 output.c_str(), static_cast<std::size_t>(t["targets"].get<std::uint64_t>()),
                 static_cast<unsigned long long>(t["adapter_params"].get<std::uint64_t>()),
                 t["max_abs_error"].get<double>(), t["seconds"].get<double>());
-  return buf;
+  std::string line = buf;
+  if (t.value("qpissa_rel_error", Json()).is_number()) {
+    std::snprintf(buf, sizeof buf, "quantized residual: relative error %.4g",
+                  t["qpissa_rel_error"].get<double>());
+    line += buf;
+    if (t["qlora_rel_error"].is_number() && t["loftq_rel_error"].is_number()) {
+      std::snprintf(buf, sizeof buf, " (QLoRA %.4g, LoftQ order %.4g at the same bits)",
+                    t["qlora_rel_error"].get<double>(), t["loftq_rel_error"].get<double>());
+      line += buf;
+    }
+    line += "\n";
+  }
+  return line;
 }
 
 }  // namespace ckpt
