@@ -21,6 +21,7 @@ void setup_analyze_spectrum(CLI::App& app, Run& run);
 void setup_velora_init(CLI::App& app, Run& run);
 void setup_inspect(CLI::App& app, Run& run);
 void setup_convert(CLI::App& app, Run& run);
+void setup_export_gguf(CLI::App& app, Run& run);
 void setup_stitch(CLI::App& app, Run& run);
 void setup_completion(CLI::App& app, Run& run);
 
@@ -34,7 +35,7 @@ std::vector<std::string> flag_names(const CLI::App& cmd);
 inline std::vector<Setup> all_commands() {
   return {setup_svd_init, setup_mpo_init,         setup_lq_decompose, setup_quantize,
           setup_merge,    setup_analyze_spectrum, setup_velora_init,  setup_inspect,
-          setup_convert,  setup_stitch,           setup_completion};
+          setup_convert,  setup_export_gguf,      setup_stitch,       setup_completion};
 }
 
 }  // namespace ckpt::cli

@@ -1,5 +1,6 @@
 #include "ckptkit/io/output_dir.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,16 +17,26 @@
 namespace ckpt {
 namespace fs = std::filesystem;
 
+namespace {
+
+/// An output may not be an input, hold one or lie inside one.
+void check_not_input(const fs::path& final_abs, const fs::path& shown,
+                     const std::vector<fs::path>& inputs) {
+  for (const auto& in : inputs) {
+    const fs::path a = absolute_clean(in);
+    if (a == final_abs || is_within(a, final_abs) || is_within(final_abs, a))
+      fail(ErrorKind::Usage,
+           shown.string() + ": output would overwrite or sit inside the input " + in.string());
+  }
+}
+
+}  // namespace
+
 OutputDir::OutputDir(fs::path final_path, bool force, const std::vector<fs::path>& inputs,
                      std::optional<fs::path> report_copy)
     : final_(absolute_clean(final_path)), force_(force), report_copy_(std::move(report_copy)) {
   std::error_code ec;
-  for (const auto& in : inputs) {
-    const fs::path a = absolute_clean(in);
-    if (a == final_ || is_within(a, final_) || is_within(final_, a))
-      fail(ErrorKind::Usage,
-           final_path.string() + ": output would overwrite or sit inside the input " + in.string());
-  }
+  check_not_input(final_, final_path, inputs);
   if (is_within(absolute_clean(fs::current_path(ec)), final_))
     fail(ErrorKind::Usage,
          final_path.string() + ": output would replace the current directory or one above it");
@@ -111,6 +122,77 @@ fs::path OutputDir::part(const std::string& name) const {
   const fs::path dir = tmp_ / name;
   fs::create_directories(dir);
   return dir;
+}
+
+OutputFile::OutputFile(fs::path final_path, bool force, const std::vector<fs::path>& inputs,
+                       std::optional<fs::path> report_copy,
+                       const std::function<bool(const fs::path&)>& replaceable,
+                       const std::string& replaceable_what)
+    : final_(absolute_clean(final_path)), report_copy_(std::move(report_copy)) {
+  std::error_code ec;
+  check_not_input(final_, final_path, inputs);
+  if (final_path.filename().empty() || fs::is_directory(final_, ec))
+    fail(ErrorKind::Usage, final_path.string() + ": is a folder; give a file name");
+  if (fs::exists(fs::symlink_status(final_, ec))) {
+    if (!force)
+      fail(ErrorKind::Usage,
+           final_path.string() + ": output already exists (use --force to replace it)");
+    if (!fs::is_regular_file(fs::symlink_status(final_, ec)) || !replaceable(final_))
+      fail(ErrorKind::Usage, final_path.string() + ": exists and is not " + replaceable_what +
+                                 ": --force replaces only that");
+  }
+  if (report_copy_) check_report_path(*report_copy_, final_, force, inputs);
+  const fs::path parent = final_.parent_path();
+  if (!fs::is_directory(parent, ec))
+    fail(ErrorKind::Usage,
+         final_path.string() + ": the folder " + parent.string() + " does not exist");
+  remove_stale_temporaries(final_);
+  tmp_ = parent / ("." + final_.filename().string() + ".tmp-" + std::to_string(::getpid()));
+  fs::remove_all(tmp_, ec);
+  stop_cleanup_ = std::make_unique<StopCleanup>(tmp_);
+}
+
+OutputFile::~OutputFile() {
+  if (committed_) return;
+  std::error_code ec;
+  fs::remove(tmp_, ec);
+}
+
+void OutputFile::write(std::span<const std::byte> bytes) const {
+  const int fd = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    fail(ErrorKind::Io, final_.string() + ": cannot create (" + std::strerror(errno) + ")");
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = errno;
+      ::close(fd);
+      fail(ErrorKind::Io, final_.string() + ": write failed (" + std::strerror(e) + ")");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  const int e = errno;
+  if (::close(fd) != 0 || !synced)
+    fail(ErrorKind::Io, final_.string() + ": write failed (" + std::strerror(e) + ")");
+}
+
+void OutputFile::commit() {
+  check_inputs_intact();
+  stop_cleanup_->commit([this] {
+    std::error_code ec;
+    fs::rename(tmp_, final_, ec);  // replaces an existing file atomically
+    if (ec)
+      fail(ErrorKind::Io,
+           final_.string() + ": cannot move the output into place (" + ec.message() + ")");
+    committed_ = true;
+  });
+}
+
+void OutputFile::write_report_copy(const std::string& text) const {
+  if (report_copy_) write_file_atomically(*report_copy_, text);
 }
 
 bool is_model_companion(const std::string& name) {

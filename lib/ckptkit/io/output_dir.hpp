@@ -3,9 +3,12 @@
 // destructor removes the temporary, so no half-written output is ever left behind.
 #pragma once
 
+#include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -48,6 +51,35 @@ class OutputDir {
   std::vector<std::filesystem::path> created_parents_;  // deepest first
   std::unique_ptr<StopCleanup> stop_cleanup_;  // the watchdog removes tmp_ on a forced stop
   bool force_;
+  std::optional<std::filesystem::path> report_copy_;
+  bool committed_ = false;
+};
+
+/// An output that is one file (export-gguf's .gguf): written to a temporary sibling, renamed into
+/// place by commit(), removed if commit() is never reached. The same checks as OutputDir, except
+/// that the folder must exist and `--force` replaces only a file `replaceable` accepts (a file
+/// carries no marker: export-gguf accepts a GGUF file).
+class OutputFile {
+ public:
+  OutputFile(std::filesystem::path final_path, bool force,
+             const std::vector<std::filesystem::path>& inputs,
+             std::optional<std::filesystem::path> report_copy,
+             const std::function<bool(const std::filesystem::path&)>& replaceable,
+             const std::string& replaceable_what);
+  ~OutputFile();
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+
+  /// Writes the whole file (to the temporary, fsync'd).
+  void write(std::span<const std::byte> bytes) const;
+  const std::filesystem::path& final_path() const { return final_; }
+  /// Moves the file into place (replacing an existing one when forced).
+  void commit();
+  void write_report_copy(const std::string& text) const;
+
+ private:
+  std::filesystem::path final_, tmp_;
+  std::unique_ptr<StopCleanup> stop_cleanup_;
   std::optional<std::filesystem::path> report_copy_;
   bool committed_ = false;
 };
