@@ -16,7 +16,7 @@ void setup_velora_init(CLI::App& app, Run& run) {
     double scale = 1.0;
     bool sweep = false;
     std::int64_t batch = 8, seq = 2048;
-    std::string prefix = "base_model.model.";
+    std::string prefix = "base_model.model.", adapter;
     CommonFlags common;
   };
   auto f = std::make_shared<Flags>();
@@ -42,6 +42,10 @@ void setup_velora_init(CLI::App& app, Run& run) {
       ->capture_default_str();
   cmd->add_option("--prefix", f->prefix, "Key prefix of the vectors (PEFT state-dict prefix)")
       ->capture_default_str();
+  cmd->add_option("--adapter", f->adapter,
+                  "A PEFT LoRA adapter (e.g. svd-init's adapter/) to extend: OUT/adapter/ is it "
+                  "with a vector per LoRA module and velora_config, ready for "
+                  "PeftModel.from_pretrained");
   add_common_flags(cmd, f->common, kTargetFlags);
   cmd->footer(
       "Examples:\n"
@@ -49,6 +53,8 @@ void setup_velora_init(CLI::App& app, Run& run) {
       "  ckptkit velora-init acts-a.safetensors acts-b.safetensors -o out --groups 64 --init "
       "top-singular "
       "--sweep --target fc2\n"
+      "  ckptkit velora-init acts.safetensors -o pissa-velora --groups 32 --adapter "
+      "pissa/adapter\n"
       "Output: velora_embed.safetensors (<prefix><module>.lora_velora_embed), velora_config.json,\n"
       "report.json, and with --sweep sweep.html + sweep.md. See docs/velora-init.md.");
   cmd->callback([f, &run] {
@@ -67,6 +73,7 @@ void setup_velora_init(CLI::App& app, Run& run) {
       o.batch = f->batch;
       o.seq = f->seq;
       o.prefix = f->prefix;
+      if (!f->adapter.empty()) o.adapter = f->adapter;
       const Json j = run_velora_init(o);
       const std::string summary = velora_init_summary(j, o.common.output.string());
       Json report = j;

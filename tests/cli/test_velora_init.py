@@ -75,6 +75,57 @@ def ref_fidelity(x, m, v):
     return energy, grad
 
 
+def adapter_extension(tmp, rng):
+    """--adapter: an svd-init PiSSA adapter of the bundled sample, extended for PEFT's VeLoRA."""
+    pissa = os.path.join(tmp, "pissa")
+    cktest.run("svd-init", cktest.SAMPLE, "-o", pissa, "--rank", 4, "--target", "fc1,fc2", expect=0)
+    w = cktest.read_checkpoint(cktest.SAMPLE)
+    acts = {}
+    for name, a in w.items():
+        if name.endswith((".fc1.weight", ".fc2.weight")):
+            d = a.shape[1]
+            acts[name[: -len(".weight")]] = (rng.normal(size=d) + rng.normal(size=(64, d))).astype(np.float32)
+    act = os.path.join(tmp, "sample-acts.safetensors")
+    write_safetensors(act, acts)
+    out = os.path.join(tmp, "pissa-velora")
+    M = 32
+    p = cktest.run("velora-init", act, "-o", out, "--groups", M, "--adapter", pissa, expect=0)
+    if not check(p.returncode == 0, "velora-init --adapter (svd-init output root): exit 0"):
+        return
+    src = cktest.read_checkpoint(os.path.join(pissa, "adapter"), raw=True)
+    ext = cktest.read_checkpoint(os.path.join(out, "adapter"), raw=True)
+    extra = sorted(set(ext) - set(src))
+    want = sorted(PREFIX + m + SUFFIX for m in acts)
+    check(all(ext[k] == src[k] for k in src) and extra == want,
+          "--adapter: the adapter's %d tensors byte-identical, plus one vector per LoRA module (%d)"
+          % (len(src), len(extra)))
+    vecs, _ = read_safetensors(os.path.join(out, "velora_embed.safetensors"))
+    same = all(ext[k][0] == "F32" and ext[k][1] == [-(-acts[k[len(PREFIX):-len(SUFFIX)]].shape[1] // M)]
+               and np.array_equal(np.frombuffer(ext[k][2], np.float32), vecs[k]) for k in extra)
+    check(same, "--adapter: each vector is F32 [ceil(D/M)] and equals velora_embed.safetensors'")
+    c0 = json.load(open(os.path.join(pissa, "adapter", "adapter_config.json")))
+    c1 = json.load(open(os.path.join(out, "adapter", "adapter_config.json")))
+    vc = c1.pop("velora_config", None)
+    check(c1 == c0 and vc == {"num_groups": M, "scale": 1.0, "init_type": "random"},
+          "--adapter: adapter_config.json unchanged but for velora_config %s" % vc)
+    # A LoRA module without activations would get a random vector in PEFT: refused.
+    partial = os.path.join(tmp, "partial-acts.safetensors")
+    write_safetensors(partial, {k: v for k, v in acts.items() if not k.endswith("fc2")})
+    bad_out = os.path.join(tmp, "bad-velora")
+    p = cktest.run("velora-init", partial, "-o", bad_out, "--groups", M, "--adapter", pissa, expect=2)
+    check(p.returncode == 2 and ".fc2" in p.stderr and "no activations" in p.stderr
+          and not os.path.exists(bad_out),
+          "--adapter with a LoRA module missing from the dump: exit 2 naming it, nothing written")
+    dora = os.path.join(tmp, "dora-adapter")
+    shutil.copytree(os.path.join(pissa, "adapter"), dora)
+    cfg = json.load(open(os.path.join(dora, "adapter_config.json")))
+    cfg["use_dora"] = True
+    json.dump(cfg, open(os.path.join(dora, "adapter_config.json"), "w"))
+    p = cktest.run("velora-init", act, "-o", bad_out, "--groups", M, "--adapter", dora, expect=2)
+    check(p.returncode == 2 and "use_dora" in p.stderr and not os.path.exists(bad_out),
+          "--adapter with use_dora: exit 2")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="ckptkit-velora-")
     rng = np.random.default_rng(1234)
@@ -206,6 +257,8 @@ def main():
     zero = os.path.join(tmp, "zero.safetensors")
     write_safetensors(zero, {"m.fc1": np.zeros((0, 8), np.float32)})
     bad("0 tokens", [zero], [], "zero.safetensors", "m.fc1")
+
+    adapter_extension(tmp, rng)
 
     # ---- real activations of bytegpt-base, when ../shared is there ----
     acts = os.path.join(SHARED, "data", "bytegpt-activations", "activations.safetensors") if SHARED else ""

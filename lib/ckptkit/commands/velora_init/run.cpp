@@ -13,13 +13,16 @@
 #include "ckptkit/core/strings.hpp"
 #include "ckptkit/engine/stream.hpp"
 #include "ckptkit/io/checkpoint.hpp"
+#include "ckptkit/io/json_text.hpp"
 #include "ckptkit/io/output_dir.hpp"
+#include "ckptkit/io/output_layout.hpp"
 #include "ckptkit/io/writer.hpp"
 #include "ckptkit/report/html.hpp"
 #include "ckptkit/report/markdown.hpp"
 #include "ckptkit/report/svg.hpp"
 
 namespace ckpt {
+namespace fs = std::filesystem;
 namespace {
 
 using velora::Init;
@@ -336,6 +339,86 @@ std::string sweep_plot(const std::vector<TypeSweep>& types, bool grad, std::int6
 
 }  // namespace
 
+/// The PEFT LoRA adapter velora-init extends (--adapter): its config, its tensors as stored, and
+/// the modules its lora_A keys name (without the key prefix), checked before any output exists.
+struct AdapterToExtend {
+  fs::path dir;
+  nlohmann::ordered_json config;
+  std::optional<Checkpoint> weights;
+  std::vector<std::string> modules;  // file order
+};
+
+AdapterToExtend read_adapter_to_extend(const VeloraInitOptions& o,
+                                       const std::vector<ModulePlan>& plans) {
+  AdapterToExtend a;
+  a.dir = adapter_part(*o.adapter);
+  const fs::path cfg_path = a.dir / "adapter_config.json";
+  if (!fs::exists(cfg_path))
+    fail(ErrorKind::Usage, o.adapter->string() + ": no adapter_config.json (a PEFT LoRA adapter)");
+  a.config = read_ordered_json_file(cfg_path);
+  if (!a.config.is_object() || a.config.value("peft_type", "") != "LORA")
+    fail(ErrorKind::Usage, cfg_path.string() + ": peft_type is not LORA; VeLoRA is a LoRA variant");
+  // PEFT picks one variant per layer; its Embedding and Conv layers refuse velora_config.
+  if (a.config.value("use_dora", false))
+    fail(ErrorKind::Usage, cfg_path.string() +
+                               ": use_dora is true; PEFT's VeLoRA variant "
+                               "replaces the plain LoRA forward, not DoRA's");
+  a.weights = Checkpoint::open(a.dir / "adapter_model.safetensors");
+  const std::string file = a.weights->path().string();
+  std::set<std::string> have;
+  for (const auto& p : plans)
+    have.insert(p.name);
+  for (const auto& t : a.weights->tensors()) {
+    const std::string& k = t.info.name;
+    if (k.find(".lora_embedding_") != std::string::npos)
+      fail(ErrorKind::Usage,
+           located(file, k,
+                   "a LoRA on an embedding: PEFT's VeLoRA applies to Linear layers only (its "
+                   "Embedding layer raises on velora_config)"));
+    if (k.ends_with(kVeloraKeySuffix))
+      fail(ErrorKind::Usage, located(file, k, "the adapter already holds VeLoRA vectors"));
+    const std::string suffix = ".lora_A.weight";
+    if (!k.ends_with(suffix)) continue;
+    if (!k.starts_with(o.prefix))
+      fail(ErrorKind::Usage, located(file, k, "does not start with --prefix '" + o.prefix + "'"));
+    const std::string module =
+        k.substr(o.prefix.size(), k.size() - o.prefix.size() - suffix.size());
+    if (!have.count(module))
+      fail(
+          ErrorKind::Usage,
+          located(file, module,
+                  "no activations for this LoRA module in the dump (PEFT would give it a random "
+                  "VeLoRA vector): dump its inputs (q/k/v share theirs: copy the tensor under each "
+                  "name), or extend an adapter without it"));
+    a.modules.push_back(module);
+  }
+  if (a.modules.empty()) fail(ErrorKind::Usage, file + ": no lora_A tensor");
+  return a;
+}
+
+/// OUT/adapter: the adapter's tensors as stored plus a vector per LoRA module, and its config
+/// with velora_config (init_type "random": PEFT then keeps the loaded vector for all of training).
+void write_extended_adapter(const VeloraInitOptions& o, const AdapterToExtend& a,
+                            const std::vector<OwnedTensor>& vectors, const fs::path& dir) {
+  std::vector<OwnedTensor> tensors;
+  for (const auto& t : a.weights->tensors()) {
+    const TensorView v = a.weights->view(t);
+    tensors.push_back({t.info.name, t.info.dtype, t.info.shape,
+                       std::vector<std::byte>(v.bytes.begin(), v.bytes.end())});
+  }
+  for (const auto& module : a.modules) {
+    const std::string key = o.prefix + module + kVeloraKeySuffix;
+    for (const auto& v : vectors)
+      if (v.name == key) tensors.push_back(v);
+  }
+  Metadata meta = a.weights->metadata();
+  if (meta.empty()) meta = {{"format", "pt"}};
+  write_safetensors_file(dir / "adapter_model.safetensors", tensors, meta);
+  nlohmann::ordered_json cfg = a.config;
+  cfg["velora_config"] = {{"num_groups", o.groups}, {"scale", o.scale}, {"init_type", "random"}};
+  write_text_file(dir / "adapter_config.json", cfg.dump(2) + "\n");
+}
+
 Json run_velora_init(const VeloraInitOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   if (o.groups <= 0)
@@ -347,7 +430,11 @@ Json run_velora_init(const VeloraInitOptions& o) {
     fail(ErrorKind::Usage, "--shard: not supported by velora-init (run it on one machine)");
   const std::vector<Checkpoint> cks = open_inputs(o.inputs);
   const std::vector<ModulePlan> plans = plan_modules(o, cks);
-  OutputDir out(o.common.output, o.common.force, o.inputs, o.common.report_path);
+  std::optional<AdapterToExtend> adapter;
+  if (o.adapter) adapter = read_adapter_to_extend(o, plans);
+  std::vector<fs::path> inputs = o.inputs;
+  if (o.adapter) inputs.push_back(*o.adapter);
+  OutputDir out(o.common.output, o.common.force, inputs, o.common.report_path);
 
   // Per module: both inits at M (the table compares them), all sweep M with --sweep.
   const std::vector<Init> inits = {Init::BatchAverage, Init::TopSingular};
@@ -461,6 +548,11 @@ Json run_velora_init(const VeloraInitOptions& o) {
       {"velora_config", {{"num_groups", o.groups}, {"scale", o.scale}, {"init_type", "random"}}},
       {"target_modules", targets}};
   write_text_file(out.path() / "velora_config.json", cfg.dump(2) + "\n");
+  if (adapter) {
+    write_extended_adapter(o, *adapter, tensors, out.part(kAdapterPart));
+    report.settings()["adapter"] = o.adapter->string();
+    report.settings()["adapter_modules"] = adapter->modules.size();
+  }
 
   if (o.sweep) {
     const auto types = aggregate_sweep(plans, results);

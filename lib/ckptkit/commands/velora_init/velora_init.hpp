@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,15 +29,18 @@ struct VeloraInitOptions {
       2;                     ///< bytes per saved input element without VeLoRA (bf16/fp16 training)
   std::int64_t z_bytes = 2;  ///< bytes per z (fp16 in the official code)
   std::string prefix = "base_model.model.";  ///< key prefix PEFT's state dict uses
+  /// A PEFT LoRA adapter to extend: OUT/adapter/ is that adapter with a vector per LoRA module and
+  /// velora_config in its adapter_config.json, which PeftModel.from_pretrained loads as is.
+  std::optional<std::filesystem::path> adapter;
 };
 
 /// Suffix of the vector keys: PEFT's BufferDict name, adapter name stripped as PEFT saves it.
 inline constexpr const char* kVeloraKeySuffix = ".lora_velora_embed";
 
 /// Writes OUT/velora_embed.safetensors, OUT/velora_config.json, OUT/report.json (and with sweep
-/// OUT/sweep.html, OUT/sweep.md) atomically. Returns the report; its "markdown" entry (not in
-/// report.json) is the table the CLI prints. Bad input → Error(Usage/Format) naming file and
-/// module.
+/// OUT/sweep.html, OUT/sweep.md; with an adapter OUT/adapter/) atomically. Returns the report; its
+/// "markdown" entry (not in report.json) is the table the CLI prints. Bad input →
+/// Error(Usage/Format) naming file and module.
 Json run_velora_init(const VeloraInitOptions& options);
 
 /// What velora-init prints after a run: the Markdown tables, then the files written.
