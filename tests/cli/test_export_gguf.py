@@ -214,6 +214,14 @@ def main():
                   f"{len(ranks)} distinct ranks, {rep['totals']['lora_b_rescaled']} lora_b rescaled, "
                   f"{rep['totals']['rope_permuted']} q/k permuted")
             compare("energy adapter, f32", os.path.join(ad, "adapter"), out, cfg, base_gguf, 1e-6)
+            # What llama.cpp's own converter would do: one lora_alpha, llama.cpp's alpha / rank.
+            _, mods = cktest.read_lora(os.path.join(ad, "adapter"))
+            off = [acfg["lora_alpha"] / A.shape[0] / cktest.lora_scaling(acfg, m)
+                   for m, (A, B) in mods.items()]
+            wrong = [f for f in off if abs(f - 1) > 1e-6]
+            check(len(wrong) > 0, f"without the fold (convert_lora_to_gguf.py's single lora_alpha "
+                                  f"{acfg['lora_alpha']}), {len(wrong)}/{len(off)} modules would load at "
+                                  f"{min(off):.3g}x to {max(off):.3g}x PEFT's scale")
         # 2. rsLoRA + patterns + embedding, every outtype
         hand = os.path.join(tmp, "hand")
         hand_written_adapter(hand, cktest.read_checkpoint(hf))
