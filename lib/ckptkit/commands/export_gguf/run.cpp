@@ -224,8 +224,8 @@ Json run_export_gguf(const ExportGgufOptions& o) {
                      {"bytes", bytes.size()},
                      {"seconds", round_sig(seconds_since(start), 4)}};
   const Json j = report.to_json();
-  out.write_report_copy(j.dump(2) + "\n");
   out.commit();
+  out.write_report_copy(j.dump(2) + "\n");
   return j;
 }
 
