@@ -64,7 +64,10 @@ std::optional<GgufArchitecture> gguf_architecture(const nlohmann::json& config) 
     a.n_head = config_int(config, "num_attention_heads");
     a.n_head_kv = config_int(config, "num_key_value_heads");
     if (a.n_head_kv == 0) a.n_head_kv = a.n_head;  // transformers' default: no grouping
-    if (a.n_head <= 0) return std::nullopt;
+    // Head counts a real config can have (a crafted one must not overflow 2 · heads).
+    constexpr std::int64_t kMaxHeads = std::int64_t{1} << 20;
+    if (a.n_head <= 0 || a.n_head > kMaxHeads || a.n_head_kv <= 0 || a.n_head_kv > a.n_head)
+      return std::nullopt;
     return a;
   }
   return std::nullopt;
