@@ -26,8 +26,8 @@ SVG. Needs /usr/bin/python3 with Debian's python3-torch and python3-numpy, Debia
 package (apt-get install fortunes), and a ckptkit build.
 
 usage: run.py --ckptkit build/ckptkit [--shared ../shared/data] [--out /tmp/ckptkit-finetune]
-              [--methods lora,pissa,...] [--seeds 0,1,2] [--steps 100] [--batch 8] [--seq 128]
-              [--rank 8] [--lr 5e-4] [--eval-every 20] [--eval-batches 5]
+              [--methods lora,pissa,...] [--seeds 0,1,2] [--steps 100] [--batch 8] [--seq 64]
+              [--rank 8] [--lr 5e-4] [--eval-every 20] [--eval-batches 4]
 """
 import argparse
 import json
@@ -215,12 +215,12 @@ def main():
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--eval-every", type=int, default=20)
-    ap.add_argument("--eval-batches", type=int, default=5)
+    ap.add_argument("--eval-batches", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     base = os.path.join(a.shared, "bytegpt-base")
