@@ -106,6 +106,9 @@ void Progress::finish() {
     std::lock_guard lock(mutex_);
     if (finished_) return;
     finished_ = true;
+    // A stop the ticker has not drawn yet (the unwinding can beat its wake-up on a loaded
+    // machine): acknowledge it before the line goes, so "stopping" always precedes the error.
+    if (interrupt_requested()) draw();
   }
   wake_.notify_all();
   if (ticker_.joinable()) ticker_.join();
