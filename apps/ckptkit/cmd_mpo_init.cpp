@@ -18,7 +18,7 @@ void setup_mpo_init(CLI::App& app, Run& run) {
     std::int64_t bond = 0, params = 0;
     double tolerance = 0;
     int params_like_lora = 0;
-    int quant_block = 64;
+    int quant_block = 0;
     std::string trainable = "all";
     CommonFlags common;
   };
@@ -50,10 +50,13 @@ void setup_mpo_init(CLI::App& app, Run& run) {
       "--trainable", f->trainable,
       "Cores recorded as trainable: all (DoTA, default) or auxiliary (MPOP: central core frozen)");
   cmd->add_option("--quantize-residual", f->quantize,
-                  "QDoTA: store the residual as nf4 (bitsandbytes layout)");
+                  "QDoTA: quantize the residual (nf4, fp4, nf3, int8, ...; bitsandbytes layout "
+                  "where bnb can store it)")
+      ->transform(lower_scheme);
   // --block as in quantize and lq-decompose; --quant-block, its first name, still accepted.
   cmd->add_option("--block,--quant-block", f->quant_block,
-                  "NF4 block size of --quantize-residual (default 64, as QLoRA)");
+                  "Block size of --quantize-residual (default 64, as QLoRA; int8 without it: "
+                  "row-wise)");
   add_adapter_dtype_flag(cmd, f->adapter_dtype, "Dtype of the stored cores");
   add_common_flags(cmd, f->common,
                    kTargetFlags | kFanInFanOutFlags | kShardFlag | kWriterFlags |

@@ -186,6 +186,25 @@ def main():
         qc = json.load(open(os.path.join(out, "residual", "config.json"))).get("quantization_config", {})
         check(qc.get("bnb_4bit_quant_type") == "nf4", "residual config.json has a bnb quantization_config")
 
+    # 6. QDoTA in the other formats: nf3 (ckptkit layout) and int8 (bnb row-wise), read back with the
+    # independent readers; dequantized residual + MPO has the reported error.
+    for scheme, key in (("nf3", ".quant_state.ckptkit"), ("int8", "SCB")):
+        out = os.path.join(tmp, "out6-" + scheme)
+        rc, so, se = run(["mpo-init", ck, "-o", out, "--target", "q_proj", "--cores", "2", "--bond", "4",
+                          "--quantize-residual", scheme, "-q"])
+        if not check(rc == 0, "--quantize-residual %s exit 0 (rc=%d %s)" % (scheme, rc, se.strip())):
+            continue
+        resid, _ = read_safetensors(os.path.join(out, "residual", "model.safetensors"))
+        P = q + ".weight"
+        deq, _ = cktest.dequant_any(resid, P)
+        cores_st, _ = read_safetensors(os.path.join(out, "adapter", "adapter_model.safetensors"))
+        mpo = tt_matrix.contract([cores_st["base_model.model.%s.mpo_core.%d" % (q, k)].astype(np.float64)
+                                  for k in range(2)])
+        e_q = rel(deq.reshape(48, 40) + mpo, weights[P])
+        row = json.load(open(os.path.join(out, "report.json")))["tensors"][0]
+        check(any(k.endswith(key) for k in resid) and abs(row["qdota_rel_error"] - e_q) < 1e-3 * e_q,
+              "%s: report qdota_rel_error %.5g == numpy dequant + MPO error %.5g" % (scheme, row["qdota_rel_error"], e_q))
+
     shutil.rmtree(tmp, ignore_errors=True)
     check.exit()
 

@@ -23,8 +23,8 @@ struct MpoInitOptions {
   std::optional<std::int64_t> params;   // per-matrix parameter budget
   std::optional<int> params_like_lora;  // budget = r·(out + in), a rank-r LoRA's count
   std::string trainable = "all";        // all (DoTA) | auxiliary (MPOP: central core frozen)
-  std::string quantize_residual;        // "" | "nf4" (QDoTA)
-  int quant_block = 64;                 // NF4 block size (QLoRA: 64)
+  std::string quantize_residual;        // "" | any quantize scheme: nf4 (QDoTA), fp4, nf3, int8...
+  int quant_block = 0;                  // block size; 0: 64 (QLoRA's), int8 row-wise
   DType adapter_dtype = DType::F32;
 };
 

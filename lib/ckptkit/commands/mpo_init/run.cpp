@@ -16,7 +16,7 @@
 #include "ckptkit/engine/report_out.hpp"
 #include "ckptkit/engine/stream.hpp"
 #include "ckptkit/engine/targets.hpp"
-#include "ckptkit/formats/bnb_layout.hpp"
+#include "ckptkit/formats/quant_format.hpp"
 #include "ckptkit/io/output_dir.hpp"
 #include "ckptkit/io/output_layout.hpp"
 #include "ckptkit/quant/blockwise.hpp"
@@ -97,29 +97,6 @@ void validate_options(const MpoInitOptions& o) {
     fail(ErrorKind::Usage, "a parameter budget sets the bond cap itself: drop --bond/--tolerance");
   mpo_trainable_cores(explicit_shape ? o.row_shape.size() : static_cast<std::size_t>(o.cores),
                       o.trainable);
-  if (!o.quantize_residual.empty() && o.quantize_residual != "nf4")
-    fail(ErrorKind::Usage,
-         "--quantize-residual supports nf4 (QDoTA), not '" + o.quantize_residual + "'");
-}
-
-// QDoTA: the residual in NF4 with bitsandbytes' double quantization, written in bnb's
-// safetensors layout (the six keys of Linear4bit's state dict, research quant-anchors §2.7), the
-// same layout `ckptkit quantize` writes, so `ckptkit quantize --dequantize` and bitsandbytes read
-// it.
-struct QuantizedResidual {
-  std::vector<OwnedTensor> tensors;  // in bnb::bnb4_specs order
-  std::vector<float> dequantized;    // stored orientation
-};
-
-QuantizedResidual quantize_residual(const std::string& p, DType dtype, const Shape& shape,
-                                    const std::vector<float>& x, int block) {
-  const quant::QuantSpec spec = bnb::nf4_spec(block);
-  quant::QuantizedTensor q = quant::quantize(x, spec);
-  QuantizedResidual r;
-  r.dequantized.resize(x.size());
-  quant::dequantize(q, r.dequantized);
-  r.tensors = bnb::bnb4_tensors(p, spec, dtype, shape, std::move(q));
-  return r;
 }
 
 Json discarded_json(const Mpo& m) {
@@ -206,7 +183,7 @@ std::vector<Target> plan_targets(const MpoInitOptions& o, const Checkpoint& in,
 struct TensorDecomposer {
   const MpoInitOptions& o;
   const Checkpoint& in;
-  bool quantized;
+  std::optional<QuantFormat> residual_format;  // QDoTA
 
   Done operator()(const Target& tg, const TensorView& view,
                   std::vector<OwnedTensor>& outputs) const;
@@ -237,9 +214,11 @@ Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
   // dequantization.
   std::vector<float> stored_res = res;
   std::vector<float> stored_orient = tg.transposed ? transpose(res, tg.rows, tg.cols) : res;
+  const bool quantized = residual_format.has_value();
   if (quantized) {
-    QuantizedResidual q =
-        quantize_residual(info.name, info.dtype, info.shape, stored_orient, o.quant_block);
+    // QDoTA: the residual in the format asked for, bitsandbytes' layout where bnb can store it
+    // (the same bytes `ckptkit quantize` writes).
+    QuantizedWeight q = quantize_weight(*residual_format, info, stored_orient, true);
     outputs = std::move(q.tensors);
     stored_res =
         tg.transposed ? transpose(q.dequantized, tg.cols, tg.rows) : std::move(q.dequantized);
@@ -300,12 +279,12 @@ Json run_mpo_init(const MpoInitOptions& o) {
   const auto start = Clock::now();
   validate_options(o);
   const bool quantized = !o.quantize_residual.empty();
+  std::optional<QuantFormat> residual_format;
   if (quantized) {
-    if (o.quant_block < 32)
-      fail(ErrorKind::Usage,
-           "--quant-block: bitsandbytes' NF4 blocks are 32..4096 (a power of two), not " +
-               std::to_string(o.quant_block));
-    bnb::nf4_spec(o.quant_block);  // validates the block size
+    QuantFormatRequest r;
+    r.scheme = o.quantize_residual;
+    r.block = o.quant_block;
+    residual_format = resolve_quant_format(r, "--quantize-residual");
   }
 
   const Checkpoint in = Checkpoint::open(o.input);
@@ -317,7 +296,7 @@ Json run_mpo_init(const MpoInitOptions& o) {
   const fs::path adapter_dir = out.part(kAdapterPart);
   const fs::path residual_dir = out.part(kResidualPart);
 
-  const TensorDecomposer work{o, in, quantized};
+  const TensorDecomposer work{o, in, residual_format};
 
   std::vector<MpoModule> modules;
   std::vector<Json> rows;
@@ -331,21 +310,19 @@ Json run_mpo_init(const MpoInitOptions& o) {
       in, targets,
       [&](const Target& tg) {
         const auto& t = tg.tensor->info;
-        return std::pair{
-            quantized ? bnb::bnb4_specs(t.name, bnb::nf4_spec(o.quant_block), t.dtype, t.shape)
-                      : std::vector<TensorSpec>{{t.name, t.dtype, t.shape}},
-            static_cast<std::uint64_t>(tg.rows * tg.cols) * sizeof(float) * 7};
+        return std::pair{quantized ? quant_format_specs(*residual_format, t)
+                                   : std::vector<TensorSpec>{{t.name, t.dtype, t.shape}},
+                         static_cast<std::uint64_t>(tg.rows * tg.cols) * sizeof(float) * 7};
       },
       work, collect);
   WriterOptions wo = writer_options(o.common, in.metadata());
   wo.write_metadata = in.shards().front().header.has_metadata;
   const auto residual_files = stream_checkpoint(job, residual_dir, wo, o.common.exec, "mpo-init");
   if (quantized && in.config()) {
-    // The residual is a bnb 4-bit checkpoint: say so in config.json, as `ckptkit quantize` does.
+    // The residual is a quantized checkpoint: say so in config.json, as `ckptkit quantize` does.
     copy_files(in.extra_files(), residual_dir, {"config.json"});
     nlohmann::json c = *in.config();
-    c["quantization_config"] =
-        bnb::quantization_config(true, "nf4", "bfloat16", true, selection.left_alone);
+    describe_quant_format(c, *residual_format, "bfloat16", selection.left_alone);
     write_text_file(residual_dir / "config.json", c.dump(2) + "\n");
   } else {
     copy_files(in.extra_files(), residual_dir);
@@ -375,7 +352,10 @@ Json run_mpo_init(const MpoInitOptions& o) {
       {"params_like_lora", o.params_like_lora ? Json(*o.params_like_lora) : Json(nullptr)},
       {"trainable", o.trainable},
       {"quantize_residual", quantized ? Json(o.quantize_residual) : Json(nullptr)},
-      {"quant_block", quantized ? Json(o.quant_block) : Json(nullptr)},
+      {"quant_block", quantized && residual_format->layout != QuantLayout::BnbInt8
+                          ? Json(residual_format->spec.block)
+                          : Json(nullptr)},
+      {"residual_quantization", quantized ? quant_format_json(*residual_format) : Json(nullptr)},
       {"svd", "Eigen BDCSVD (f32), left-to-right TT-SVD truncating during the sweep"},
       {"adapter_dtype", std::string(dtype_name(o.adapter_dtype))},
       {"adapter_format_version", kMpoFormatVersion},
