@@ -24,7 +24,7 @@ void setup_mpo_init(CLI::App& app, Run& run) {
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand(
-      "mpo-init", "DoTA: matrix-product-operator adapters (QDoTA with an NF4 residual)");
+      "mpo-init", "DoTA: matrix-product-operator adapters (QDoTA with a quantized residual)");
   cmd->add_option("checkpoint", f->input, "Input checkpoint")->required();
   auto* cores =
       cmd->add_option("--cores", f->cores,
