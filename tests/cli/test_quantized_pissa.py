@@ -236,6 +236,14 @@ def main():
     got = test_quantized_input(tmp, w)
     if got:
         test_requantize(tmp, w, *got)
+    # Every weight requantized into another format: config.json describes the new one.
+    qp = os.path.join(tmp, "qpissa-nf4")
+    out = os.path.join(tmp, "qpissa-fp4-merged")
+    p = run("merge", qp, "-o", out, "--requantize", "fp4", "--compute-dtype", "float16", expect=0)
+    q = json.load(open(os.path.join(out, "model", "config.json"))).get("quantization_config", {})
+    check(p.returncode == 0 and q.get("bnb_4bit_quant_type") == "fp4"
+          and q.get("bnb_4bit_compute_dtype") == "float16",
+          "merge --requantize fp4 of an NF4 checkpoint: config.json says fp4, --compute-dtype kept")
     shutil.rmtree(tmp, ignore_errors=True)
     check.exit()
 

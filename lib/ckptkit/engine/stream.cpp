@@ -5,6 +5,7 @@
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/sha256.hpp"
 #include "ckptkit/engine/shard.hpp"
+#include "ckptkit/io/output_dir.hpp"
 
 namespace ckpt {
 
@@ -16,6 +17,19 @@ std::vector<InputFingerprint> fingerprint(const Checkpoint& c) {
                    sha256_hex(bytes.subspan(0, static_cast<std::size_t>(s.header.data_start)))});
   }
   return out;
+}
+
+void copy_model_files(const Checkpoint& in, const std::filesystem::path& dir,
+                      const std::function<void(nlohmann::json&)>& edit_config) {
+  if (!edit_config || !in.config()) {
+    copy_files(in.extra_files(), dir,
+               edit_config ? std::vector<std::string>{"config.json"} : std::vector<std::string>{});
+    return;
+  }
+  copy_files(in.extra_files(), dir, {"config.json"});
+  nlohmann::json c = *in.config();
+  edit_config(c);
+  write_text_file(dir / "config.json", c.dump(2) + "\n");
 }
 
 StreamJob folding(StreamJob job, std::set<std::string> folded) {

@@ -79,6 +79,12 @@ std::vector<std::string> stream_checkpoint(const StreamJob& job,
                                            WriterOptions options, const ExecOptions& exec,
                                            const std::string& progress_label);
 
+/// The input's model files (config, generation config, tokenizer, licence: io's copy_files) into
+/// the output checkpoint `dir`; with `edit_config`, an existing config.json is rewritten through it
+/// instead of copied.
+void copy_model_files(const Checkpoint& in, const std::filesystem::path& dir,
+                      const std::function<void(nlohmann::json&)>& edit_config = {});
+
 /// Per-shard fingerprints (file, bytes, sha256 of the header) for report inputs.
 std::vector<InputFingerprint> fingerprint(const Checkpoint& c);
 

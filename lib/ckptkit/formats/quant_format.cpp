@@ -144,19 +144,19 @@ QuantizedWeight quantize_weight_bf16(const QuantFormat& f, const TensorInfo& t,
   return blockwise_weight(f, t, std::move(q), err, false);
 }
 
-void describe_quant_format(nlohmann::json& config, const QuantFormat& f,
-                           const std::string& compute_dtype, const std::vector<std::string>& skip) {
-  if (f.layout == QuantLayout::Ckptkit) {
-    config["ckptkit_quantization"] = {{"format", "ckptkit-quant"},
-                                      {"version", 1},
-                                      {"scheme", f.spec.scheme.name()},
-                                      {"block", f.spec.block},
-                                      {"double_quant", quant_dq_name(f.spec.dq)}};
-    return;
-  }
-  config["quantization_config"] =
-      bnb::quantization_config(f.layout == QuantLayout::Bnb4bit, f.spec.scheme.name(),
-                               compute_dtype, f.spec.dq == DoubleQuant::Bnb, skip);
+std::pair<std::string, nlohmann::json> quant_config_entry(const QuantFormat& f,
+                                                          const std::string& compute_dtype,
+                                                          const std::vector<std::string>& skip) {
+  if (f.layout == QuantLayout::Ckptkit)
+    return {"ckptkit_quantization",
+            {{"format", "ckptkit-quant"},
+             {"version", 1},
+             {"scheme", f.spec.scheme.name()},
+             {"block", f.spec.block},
+             {"double_quant", quant_dq_name(f.spec.dq)}}};
+  return {"quantization_config",
+          bnb::quantization_config(f.layout == QuantLayout::Bnb4bit, f.spec.scheme.name(),
+                                   compute_dtype, f.spec.dq == DoubleQuant::Bnb, skip)};
 }
 
 }  // namespace ckpt

@@ -6,6 +6,7 @@
 
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -58,10 +59,22 @@ QuantizedWeight quantize_weight(const QuantFormat& format, const TensorInfo& wei
 QuantizedWeight quantize_weight_bf16(const QuantFormat& format, const TensorInfo& weight,
                                      std::span<const std::byte> bf16);
 
-/// Writes `format` into a config.json object: transformers' quantization_config for the
+/// The config.json entry that describes `format`: transformers' quantization_config for the
 /// bitsandbytes layouts (bnb_4bit_compute_dtype `compute_dtype`, `skip`: the linear modules left
 /// in float), ckptkit_quantization for ckptkit's.
-void describe_quant_format(nlohmann::json& config, const QuantFormat& format,
-                           const std::string& compute_dtype, const std::vector<std::string>& skip);
+std::pair<std::string, nlohmann::json> quant_config_entry(const QuantFormat& format,
+                                                          const std::string& compute_dtype,
+                                                          const std::vector<std::string>& skip);
+
+/// Replaces whatever quantization a config.json object describes with `format`'s entry (a
+/// config.json read either sorted, nlohmann::json, or in file order, ordered_json).
+template <class JsonObject>
+void describe_quant_format(JsonObject& config, const QuantFormat& format,
+                           const std::string& compute_dtype, const std::vector<std::string>& skip) {
+  config.erase("quantization_config");
+  config.erase("ckptkit_quantization");
+  auto [key, value] = quant_config_entry(format, compute_dtype, skip);
+  config[key] = JsonObject(value);
+}
 
 }  // namespace ckpt

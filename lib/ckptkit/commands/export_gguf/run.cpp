@@ -7,6 +7,7 @@
 
 #include "ckptkit/adapters/any_adapter.hpp"
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/core/tensor_math.hpp"
 #include "ckptkit/core/timing.hpp"
 #include "ckptkit/engine/stream.hpp"
 #include "ckptkit/engine/targets.hpp"
@@ -155,11 +156,7 @@ Json run_export_gguf(const ExportGgufOptions& o) {
       a_rows = d.rows;
       a_cols = d.rank;
       b_rows = d.cols;
-      b.resize(static_cast<std::size_t>(d.cols * d.rank));
-      for (std::int64_t k = 0; k < d.rank; ++k)
-        for (std::int64_t j = 0; j < d.cols; ++j)
-          b[static_cast<std::size_t>(j * d.rank + k)] =
-              d.R[static_cast<std::size_t>(k * d.cols + j)];
+      b = transpose(d.R, d.rank, d.cols);
     } else {
       a = d.R;
       a_rows = d.rank;

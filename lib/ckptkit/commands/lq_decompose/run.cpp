@@ -502,9 +502,7 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
                                        o.budget_bits ? "lq-decompose 2/2" : "lq-decompose");
 
   // config.json: transformers' quantization_config when every target is bnb 4-bit, else ckptkit's.
-  copy_files(in.extra_files(), quant_dir, {"config.json"});
-  if (in.config()) {
-    nlohmann::json c = *in.config();
+  copy_model_files(in, quant_dir, [&](nlohmann::json& c) {
     bool all_bnb = true, any_dq = false;
     std::string quant_type = uniform.scheme.name();  // the budget mixes NF widths only
     for (const auto& tg : targets) {
@@ -522,8 +520,7 @@ Json run_lq_decompose(const LqDecomposeOptions& o) {
                                    {"block", o.budget_bits ? Json("mixed") : Json(uniform.block)},
                                    {"double_quant", o.budget_bits ? "lq" : dq_name(uniform.dq)}};
     }
-    write_text_file(quant_dir / "config.json", c.dump(2) + "\n");
-  }
+  });
 
   if (o.rank > 0) {
     LoraConfig cfg;

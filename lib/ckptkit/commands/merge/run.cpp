@@ -388,6 +388,19 @@ struct RequantStats {
   // With --original W_o: the ideal merge W_o + ΔW, R's distance to it, and the error of
   // quantizing the ideal merge once.
   std::optional<double> ideal_sq, vs_ideal_sq, ideal_requant_err_sq;
+
+  RequantStats& operator+=(const RequantStats& o) {
+    delta_sq += o.delta_sq;
+    kept_dot += o.kept_dot;
+    requant_err_sq += o.requant_err_sq;
+    merged_sq += o.merged_sq;
+    if (o.ideal_sq) {
+      ideal_sq = ideal_sq.value_or(0) + *o.ideal_sq;
+      vs_ideal_sq = vs_ideal_sq.value_or(0) + *o.vs_ideal_sq;
+      ideal_requant_err_sq = ideal_requant_err_sq.value_or(0) + *o.ideal_requant_err_sq;
+    }
+    return *this;
+  }
 };
 
 RequantStats requant_stats(std::span<const double> base, std::span<const float> merged,
@@ -443,13 +456,19 @@ Json requant_row(const RequantStats& st, const QuantFormat& format) {
   return j;
 }
 
-/// --requantize's format, checked before any output exists: the base must be quantized, and
-/// every quantized weight no adapter touches (kept as stored) must already be in that format, so
-/// that the output has one. --original must hold each requantized weight as floats.
-QuantFormat plan_requantize(const MergeOptions& o, const Checkpoint& base,
-                            const QuantizedBase& qbase,
-                            const std::map<std::string, Target>& targets,
-                            const std::optional<Checkpoint>& original) {
+/// --requantize's format, and whether any quantized weight of the base is stored in another one
+/// (then config.json's description is rewritten).
+struct Requantize {
+  QuantFormat format;
+  bool format_changed = false;
+};
+
+/// --requantize, checked before any output exists: the base must be quantized, and every
+/// quantized weight no adapter touches (kept as stored) must already be in the format, so that
+/// the output has one. --original must hold each requantized weight as floats.
+Requantize plan_requantize(const MergeOptions& o, const Checkpoint& base,
+                           const QuantizedBase& qbase, const std::map<std::string, Target>& targets,
+                           const std::optional<Checkpoint>& original) {
   if (qbase.groups.empty())
     fail(ErrorKind::Usage, o.base.string() +
                                ": --requantize needs a quantized base; for a float base, merge "
@@ -458,8 +477,10 @@ QuantFormat plan_requantize(const MergeOptions& o, const Checkpoint& base,
     fail(ErrorKind::Usage,
          "--dtype and --requantize exclude each other (the quantized weights "
          "keep their original dtype in the quant_state)");
-  const QuantFormat format = resolve_quant_format(*o.requantize, "--requantize");
+  Requantize r{resolve_quant_format(*o.requantize, "--requantize")};
   for (const auto& g : qbase.groups) {
+    const bool same = stored_quant_format(base, g) == r.format;
+    r.format_changed = r.format_changed || !same;
     if (targets.count(g.weight)) {
       if (!original) continue;
       const CheckpointTensor* t = original->find(g.weight);
@@ -474,13 +495,13 @@ QuantFormat plan_requantize(const MergeOptions& o, const Checkpoint& base,
                          "was made from)"));
       continue;
     }
-    if (!(stored_quant_format(base, g) == format))
+    if (!same)
       fail(ErrorKind::Usage,
            located(base.file_of(*base.find(g.weight)), g.weight,
                    "is stored in another format and no adapter touches it, so the output would "
                    "mix two formats; --requantize with the base's own scheme and block"));
   }
-  return format;
+  return r;
 }
 
 /// `merge ADAPTER BASE`: the first argument is an adapter folder and the second is not.
@@ -562,9 +583,11 @@ Json run_merge(const MergeOptions& opts) {
     if (!o.requantize) fail(ErrorKind::Usage, "--original goes with --requantize");
     original = Checkpoint::open(*o.original);
   }
-  const std::optional<QuantFormat> requant =
+  const std::optional<Requantize> requantize =
       o.requantize ? std::optional(plan_requantize(o, base, qbase, targets, original))
                    : std::nullopt;
+  const std::optional<QuantFormat> requant =
+      requantize ? std::optional(requantize->format) : std::nullopt;
 
   std::vector<fs::path> inputs{o.base};
   for (const auto& p : o.adapters)
@@ -724,16 +747,7 @@ Json run_merge(const MergeOptions& opts) {
       if (plain) ++dequantized_plain;
       if (rq) {
         ++requantized;
-        requant_total.delta_sq += rq->delta_sq;
-        requant_total.kept_dot += rq->kept_dot;
-        requant_total.requant_err_sq += rq->requant_err_sq;
-        requant_total.merged_sq += rq->merged_sq;
-        if (rq->ideal_sq) {
-          requant_total.ideal_sq = requant_total.ideal_sq.value_or(0) + *rq->ideal_sq;
-          requant_total.vs_ideal_sq = requant_total.vs_ideal_sq.value_or(0) + *rq->vs_ideal_sq;
-          requant_total.ideal_requant_err_sq =
-              requant_total.ideal_requant_err_sq.value_or(0) + *rq->ideal_requant_err_sq;
-        }
+        requant_total += *rq;
       }
     };
     return r;
@@ -757,29 +771,25 @@ Json run_merge(const MergeOptions& opts) {
   const bool drop_quant =
       has_config && !qbase.groups.empty() && config->contains("quantization_config");
   // --requantize: the base's own description stays when every weight keeps its format.
-  bool format_changed = false;
-  if (requant)
-    for (const auto& g : qbase.groups)
-      format_changed = format_changed || !(stored_quant_format(base, g) == *requant);
+  const bool format_changed = requantize && requantize->format_changed;
   const bool set_dtype = has_config && o.dtype && config->contains("torch_dtype");
   const std::optional<std::int64_t> labels = head_labels(saved, naming, config);
-  const bool rewrite_config = (drop_quant && (!requant || format_changed)) || set_dtype || labels ||
-                              (requant && has_config && format_changed);
+  const bool rewrite_config =
+      (drop_quant && !requant) || (has_config && format_changed) || set_dtype || labels;
   copy_files(base.extra_files(), model_dir,
              rewrite_config ? std::vector<std::string>{"config.json"} : std::vector<std::string>{});
   if (rewrite_config) {
     nlohmann::ordered_json c = nlohmann::ordered_json::parse(config->dump());
     if (set_dtype) c["torch_dtype"] = torch_dtype_of(*o.dtype);
-    if (requant) {
-      nlohmann::json q = nlohmann::json::parse(c.dump());
-      const nlohmann::json old = q.value("quantization_config", nlohmann::json::object());
-      q.erase("quantization_config");
-      q.erase("ckptkit_quantization");
-      describe_quant_format(q, *requant,
-                            old.value("bnb_4bit_compute_dtype", std::string("bfloat16")),
+    if (format_changed) {
+      const nlohmann::ordered_json old =
+          c.value("quantization_config", nlohmann::ordered_json::object());
+      describe_quant_format(c, *requant,
+                            !o.compute_dtype.empty()
+                                ? o.compute_dtype
+                                : old.value("bnb_4bit_compute_dtype", std::string("bfloat16")),
                             old.value("llm_int8_skip_modules", std::vector<std::string>{}));
-      c = nlohmann::ordered_json::parse(q.dump());
-    } else if (drop_quant) {
+    } else if (drop_quant && !requant) {
       c.erase("quantization_config");
     }
     if (labels) {

@@ -318,15 +318,13 @@ Json run_mpo_init(const MpoInitOptions& o) {
   WriterOptions wo = writer_options(o.common, in.metadata());
   wo.write_metadata = in.shards().front().header.has_metadata;
   const auto residual_files = stream_checkpoint(job, residual_dir, wo, o.common.exec, "mpo-init");
-  if (quantized && in.config()) {
-    // The residual is a quantized checkpoint: say so in config.json, as `ckptkit quantize` does.
-    copy_files(in.extra_files(), residual_dir, {"config.json"});
-    nlohmann::json c = *in.config();
-    describe_quant_format(c, *residual_format, "bfloat16", selection.left_alone);
-    write_text_file(residual_dir / "config.json", c.dump(2) + "\n");
-  } else {
-    copy_files(in.extra_files(), residual_dir);
-  }
+  // config.json says how the residual is quantized (QDoTA), as `ckptkit quantize` does.
+  std::function<void(nlohmann::json&)> describe;
+  if (quantized)
+    describe = [&](nlohmann::json& c) {
+      describe_quant_format(c, *residual_format, "bfloat16", selection.left_alone);
+    };
+  copy_model_files(in, residual_dir, describe);
 
   MpoAdapter adapter;
   adapter.base_model_name_or_path = adapter_base_model(o.common, in, o.input);

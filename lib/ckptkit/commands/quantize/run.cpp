@@ -36,15 +36,6 @@ QuantFormat resolve(const QuantizeOptions& o) {
       {o.scheme, o.block, o.double_quant, o.lq_bits, o.lq_group, o.lq_scale_dtype, o.layout});
 }
 
-void write_config(const Checkpoint& in, const fs::path& out,
-                  const std::function<void(nlohmann::json&)>& edit) {
-  copy_files(in.extra_files(), out, {"config.json"});
-  if (!in.config()) return;
-  nlohmann::json c = *in.config();
-  edit(c);
-  write_text_file(out / "config.json", c.dump(2) + "\n");
-}
-
 // ---------------------------------------------------------------- quantize
 
 Json run_lossless(const QuantizeOptions& o, const Checkpoint& in, OutputDir& out, Report& report,
@@ -191,8 +182,8 @@ Json run_quant(const QuantizeOptions& o) {
   if (w.metadata.empty()) w.metadata = {{"format", "pt"}};
   const fs::path model_dir = out.part(kQuantizedPart);
   const auto files = stream_checkpoint(job, model_dir, w, o.common.exec, "quantize");
-  write_config(in, model_dir,
-               [&](nlohmann::json& c) { describe_quant_format(c, r, o.compute_dtype, skip); });
+  copy_model_files(in, model_dir,
+                   [&](nlohmann::json& c) { describe_quant_format(c, r, o.compute_dtype, skip); });
   report.totals() = {{"tensors", in.tensors().size()}};
   report.totals().update(quantize_totals(report.to_json(), files));
   report.totals()["quantize_seconds"] = quant_seconds;
@@ -261,7 +252,7 @@ Json run_dequant(const QuantizeOptions& o) {
   if (is_lossless_archive(in.shards().front().header)) w.write_metadata = !in.metadata().empty();
   const fs::path model_dir = out.part(kModelPart);
   const auto files = stream_checkpoint(job, model_dir, w, o.common.exec, "dequantize");
-  write_config(in, model_dir, [](nlohmann::json& c) {
+  copy_model_files(in, model_dir, [](nlohmann::json& c) {
     c.erase("quantization_config");
     c.erase("ckptkit_quantization");
   });

@@ -132,8 +132,9 @@ Json svd_init_totals(const Json& report, const std::vector<std::string>& residua
 
 /// What a quantized residual measured (QPiSSA), as f64 sums over the whole matrix.
 struct QuantizedResidualStats {
-  double err_sq = 0;   // ‖Q(W_res) + s·B·A − W‖²
-  double max_abs = 0;  // max |Q(W_res) + s·B·A − W|
+  double residual_sq = 0;  // ‖W_res‖² = ‖W − s·B·A‖² (f32 W_res)
+  double err_sq = 0;       // ‖Q(W_res) + s·B·A − W‖²
+  double max_abs = 0;      // max |Q(W_res) + s·B·A − W|
   double bits_stored = 0;
   std::optional<double> qlora_err_sq;  // ‖Q(W) − W‖² (plain QLoRA at the same bits)
   std::optional<double> loftq_err_sq;  // ‖W − Q(W) − SVD_r(W − Q(W))‖² (LoftQ's order, 1 step)
@@ -212,6 +213,7 @@ QuantizedResidualStats TensorDecomposer::quantize_residual(
   QuantizedResidualStats st;
   for (std::size_t i = 0; i < w.size(); ++i) {
     const double d = static_cast<double>(q.dequantized[i]) - w[i];
+    st.residual_sq += static_cast<double>(w[i]) * w[i];
     st.err_sq += d * d;
     st.max_abs = std::max(st.max_abs, std::fabs(d));
   }
@@ -286,9 +288,7 @@ Done TensorDecomposer::operator()(const Target& tg, const TensorView& view,
   std::optional<QuantizedResidualStats> qst;
   if (residual && tg.residual_format) {
     qst = quantize_residual(tg, w, r, *residual);
-    st.err_sq = 0;
-    for (float x : w)
-      st.err_sq += static_cast<double>(x) * x;
+    st.err_sq = qst->residual_sq;
     st.max_abs = qst->max_abs;
   } else {
     ResidualOutput dst;
@@ -495,22 +495,6 @@ std::optional<QuantFormat> plan_residual_formats(const SvdInitOptions& o, const 
   return format;
 }
 
-/// The residual's non-weight files; config.json says how it is quantized when it is.
-void write_residual_config(const SvdInitOptions& o, const Checkpoint& in,
-                           const std::optional<QuantFormat>& format,
-                           const std::vector<std::string>& left_alone, const fs::path& dir) {
-  if (!format || !in.config()) {
-    copy_files(in.extra_files(), dir);
-    return;
-  }
-  copy_files(in.extra_files(), dir, {"config.json"});
-  nlohmann::json c = *in.config();
-  c.erase("quantization_config");
-  c.erase("ckptkit_quantization");
-  describe_quant_format(c, *format, o.compute_dtype, left_alone);
-  write_text_file(dir / "config.json", c.dump(2) + "\n");
-}
-
 Json run_svd_init(const SvdInitOptions& o) {
   const auto start = Clock::now();
   const bool extract = o.base.has_value();
@@ -595,7 +579,13 @@ Json run_svd_init(const SvdInitOptions& o) {
     wo.write_metadata = in.shards().front().header.has_metadata || residual_format;
     if (wo.write_metadata && wo.metadata.empty()) wo.metadata = {{"format", "pt"}};
     residual_files = stream_checkpoint(job, residual_dir, wo, o.common.exec, "svd-init");
-    write_residual_config(o, in, residual_format, selection.left_alone, residual_dir);
+    // config.json says how the residual is quantized when --quantize-residual changed it.
+    std::function<void(nlohmann::json&)> describe;
+    if (residual_format)
+      describe = [&](nlohmann::json& c) {
+        describe_quant_format(c, *residual_format, o.compute_dtype, selection.left_alone);
+      };
+    copy_model_files(in, residual_dir, describe);
   } else {
     // No residual checkpoint to stream: --shard keeps this part's share of the targets here.
     keep_my_shard(o.common.exec.shard, out.path(), in, targets,
