@@ -25,7 +25,7 @@
 #include "ckptkit/core/dtype.hpp"
 #include "ckptkit/core/rng.hpp"
 #include "ckptkit/quant/blockwise.hpp"
-#include "ckptkit/quant/simd_path.hpp"
+#include "ckptkit/core/simd_path.hpp"
 
 namespace {
 
@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
                             {"threads", threads},
                             {"scheme", spec.scheme.name()},
                             {"double_quant", dq},
-                            {"simd", ckpt::quant::simd_path_name(ckpt::quant::active_simd_path())},
+                            {"simd", ckpt::simd_path_name(ckpt::active_simd_path())},
                             {"runs", runs},
                             {"memcpy_gbps", bytes / t_copy / 1e9},
                             {"quantize_gbps", bytes / t_quant / 1e9},

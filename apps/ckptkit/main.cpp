@@ -17,7 +17,7 @@
 #include "ckptkit/core/strings.hpp"
 #include "ckptkit/io/file_bytes.hpp"
 #include "ckptkit/linalg/blas_threads.hpp"
-#include "ckptkit/quant/simd_path.hpp"
+#include "ckptkit/core/simd_path.hpp"
 #include "commands.hpp"
 #include "flags.hpp"
 
@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("-V,--version", [] {
     std::string simd;
     try {
-      simd = ckpt::quant::simd_summary();  // which kernels run (CKPTKIT_SIMD pins one)
+      simd = ckpt::simd_summary();  // which kernels run (CKPTKIT_SIMD pins one)
     } catch (const ckpt::Error& e) {
       simd = std::string("simd: ") + e.what();
     }
@@ -169,7 +169,7 @@ int main(int argc, char** argv) {
     return std::nullopt;
   };
   try {
-    ckpt::quant::active_simd_path();  // a bad CKPTKIT_SIMD is a usage error before any work
+    ckpt::active_simd_path();  // a bad CKPTKIT_SIMD is a usage error before any work
     return run ? run() : 2;
   } catch (const ckpt::Error& e) {
     if (const auto t = truncated_input()) return report(*t);

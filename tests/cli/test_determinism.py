@@ -131,7 +131,7 @@ def simd_paths():
 
 
 def simd_cases(tmp):
-    """Each quantizing case on every SIMD path and --threads 1 and 2 against the scalar path."""
+    """Each case with vector kernels on every SIMD path and --threads 1 and 2 against the scalar path."""
     paths = simd_paths()
     check(paths[:1] == ["scalar"] and len(paths) >= 1, f"ckptkit --version lists the SIMD paths: {paths}")
     if len(paths) < 2:
@@ -149,6 +149,9 @@ def simd_cases(tmp):
         "lq-decompose": ["lq-decompose", SAMPLE, "--rank", "4", *SUBSET],
         "svd-init --quantize-residual nf4": ["svd-init", SAMPLE, "--rank", "4", "--quantize-residual",
                                              "nf4", *SUBSET],
+        # The randomized SVD's products with W (linalg/skinny_gemm), tall and wide weights.
+        "svd-init randomized": ["svd-init", SAMPLE, "--rank", "8", "--svd", "randomized", "--seed", "5",
+                                *SUBSET],
     }
     for name, args in cases.items():
         runs = {}

@@ -15,6 +15,7 @@
 #include "ckptkit/quant/codebook.hpp"
 #include "ckptkit/quant/nf4_kernel.hpp"
 
+using namespace ckpt;
 using namespace ckpt::quant;
 
 namespace {

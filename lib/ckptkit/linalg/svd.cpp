@@ -9,6 +9,7 @@
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/rng.hpp"
 #include "ckptkit/linalg/blas_threads.hpp"
+#include "ckptkit/linalg/skinny_gemm.hpp"
 
 #ifdef CKPTKIT_HAVE_LAPACKE
 #include <lapacke.h>
@@ -47,80 +48,103 @@ void for_blocks(std::int64_t rows, const ParallelFor& parallel,
     run(0, blocks);
 }
 
-// Y = A·X (m×l) with A the row-major weight: each task owns whole output rows (no split of the
-// inner dimension), so no partial sums are ever combined.
-void product(const ConstRowMap& a, const MatF& x, MatF& y, const ParallelFor& parallel) {
-  y.resize(a.rows(), x.cols());
-  for_blocks(a.rows(), parallel, [&](std::int64_t r0, std::int64_t len) {
-    y.middleRows(r0, len).noalias() = a.middleRows(r0, len) * x;
-  });
+// A skinny matrix (the sketch, its products) in the layout of skinny_gemm.hpp: row-major with
+// row stride skinny_stride(cols), the padding columns zero.
+struct Skinny {
+  std::int64_t rows = 0, cols = 0, ld = 0;
+  std::vector<float> v;
+  Skinny() = default;
+  Skinny(std::int64_t r, std::int64_t c)
+      : rows(r), cols(c), ld(skinny_stride(c)), v(static_cast<std::size_t>(r * ld), 0.0f) {}
+  float* row(std::int64_t i) { return v.data() + i * ld; }
+  const float* row(std::int64_t i) const { return v.data() + i * ld; }
+};
+
+Skinny to_skinny(const MatF& x) {
+  Skinny s(x.rows(), x.cols());
+  for (std::int64_t i = 0; i < x.rows(); ++i)
+    for (std::int64_t j = 0; j < x.cols(); ++j)
+      s.row(i)[j] = x(i, j);
+  return s;
 }
 
-// Z = Aᵀ·X (n×l), split over rows of Z (= columns of A).
-void product_t(const ConstRowMap& a, const MatF& x, MatF& z, const ParallelFor& parallel) {
-  z.resize(a.cols(), x.cols());
-  for_blocks(a.cols(), parallel, [&](std::int64_t r0, std::int64_t len) {
-    z.middleRows(r0, len).noalias() = a.middleCols(r0, len).transpose() * x;
-  });
+MatF to_eigen(const Skinny& s) {
+  MatF x(s.rows, s.cols);
+  for (std::int64_t i = 0; i < s.rows; ++i)
+    for (std::int64_t j = 0; j < s.cols; ++j)
+      x(i, j) = s.row(i)[j];
+  return x;
 }
 
-// Rows (columns) per panel inside a fixed block of a fused Gram pass: the panel is read twice, by
-// the product with the small basis and by the transposed product, and should still be in cache
-// the second time; larger panels amortize the read-modify-write of the block's n × l partial sum
-// (its traffic over the panel's is 2l / rows). Row panels (contiguous) of 1 MiB stay in a
-// per-core L2 (Zen 4, most Intel cores): 52-53 GFLOP/s on 4096×4096 and 11008×4096 against
-// 47-48 at 2 MiB (docs/bench-svd-init.md); column panels (strided rows) measured the same at
-// 2, 4 and 8 MiB. Fixed sizes, not the running CPU's, so the sums' order is the same everywhere.
-constexpr std::int64_t kRowPanelBytes = 1024 * 1024;
-constexpr std::int64_t kColPanelBytes = 2 * 1024 * 1024;
+// Rows per panel inside a fixed block. A Gram pass reads each panel twice (A_p·Z, then A_pᵀ·Y_p)
+// and wants the second read from cache; the Aᵀ·X kernel reloads its n × l output once per panel,
+// which longer panels amortize. How a block is cut into panels changes no rounding (the kernels'
+// sums run along whole blocks in order), so the sizes are free to tune: measured on Llama-7B
+// shapes (docs/bench-svd-init.md).
+constexpr std::int64_t kGramPanelBytes = 2 * 1024 * 1024;
+constexpr std::int64_t kPanelBytes = 256 * 1024;
 
-std::int64_t gram_panel(std::int64_t other_dim, std::int64_t panel_bytes) {
-  return std::clamp<std::int64_t>(panel_bytes / (std::max<std::int64_t>(other_dim, 1) * 4), 16,
-                                  kRowBlock);
+std::int64_t panel_rows(std::int64_t cols, std::int64_t bytes) {
+  return std::clamp<std::int64_t>(bytes / (std::max<std::int64_t>(cols, 1) * 4), 16, kRowBlock);
 }
 
 // Adds the per-block partial sums in block order (the same bits for any split).
-void sum_partials(std::vector<MatF>& partial, MatF& out) {
-  out = std::move(partial[0]);
+Skinny sum_partials(std::vector<Skinny>& partial) {
+  Skinny out = std::move(partial[0]);
   for (std::size_t b = 1; b < partial.size(); ++b)
-    out += partial[b];
+    for (std::size_t i = 0; i < out.v.size(); ++i)
+      out.v[i] += partial[b].v[i];
+  return out;
 }
 
-// Tall A (m ≥ n): G = Aᵀ·(A·Z) (n×l) in ONE pass over A: for each row panel A_p, Y_p = A_p·Z, then
-// G_b += A_pᵀ·Y_p. A is streamed from memory once for two products (products with a skinny Z are
-// memory-bound, so this halves their cost). Each fixed row block b accumulates its own G_b.
-void gram_rows(const ConstRowMap& a, const MatF& z, MatF& g, const ParallelFor& parallel) {
-  const std::int64_t n = a.cols(), l = z.cols(), panel = gram_panel(n, kRowPanelBytes);
-  std::vector<MatF> partial(static_cast<std::size_t>((a.rows() + kRowBlock - 1) / kRowBlock));
+// Y = A·X (m×l) with A the row-major weight: each task owns whole output rows.
+Skinny product(const ConstRowMap& a, const Skinny& x, const ParallelFor& parallel) {
+  Skinny y(a.rows(), x.cols);
   for_blocks(a.rows(), parallel, [&](std::int64_t r0, std::int64_t len) {
-    MatF& gb = partial[static_cast<std::size_t>(r0 / kRowBlock)];
-    gb.setZero(n, l);
-    MatF yp;
+    skinny_nn(a.data() + r0 * a.cols(), a.cols(), len, a.cols(), x.row(0), x.cols, x.ld, y.row(r0),
+              false);
+  });
+  return y;
+}
+
+// Z = Aᵀ·X (n×l): each fixed row block of A sums its own Aᵀ_b·X_b (contiguous rows, read in
+// panels), and the blocks' sums are added in block order.
+Skinny product_t(const ConstRowMap& a, const Skinny& x, const ParallelFor& parallel) {
+  const std::int64_t n = a.cols(), panel = panel_rows(n, kPanelBytes);
+  std::vector<Skinny> partial(row_block_count(a.rows()));
+  for_blocks(a.rows(), parallel, [&](std::int64_t r0, std::int64_t len) {
+    Skinny& zb = partial[static_cast<std::size_t>(r0 / kRowBlock)];
+    zb = Skinny(n, x.cols);
+    for (std::int64_t p0 = r0; p0 < r0 + len; p0 += panel)
+      skinny_tn(a.data() + p0 * n, n, std::min(panel, r0 + len - p0), n, x.row(p0), x.cols, x.ld,
+                zb.row(0));
+  });
+  return sum_partials(partial);
+}
+
+// Tall A (m ≥ n): G = Aᵀ·(A·Z) (n×l) in ONE pass over A: for each row panel A_p, Y_p = A_p·Z,
+// then G_b += A_pᵀ·Y_p while A_p is still in cache. A is streamed from memory once for two
+// products. Each fixed row block b accumulates its own G_b.
+Skinny gram_rows(const ConstRowMap& a, const Skinny& z, const ParallelFor& parallel) {
+  const std::int64_t n = a.cols(), panel = panel_rows(n, kGramPanelBytes);
+  std::vector<Skinny> partial(row_block_count(a.rows()));
+  for_blocks(a.rows(), parallel, [&](std::int64_t r0, std::int64_t len) {
+    Skinny& gb = partial[static_cast<std::size_t>(r0 / kRowBlock)];
+    gb = Skinny(n, z.cols);
+    Skinny yp(panel, z.cols);
     for (std::int64_t p0 = r0; p0 < r0 + len; p0 += panel) {
       const std::int64_t rows = std::min(panel, r0 + len - p0);
-      yp.noalias() = a.middleRows(p0, rows) * z;
-      gb.noalias() += a.middleRows(p0, rows).transpose() * yp;
+      skinny_nn(a.data() + p0 * n, n, rows, n, z.row(0), z.cols, z.ld, yp.row(0), false);
+      skinny_tn(a.data() + p0 * n, n, rows, n, yp.row(0), z.cols, z.ld, gb.row(0));
     }
   });
-  sum_partials(partial, g);
+  return sum_partials(partial);
 }
 
-// Wide A (m < n): Y = A·(Aᵀ·Q) (m×l) in one pass over A by column panels A_c (strided rows of the
-// row-major buffer): T_c = A_cᵀ·Q, Y_b += A_c·T_c, per fixed block of 512 columns.
-void gram_cols(const ConstRowMap& a, const MatF& q, MatF& y, const ParallelFor& parallel) {
-  const std::int64_t m = a.rows(), l = q.cols(), panel = gram_panel(m, kColPanelBytes);
-  std::vector<MatF> partial(static_cast<std::size_t>((a.cols() + kRowBlock - 1) / kRowBlock));
-  for_blocks(a.cols(), parallel, [&](std::int64_t c0, std::int64_t len) {
-    MatF& yb = partial[static_cast<std::size_t>(c0 / kRowBlock)];
-    yb.setZero(m, l);
-    MatF tp;
-    for (std::int64_t p0 = c0; p0 < c0 + len; p0 += panel) {
-      const std::int64_t cols = std::min(panel, c0 + len - p0);
-      tp.noalias() = a.middleCols(p0, cols).transpose() * q;
-      yb.noalias() += a.middleCols(p0, cols) * tp;
-    }
-  });
-  sum_partials(partial, y);
+// Wide A (m < n): Y = A·(Aᵀ·Q) (m×l) as two passes over contiguous rows. (Fusing them reads A by
+// column panels, strided rows a page apart, which measured slower than reading A twice.)
+Skinny gram_cols(const ConstRowMap& a, const Skinny& q, const ParallelFor& parallel) {
+  return product(a, product_t(a, q, parallel), parallel);
 }
 
 // Orthonormal basis of the columns of y (thin Q of a Householder QR), in place.
@@ -280,27 +304,24 @@ RsvdResult randomized_svd_in_range(std::span<const float> w, std::int64_t m, std
     gemm_s += std::chrono::duration<double>(Clock::now() - t0).count();
     products += 2;
   };
-  MatF q, g;
+  MatF q;
   if (m >= n) {
     MatF z = std::move(omega);
     for (int it = 0; it < o.niter; ++it) {
-      timed_gram([&] { gram_rows(a, z, g, o.parallel); });
-      orthonormalize(g);
-      z = std::move(g);
+      timed_gram([&] { z = to_eigen(gram_rows(a, to_skinny(z), o.parallel)); });
+      orthonormalize(z);
     }
-    timed([&] { product(a, z, q, o.parallel); });
-    orthonormalize(q);
+    timed([&] { q = to_eigen(product(a, to_skinny(z), o.parallel)); });
   } else {
-    timed([&] { product(a, omega, q, o.parallel); });
-    orthonormalize(q);
+    timed([&] { q = to_eigen(product(a, to_skinny(omega), o.parallel)); });
     for (int it = 0; it < o.niter; ++it) {
-      timed_gram([&] { gram_cols(a, q, g, o.parallel); });
-      orthonormalize(g);
-      q = std::move(g);
+      orthonormalize(q);
+      timed_gram([&] { q = to_eigen(gram_cols(a, to_skinny(q), o.parallel)); });
     }
   }
+  orthonormalize(q);
   MatF bt;  // Bᵀ = Aᵀ·Q (n×l)
-  timed([&] { product_t(a, q, bt, o.parallel); });
+  timed([&] { bt = to_eigen(product_t(a, to_skinny(q), o.parallel)); });
   out.captured_sq = bt.cast<double>().squaredNorm();
 
   // Bᵀ = Q2·R, R = Ur·S·Vrᵀ  =>  A ≈ Q·B = (Q·Vr)·S·(Q2·Ur)ᵀ.

@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <span>
 
-#include "ckptkit/quant/simd_path.hpp"
+#include "ckptkit/core/simd_path.hpp"
 
 namespace ckpt::quant {
 

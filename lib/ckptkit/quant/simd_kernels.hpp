@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "ckptkit/quant/nf4_kernel.hpp"
-#include "ckptkit/quant/simd_path.hpp"
+#include "ckptkit/core/simd_path.hpp"
 
 namespace ckpt::quant::simd {
 

@@ -1,16 +1,38 @@
-#include "ckptkit/quant/simd_path.hpp"
+#include "ckptkit/core/simd_path.hpp"
 
 #include <algorithm>
 #include <cstdlib>
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/strings.hpp"
-#include "ckptkit/quant/simd_kernels.hpp"
 
-namespace ckpt::quant {
+namespace ckpt {
 namespace {
 
 constexpr SimdPath kAll[] = {SimdPath::Scalar, SimdPath::Avx2, SimdPath::Avx512, SimdPath::Neon};
+
+/// The Highway targets the kernel files compile for on this architecture (their
+/// HWY_DISABLED_TARGETS leave exactly these).
+bool built_for(SimdPath p) {
+  switch (p) {
+    case SimdPath::Scalar:
+      return true;
+    case SimdPath::Avx2:
+    case SimdPath::Avx512:
+#if defined(__x86_64__)
+      return true;
+#else
+      return false;
+#endif
+    case SimdPath::Neon:
+#if defined(__aarch64__)
+      return true;
+#else
+      return false;
+#endif
+  }
+  return false;
+}
 
 /// What Highway's targets of the same name compile for (its HWY_TARGET_STR_AVX2 / _AVX3); the
 /// GCC/clang builtin also checks that the OS saves the vector registers.
@@ -81,7 +103,7 @@ std::string_view simd_path_name(SimdPath p) {
 std::vector<SimdPath> available_simd_paths() {
   std::vector<SimdPath> out;
   for (SimdPath p : kAll)
-    if (p == SimdPath::Scalar || (simd::kernels_for(p) && cpu_has(p))) out.push_back(p);
+    if (built_for(p) && cpu_has(p)) out.push_back(p);
   return out;
 }
 
@@ -97,4 +119,4 @@ std::string simd_summary() {
   return "simd: " + std::string(simd_path_name(active_simd_path())) + " (available: " + names + ")";
 }
 
-}  // namespace ckpt::quant
+}  // namespace ckpt

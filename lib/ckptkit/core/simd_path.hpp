@@ -1,5 +1,6 @@
-// Which instruction set the quantization kernels run: the portable scalar reference or one of the
-// Highway targets compiled into the binary (AVX2, AVX-512 on x86-64; NEON on aarch64). The best
+// Which instruction set the vector kernels run (quantization in quant/, the skinny products of
+// the randomized SVD in linalg/): the portable scalar reference or one of the Highway targets
+// compiled into the binary (AVX2, AVX-512 on x86-64; NEON on aarch64). The best
 // one the CPU has is chosen at run time; CKPTKIT_SIMD=scalar|avx2|avx512|neon pins one so a
 // single machine can test and benchmark every path. Every path writes the same bytes.
 #pragma once
@@ -8,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-namespace ckpt::quant {
+namespace ckpt {
 
 enum class SimdPath { Scalar, Avx2, Avx512, Neon };
 
@@ -24,4 +25,4 @@ SimdPath active_simd_path();
 /// One line for --version: "simd: avx512 (available: scalar, avx2, avx512)".
 std::string simd_summary();
 
-}  // namespace ckpt::quant
+}  // namespace ckpt
