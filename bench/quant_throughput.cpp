@@ -24,8 +24,8 @@
 
 #include "ckptkit/core/dtype.hpp"
 #include "ckptkit/core/rng.hpp"
-#include "ckptkit/quant/blockwise.hpp"
 #include "ckptkit/core/simd_path.hpp"
+#include "ckptkit/quant/blockwise.hpp"
 
 namespace {
 

@@ -3,11 +3,13 @@
 
 For each checkpoint and SVD path it runs both tools REPS times, alternating, and reports the
 median wall time and median peak RSS (ru_maxrss of the child, via os.wait4), their ratios, and
-the randomized path's GFLOP/s (ckptkit report, --threads 1) against Eigen's single-thread GEMM
-measured in the same run by gemm_peak.cpp. Prints a markdown table.
+the randomized path's GFLOP/s (ckptkit report, --threads 1) against the single-thread square GEMM
+peak of Eigen and OpenBLAS measured in the same run by gemm_peak.cpp. Prints a markdown table.
+--simd avx2|avx512 pins ckptkit's kernels (CKPTKIT_SIMD) and measures the peak for that ISA.
 
 usage: run.py --ckptkit BUILD/ckptkit [--gen BUILD/ckptkit-gen-synthetic] [--shared ../shared/data]
               [--reps 3] [--threads 2] [--rank 16] [--work /tmp/svdbench] [--build BUILD]
+              [--simd native|avx2|avx512]
 Also prints CPU seconds (user + sys) of both tools and the load average: on a shared machine the
 CPU-time ratio is the steadier number.
 """
@@ -26,15 +28,23 @@ from benchlib import measure  # noqa: E402
 PY = "/usr/bin/python3"
 
 
-def gemm_peak(work):
-    exe = os.path.join(work, "gemm_peak")
+# For a forced path: the -march of the Eigen peak and the OpenBLAS kernel of the same ISA.
+PEAK_ISA = {"native": ("native", None), "avx2": ("x86-64-v3", "Haswell"), "avx512": ("x86-64-v4", "SkylakeX")}
+
+
+def gemm_peak(work, simd):
+    march, coretype = PEAK_ISA.get(simd, PEAK_ISA["native"])
+    exe = os.path.join(work, f"gemm_peak-{march}")
     if not os.path.exists(exe):
-        subprocess.run(["g++", "-O3", "-march=native", "-DNDEBUG", "-DEIGEN_DONT_PARALLELIZE", "-I/usr/include/eigen3",
-                        os.path.join(HERE, "gemm_peak.cpp"), "-o", exe], check=True)
+        subprocess.run(["g++", "-O3", f"-march={march}", "-DNDEBUG", "-DEIGEN_DONT_PARALLELIZE", "-I/usr/include/eigen3",
+                        os.path.join(HERE, "gemm_peak.cpp"), "-o", exe, "-lopenblas"], check=True)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
     out = {}
-    for shape in [(4096, 4096, 26), (11008, 4096, 26), (4096, 11008, 26), (4096, 4096, 80), (4096, 4096, 4096)]:
-        r = subprocess.run([exe, *map(str, shape)], capture_output=True, text=True, check=True).stdout.split()
-        out[shape] = float(r[-1])
+    for shape in [(4096, 4096, 26), (11008, 4096, 26), (4096, 11008, 26), (4096, 4096, 4096)]:
+        r = subprocess.run([exe, *map(str, shape)], capture_output=True, text=True, check=True, env=env).stdout.split()
+        out[shape] = (float(r[-2]), float(r[-1]))
     return out
 
 
@@ -67,10 +77,14 @@ def main():
     ap.add_argument("--synthetic-layers", type=int, default=2)
     ap.add_argument("--skip-exact-synthetic", action="store_true")
     ap.add_argument("--build", default="", help="build dir: also report per-phase CPU time (phases.cpp)")
+    ap.add_argument("--simd", default="native", choices=sorted(PEAK_ISA),
+                    help="CKPTKIT_SIMD for ckptkit, and the same ISA for the GEMM peak")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     T = str(a.threads)
     env_c = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    if a.simd != "native":
+        env_c["CKPTKIT_SIMD"] = a.simd
     env_p = dict(os.environ, OPENBLAS_NUM_THREADS=T, OMP_NUM_THREADS=T, MKL_NUM_THREADS=T)
 
     cases = []
@@ -112,7 +126,7 @@ def main():
                 big = [t for t in rep["tensors"] if t["shape"][0] * t["shape"][1] >= 4096 * 4096]
                 per = {tuple(t["shape"]): t.get("gemm_gflops") for t in big} if big else {}
                 gflops.append((label, rep["totals"]["randomized_gflops"], per))
-    peak = gemm_peak(a.work)
+    peak = gemm_peak(a.work, a.simd)
     phase_lines = phases(a.build, a.work, syn) if a.build and a.gen else []
 
     print(f"\nthreads {a.threads}, rank {a.rank}, medians of the listed repetitions (wall s / peak RSS MiB /"
@@ -124,12 +138,15 @@ def main():
         (cw, cr, cc), (pw, pr, pc) = med["ckptkit"], med["torch"]
         print(f"| {label} | {svd} | {reps} | {cw:.2f} | {pw:.2f} | {pw / cw:.2f}x | {cr:.0f} | {pr:.0f} | {cr / pr:.2f}"
               f" | {cc:.2f} | {pc:.2f} | {pc / cc:.2f}x | {load:.1f} |")
-    print("\nEigen single-thread GEMM (gemm_peak.cpp, same run, thread CPU time), GFLOP/s:")
-    for shape, v in peak.items():
-        print(f"- {shape[0]}x{shape[1]} by {shape[1]}x{shape[2]}: {v:.1f}")
-    print("\nckptkit randomized path (--threads 1), GFLOP/s of the products with W:")
+    print(f"\nSingle-thread GEMM (gemm_peak.cpp, same run, thread CPU time, ISA {a.simd}), GFLOP/s Eigen / OpenBLAS:")
+    for shape, (e, o) in peak.items():
+        print(f"- {shape[0]}x{shape[1]} by {shape[1]}x{shape[2]}: {e:.1f} / {o:.1f}")
+    square = max(peak[(4096, 4096, 4096)])
+    print(f"\nckptkit randomized path (--threads 1, CKPTKIT_SIMD={a.simd}), GFLOP/s of the products with W"
+          f" and their share of the square peak ({square:.1f}, the better of the two):")
     for label, tot, per in gflops:
-        print(f"- {label}: all layers {tot}; per big layer {per}")
+        shares = ", ".join(f"{s[0]}x{s[1]} {v:.1f} ({v / square:.0%})" for s, v in per.items() if v)
+        print(f"- {label}: all layers {tot}; per big layer {shares}")
     if phase_lines:
         print("\nPer-phase thread CPU seconds of one tensor (phases.cpp, rank 16, 3 reps):")
         for line in phase_lines:

@@ -139,7 +139,14 @@ def simd_cases(tmp):
         return
     f32 = os.path.join(tmp, "sample-f32")
     cktest.run("convert", SAMPLE, "-o", f32, "--dtype", "f32", expect=0)
+    nf4 = os.path.join(tmp, "sample-nf4")
+    cktest.run("quantize", SAMPLE, "-o", nf4, "--scheme", "nf4", *SUBSET, expect=0)
     cases = {
+        "quantize fp4 (f32 in: f32 absmax, FP4 encoder)": ["quantize", f32, "--scheme", "fp4", *SUBSET],
+        "quantize --dequantize --dtype f16 (16-level decode, f16 narrowing)":
+            ["quantize", os.path.join(nf4, "quantized"), "--dequantize", "--dtype", "f16"],
+        "convert --dtype bf16 (f32 in: bf16 narrowing)": ["convert", f32, "--dtype", "bf16"],
+        "quantize lossless (byte planes)": ["quantize", SAMPLE, "--scheme", "lossless"],
         "quantize nf4 (bf16 in)": ["quantize", SAMPLE, "--scheme", "nf4", *SUBSET],
         "quantize nf4 (f32 in), block 16": ["quantize", f32, "--scheme", "nf4", "--block", "16", *SUBSET],
         "quantize int4+lq": ["quantize", SAMPLE, "--scheme", "int4", "--double-quant", "lq", *SUBSET],

@@ -257,6 +257,27 @@ TEST_CASE("FP4 encoding equals bitsandbytes' quantization tree", "[quant][codebo
     CHECK(bits_of(levels[i]) == bits_of(fp4_table()[codes[i]]));
   }
   CHECK(same == v.size());
+  // Every SIMD path: the same codes and level bits, NaN and infinities included (both give the
+  // tree's answer for comparisons that are all false, and x < 0 for the sign), at odd lengths.
+  v.push_back(std::numeric_limits<float>::quiet_NaN());
+  v.push_back(-std::numeric_limits<float>::quiet_NaN());
+  v.push_back(std::numeric_limits<float>::infinity());
+  v.push_back(-std::numeric_limits<float>::infinity());
+  for (float inv : {1.0f, 0.37f, 0.0f}) {
+    std::vector<std::uint8_t> ref_codes(v.size());
+    std::vector<float> ref_levels(v.size());
+    encode_fp4(v.data(), v.size(), inv, ref_codes.data(), ref_levels.data(), SimdPath::Scalar);
+    for (SimdPath path : available_simd_paths()) {
+      INFO("path " << simd_path_name(path) << ", inv " << inv);
+      std::vector<std::uint8_t> c(v.size());
+      std::vector<float> l(v.size());
+      encode_fp4(v.data(), v.size(), inv, c.data(), l.data(), path);
+      CHECK(c == ref_codes);
+      CHECK(std::memcmp(l.data(), ref_levels.data(), 4 * l.size()) == 0);
+      encode_fp4(v.data() + 1, v.size() - 1, inv, c.data(), nullptr, path);  // codes only
+      CHECK(std::equal(c.begin(), c.end() - 1, ref_codes.begin() + 1));
+    }
+  }
   // The scale is applied as x * inv, as the kernel multiplies by 1/absmax.
   const float x = 3.0f, inv = 1.0f / 12.0f;
   std::uint8_t c;

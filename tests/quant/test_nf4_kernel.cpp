@@ -143,6 +143,67 @@ TEST_CASE("NF4 kernel on bf16 bytes equals the float kernel on the widened value
   }
 }
 
+TEST_CASE("f32 block absmax: every path equals the scalar bits and the float max, Inf/NaN kept",
+          "[quant][kernel]") {
+  auto x =
+      sample(4096 + 37, Codebook(std::vector<float>(nf4_table().begin(), nf4_table().end())), 5);
+  x[3] = -0.0f;
+  x[100] = -1e30f;
+  x[200] = 1e-42f;                                    // subnormal
+  x[700] = -std::numeric_limits<float>::infinity();   // block 10 of 64
+  x[1500] = std::numeric_limits<float>::quiet_NaN();  // block 23 of 64
+  const auto n = static_cast<std::int64_t>(x.size());
+  for (std::int64_t block : {16, 64, 256, 4096}) {
+    const auto nb = static_cast<std::size_t>((n + block - 1) / block);
+    std::vector<float> ref(nb);
+    f32_block_absmax(x.data(), n, block, ref.data(), SimdPath::Scalar);
+    INFO("block " << block);
+    for (SimdPath path : vector_paths()) {
+      std::vector<float> fast(nb, -1.0f);
+      f32_block_absmax(x.data(), n, block, fast.data(), path);
+      INFO("path " << simd_path_name(path));
+      CHECK(std::memcmp(fast.data(), ref.data(), nb * sizeof(float)) == 0);
+    }
+    for (std::size_t b = 0; b < nb; ++b) {
+      float m = 0;
+      bool nan = false;
+      for (std::int64_t i = static_cast<std::int64_t>(b) * block;
+           i < std::min(n, static_cast<std::int64_t>(b + 1) * block); ++i) {
+        nan = nan || std::isnan(x[static_cast<std::size_t>(i)]);
+        m = std::max(m, std::fabs(x[static_cast<std::size_t>(i)]));
+      }
+      if (nan)
+        CHECK(std::isnan(ref[b]));
+      else
+        CHECK(ref[b] == m);
+    }
+  }
+}
+
+TEST_CASE("dequantize16: every path equals level times scale, odd lengths", "[quant][kernel]") {
+  const auto lv = nf4_table();
+  std::vector<std::uint8_t> packed(600);
+  for (std::size_t i = 0; i < packed.size(); ++i)
+    packed[i] = static_cast<std::uint8_t>(i * 97 + 13);
+  for (std::int64_t n : {1, 15, 16, 33, 64, 1199, 1200}) {
+    for (float s : {0.0f, 0.173f, -3.5f, 1e-40f}) {
+      std::vector<float> ref(static_cast<std::size_t>(n));
+      dequantize16(packed.data(), n, s, lv.data(), ref.data(), SimdPath::Scalar);
+      for (std::int64_t i = 0; i < n; ++i) {
+        const std::uint8_t byte = packed[static_cast<std::size_t>(i / 2)];
+        const int code = i % 2 == 0 ? byte >> 4 : byte & 0x0F;
+        CHECK(ref[static_cast<std::size_t>(i)] == lv[static_cast<std::size_t>(code)] * s);
+      }
+      for (SimdPath path : vector_paths()) {
+        INFO("n " << n << ", s " << s << ", path " << simd_path_name(path));
+        std::vector<float> out(static_cast<std::size_t>(n), -7.0f);
+        dequantize16(packed.data(), n, s, lv.data(), out.data(), path);
+        CHECK(std::memcmp(out.data(), ref.data(), 4 * out.size()) == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("bf16 block absmax: vector equals portable equals the float max, Inf/NaN kept",
           "[quant][kernel][bf16]") {
   auto x =

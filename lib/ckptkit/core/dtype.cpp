@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "ckptkit/core/convert_kernels.hpp"
 #include "ckptkit/core/error.hpp"
 
 namespace ckpt {
@@ -104,10 +105,10 @@ std::uint16_t f32_to_f16(float f) {
 
 namespace {
 
-// Branch-free element kernels for the span conversions below. They compute every case and pick
-// with selects, so GCC/Clang vectorize the loops at -O2/-O3 for any x86-64 target (SSE2 up to
-// AVX-512) without intrinsics; tests/core/test_dtype.cpp checks them bit for bit against the
-// scalar functions above on all 16-bit patterns and on f32 edge and random patterns.
+// Branch-free element kernels for the span conversions below: the reference of the vector kernels
+// (convert_kernels.cpp does the same operations lane by lane) and their tails. tests/core/
+// test_dtype.cpp checks every path bit for bit against the scalar functions above on all 16-bit
+// patterns and on f32 edge and random patterns.
 // 16-bit values travel through memcpy'd u16 arrays (no aliasing of the byte buffer).
 
 inline std::uint32_t bf16_bits_to_f32_bits(std::uint16_t h) {
@@ -186,21 +187,28 @@ constexpr std::size_t kBlock = 1024;
 
 }  // namespace
 
-void decode_to_f32(DType t, std::span<const std::byte> bytes, std::span<float> out) {
+void decode_to_f32(DType t, std::span<const std::byte> bytes, std::span<float> out, SimdPath path) {
   const std::size_t n = out.size();
   CKPT_ASSERT(bytes.size() == n * dtype_size(t));
   const std::byte* p = bytes.data();
   if (n == 0) return;
+  const convert::Kernels* k = convert::kernels_for(path);
   switch (t) {
     case DType::F32:
       std::memcpy(out.data(), p, n * 4);
       return;
-    case DType::BF16:
-      decode16(p, out.data(), n, [](auto v) { return bf16_bits_to_f32_bits(v); });
+    case DType::BF16: {
+      const std::size_t done = k ? k->bf16_to_f32(p, out.data(), n) : 0;
+      decode16(p + 2 * done, out.data() + done, n - done,
+               [](auto v) { return bf16_bits_to_f32_bits(v); });
       return;
-    case DType::F16:
-      decode16(p, out.data(), n, [](auto v) { return f16_bits_to_f32_bits(v); });
+    }
+    case DType::F16: {
+      const std::size_t done = k ? k->f16_to_f32(p, out.data(), n) : 0;
+      decode16(p + 2 * done, out.data() + done, n - done,
+               [](auto v) { return f16_bits_to_f32_bits(v); });
       return;
+    }
     case DType::F64:
       decode_f64(p, out.data(), n);
       return;
@@ -228,21 +236,27 @@ void decode_to_f64(DType t, std::span<const std::byte> bytes, std::span<double> 
   }
 }
 
-void encode_from_f32(DType t, std::span<const float> in, std::span<std::byte> out) {
+void encode_from_f32(DType t, std::span<const float> in, std::span<std::byte> out, SimdPath path) {
   const std::size_t n = in.size();
   CKPT_ASSERT(out.size() == n * dtype_size(t));
   std::byte* p = out.data();
   if (n == 0) return;
+  const convert::Kernels* k = convert::kernels_for(path);
   switch (t) {
     case DType::F32:
       std::memcpy(p, in.data(), n * 4);
       return;
-    case DType::BF16:
-      encode16(in.data(), p, n, [](auto v) { return f32_to_bf16(std::bit_cast<float>(v)); });
+    case DType::BF16: {
+      const std::size_t done = k ? k->f32_to_bf16(in.data(), p, n) : 0;
+      encode16(in.data() + done, p + 2 * done, n - done,
+               [](auto v) { return f32_to_bf16(std::bit_cast<float>(v)); });
       return;
-    case DType::F16:
-      encode16(in.data(), p, n, [](auto v) { return f32_bits_to_f16(v); });
+    }
+    case DType::F16: {
+      const std::size_t done = k ? k->f32_to_f16(in.data(), p, n) : 0;
+      encode16(in.data() + done, p + 2 * done, n - done, [](auto v) { return f32_bits_to_f16(v); });
       return;
+    }
     case DType::F64:
       encode_f64(in.data(), p, n);
       return;

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "ckptkit/core/simd_path.hpp"
+
 namespace ckpt {
 
 enum class DType : std::uint8_t {
@@ -56,12 +58,15 @@ inline std::uint16_t f32_to_bf16(float f) {
 float f16_to_f32(std::uint16_t h);
 std::uint16_t f32_to_f16(float f);
 
-/// Decodes float bytes of type `t` into f32 (F64 is rounded to nearest).
-void decode_to_f32(DType t, std::span<const std::byte> bytes, std::span<float> out);
+/// Decodes float bytes of type `t` into f32 (F64 is rounded to nearest). BF16 and F16 run on
+/// `path`'s vector kernels (core/convert_kernels.hpp), the same bits on every path.
+void decode_to_f32(DType t, std::span<const std::byte> bytes, std::span<float> out,
+                   SimdPath path = active_simd_path());
 /// Decodes float bytes into f64, exactly.
 void decode_to_f64(DType t, std::span<const std::byte> bytes, std::span<double> out);
 /// Encodes f32 values as type `t` (round to nearest even), into `out` of n*dtype_size(t) bytes.
-void encode_from_f32(DType t, std::span<const float> in, std::span<std::byte> out);
+void encode_from_f32(DType t, std::span<const float> in, std::span<std::byte> out,
+                     SimdPath path = active_simd_path());
 /// Converts float bytes between float types with one rounding (via f64 when widening from F64).
 std::vector<std::byte> convert_float_bytes(DType from, DType to, std::span<const std::byte> in);
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "ckptkit/core/convert_kernels.hpp"
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/interrupt.hpp"
 #include "ckptkit/io/file_bytes.hpp"
@@ -42,11 +43,13 @@ std::uint64_t get_le(std::span<const std::byte> v, std::size_t at, int n) {
   return x;
 }
 
-// Splits elements [first, first+count) into `planes` byte planes (plane p at out + p*count).
+// Splits elements [first, first+count) into `planes` byte planes (plane p at out + p*count):
+// bf16 and f32 on the vector kernels (core/convert_kernels.hpp), the loops below finish the tail.
 void split(Reorder r, std::size_t esize, const std::uint8_t* in, std::size_t first,
            std::size_t count, std::uint8_t* out) {
+  const convert::Kernels* k = convert::kernels_for(active_simd_path());
   if (r == Reorder::BF16) {
-    for (std::size_t i = 0; i < count; ++i) {
+    for (std::size_t i = k ? k->split_bf16(in + 2 * first, count, out) : 0; i < count; ++i) {
       const std::uint16_t u =
           static_cast<std::uint16_t>(in[2 * (first + i)] | (in[2 * (first + i) + 1] << 8));
       out[i] = static_cast<std::uint8_t>((u >> 7) & 0xFF);  // exponent
@@ -56,7 +59,7 @@ void split(Reorder r, std::size_t esize, const std::uint8_t* in, std::size_t fir
     return;
   }
   if (r == Reorder::F32) {
-    for (std::size_t i = 0; i < count; ++i) {
+    for (std::size_t i = k ? k->split_f32(in + 4 * first, count, out) : 0; i < count; ++i) {
       std::uint32_t u;
       std::memcpy(&u, in + 4 * (first + i), 4);
       out[i] = static_cast<std::uint8_t>((u >> 23) & 0xFF);
@@ -73,8 +76,9 @@ void split(Reorder r, std::size_t esize, const std::uint8_t* in, std::size_t fir
 
 void join(Reorder r, std::size_t esize, const std::uint8_t* planes, std::size_t first,
           std::size_t count, std::uint8_t* out) {
+  const convert::Kernels* k = convert::kernels_for(active_simd_path());
   if (r == Reorder::BF16) {
-    for (std::size_t i = 0; i < count; ++i) {
+    for (std::size_t i = k ? k->join_bf16(planes, count, out + 2 * first) : 0; i < count; ++i) {
       const std::uint32_t e = planes[i], m = planes[count + i];
       const std::uint16_t u = static_cast<std::uint16_t>(((m & 0x80) << 8) | (e << 7) | (m & 0x7F));
       out[2 * (first + i)] = static_cast<std::uint8_t>(u & 0xFF);
@@ -83,7 +87,7 @@ void join(Reorder r, std::size_t esize, const std::uint8_t* planes, std::size_t 
     return;
   }
   if (r == Reorder::F32) {
-    for (std::size_t i = 0; i < count; ++i) {
+    for (std::size_t i = k ? k->join_f32(planes, count, out + 4 * first) : 0; i < count; ++i) {
       const std::uint32_t e = planes[i], b1 = planes[count + i], b2 = planes[2 * count + i],
                           b3 = planes[3 * count + i];
       const std::uint32_t u =

@@ -160,7 +160,7 @@ float round_to(DType t, float v) {
 // element, the absmax of every block, a block as float32 (a pointer into the input, or widened
 // into `scratch`) and the fused 16-level kernel on a run of blocks.
 struct F32Source {
-  static constexpr bool kAbsmaxSeesNonFinite = false;  // std::max drops NaN: check first
+  static constexpr bool kAbsmaxSeesNonFinite = true;  // as bf16: magnitudes compared as integers
   std::span<const float> x;
   std::int64_t size() const { return static_cast<std::int64_t>(x.size()); }
   void check_finite() const {
@@ -168,8 +168,7 @@ struct F32Source {
       fail_non_finite(bad, std::isnan(x[static_cast<std::size_t>(bad)]));
   }
   void absmax(std::int64_t block, float* out) const {
-    for (std::int64_t lo = 0, b = 0; lo < size(); lo += block, ++b)
-      out[b] = block_absmax(x.data() + lo, std::min(block, size() - lo));
+    f32_block_absmax(x.data(), size(), block, out);
   }
   const float* block(std::int64_t i0, std::int64_t, float*) const { return x.data() + i0; }
   void encode_pack16(const Book16& book, std::int64_t i0, std::int64_t n, std::int64_t block,
@@ -448,17 +447,9 @@ void dequantize(const QuantizedTensor& q, std::span<float> out) {
   const std::size_t L = q.codebook.size();
   if (bits == 4 && L == 16) {
     // Fast path (NF4, any 16-level book): every nibble is a valid code.
-    for (std::int64_t b = 0; b < q.blocks(); ++b) {
-      const std::int64_t cnt = std::min(B, n - b * B);
-      const std::uint8_t* p = q.packed_u8() + b * B / 2;
-      const float s = scales[static_cast<std::size_t>(b)];
-      float* o = out.data() + b * B;
-      for (std::int64_t i = 0; i + 1 < cnt; i += 2) {
-        o[i] = lv[p[i / 2] >> 4] * s;
-        o[i + 1] = lv[p[i / 2] & 0x0F] * s;
-      }
-      if (cnt & 1) o[cnt - 1] = lv[p[cnt / 2] >> 4] * s;
-    }
+    for (std::int64_t b = 0; b < q.blocks(); ++b)
+      dequantize16(q.packed_u8() + b * B / 2, std::min(B, n - b * B),
+                   scales[static_cast<std::size_t>(b)], lv, out.data() + b * B);
     return;
   }
   for (std::int64_t b = 0; b < q.blocks(); ++b) {

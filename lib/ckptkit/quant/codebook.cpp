@@ -6,6 +6,7 @@
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/quant/nf4_kernel.hpp"
+#include "ckptkit/quant/simd_kernels.hpp"
 
 namespace ckpt::quant {
 namespace {
@@ -89,8 +90,13 @@ std::span<const float, 16> fp4_table() {
   return std::span<const float, 16>(kFp4);
 }
 
-void encode_fp4(const float* x, std::size_t n, float inv, std::uint8_t* codes, float* levels) {
-  for (std::size_t i = 0; i < n; ++i) {
+void encode_fp4(const float* x, std::size_t n, float inv, std::uint8_t* codes, float* levels,
+                SimdPath path) {
+  const simd::Kernels* k = simd::kernels_for(path);
+  const std::size_t done = k ? k->encode_fp4(x, n, inv, kFp4Thresholds.data(),
+                                             kFp4CodeOfRank.data(), kFp4.data(), codes, levels)
+                             : 0;
+  for (std::size_t i = done; i < n; ++i) {
     const float v = x[i] * inv;
     const float a = std::fabs(v);
     int rank = 0;

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "ckptkit/core/simd_path.hpp"
+
 namespace ckpt::quant {
 
 /// bitsandbytes' NF4 table (functional.py get_4bit_type("nf4")), index = code, bit for bit.
@@ -24,7 +26,8 @@ std::span<const float, 16> fp4_table();
 /// values: the sign bit from x < 0, the magnitude against the kernel's own seven thresholds (its
 /// literals, which differ from the float midpoints in the last digits); ties go to the smaller
 /// magnitude on both sides. With `levels`, also fp4_table()[code] of each value.
-void encode_fp4(const float* x, std::size_t n, float inv, std::uint8_t* codes, float* levels);
+void encode_fp4(const float* x, std::size_t n, float inv, std::uint8_t* codes, float* levels,
+                SimdPath path = active_simd_path());
 
 /// Standard normal CDF and its inverse (Acklam's rational approximation refined by one Halley
 /// step on erfc, accurate to ~1e-15 relative in (0, 1)).

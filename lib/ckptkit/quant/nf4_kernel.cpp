@@ -192,6 +192,28 @@ void count_midpoints_below(const float* run_last, const float* padded, const flo
   }
 }
 
+void f32_block_absmax(const float* x, std::int64_t n, std::int64_t block, float* out,
+                      SimdPath path) {
+  if (const simd::Kernels* k = simd::kernels_for(path)) return k->f32_absmax(x, n, block, out);
+  for (std::int64_t lo = 0, b = 0; lo < n; lo += block, ++b) {
+    std::uint32_t top = 0;
+    for (std::int64_t i = lo; i < std::min(lo + block, n); ++i)
+      top = std::max(top, std::bit_cast<std::uint32_t>(x[i]) & 0x7FFFFFFFu);
+    out[b] = std::bit_cast<float>(top);
+  }
+}
+
+void dequantize16(const std::uint8_t* packed, std::int64_t n, float s, const float* levels,
+                  float* out, SimdPath path) {
+  const simd::Kernels* k = simd::kernels_for(path);
+  std::int64_t i = k ? k->dequant16(packed, n, s, levels, out) : 0;  // even: whole bytes
+  for (; i + 1 < n; i += 2) {
+    out[i] = levels[packed[i / 2] >> 4] * s;
+    out[i + 1] = levels[packed[i / 2] & 0x0F] * s;
+  }
+  if (i < n) out[i] = levels[packed[i / 2] >> 4] * s;
+}
+
 void bf16_block_absmax(const std::byte* x, std::int64_t n, std::int64_t block, float* out,
                        SimdPath path) {
   if (const simd::Kernels* k = simd::kernels_for(path)) return k->bf16_absmax(x, n, block, out);

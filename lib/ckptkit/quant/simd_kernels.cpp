@@ -263,6 +263,84 @@ void Bf16Absmax(const std::byte* x, std::int64_t n, std::int64_t block, float* o
   }
 }
 
+// As Bf16Absmax for f32: the 31 magnitude bits compared as integers (the float order of
+// non-negative floats; Inf and NaN blocks get Inf and NaN).
+void F32Absmax(const float* x, std::int64_t n, std::int64_t block, float* out) {
+  const hn::RebindToUnsigned<DF> du;
+  const auto magnitude = hn::Set(du, 0x7FFFFFFFu);
+  for (std::int64_t lo = 0, b = 0; lo < n; lo += block, ++b) {
+    const std::int64_t cnt = std::min(block, n - lo);
+    auto acc = hn::Zero(du);
+    std::int64_t i = 0;
+    for (; i + std::int64_t(kN) <= cnt; i += kN)
+      acc = hn::Max(acc, hn::And(hn::BitCast(du, hn::LoadU(DF(), x + lo + i)), magnitude));
+    std::uint32_t top = hn::GetLane(hn::MaxOfLanes(du, acc));
+    for (; i < cnt; ++i) {
+      std::uint32_t u;
+      std::memcpy(&u, x + lo + i, 4);
+      top = std::max(top, u & 0x7FFFFFFFu);
+    }
+    std::memcpy(out + b, &top, 4);
+  }
+}
+
+// out[i] = levels[code i] · s for the nibbles of p, high nibble first: kN/2 bytes widened to
+// 16-bit lanes (high nibble in the low byte, low nibble in the high byte), seen as kN bytes in
+// element order, widened to 32-bit indices.
+std::int64_t Dequant16(const std::uint8_t* p, std::int64_t n, float s, const float* levels,
+                       float* out) {
+  const DF df;
+  const DI di;
+  const hn::Half<DI> dih;
+  const hn::Rebind<std::uint8_t, decltype(dih)> d8h;
+  const hn::Rebind<std::uint16_t, decltype(dih)> d16h;
+  const hn::Repartition<std::uint8_t, decltype(d16h)> d8;
+  const hn::RebindToUnsigned<DI> du;
+  const Table<16> lv(levels);
+  const VF sv = hn::Set(df, s);
+  std::int64_t i = 0;
+  for (; i + std::int64_t(kN) <= n; i += kN) {
+    const auto b = hn::PromoteTo(d16h, hn::LoadU(d8h, p + i / 2));
+    const auto w = hn::Or(hn::ShiftRight<4>(b), hn::ShiftLeft<8>(hn::And(b, hn::Set(d16h, 0x0F))));
+    const VI idx = hn::BitCast(di, hn::PromoteTo(du, hn::BitCast(d8, w)));
+    hn::StoreU(hn::Mul(lv.lookup(idx), sv), df, out + i);
+  }
+  return i;
+}
+
+// bnb's FP4 encoder (codebook.cpp's encode_fp4): the rank of |x·inv| among 7 thresholds (strict
+// >), its code, the sign bit for v < 0; optionally the code's level.
+std::size_t EncodeFp4(const float* x, std::size_t n, float inv, const float* thresholds,
+                      const std::uint8_t* code_of_rank, const float* levels, std::uint8_t* codes,
+                      float* levels_out) {
+  const DF df;
+  const DI di;
+  float rank_codes[8];
+  for (int r = 0; r < 8; ++r)
+    rank_codes[r] = static_cast<float>(code_of_rank[r]);
+  const Table<8> cor(rank_codes);
+  const Table<16> lv(levels);
+  VF t[7];
+  for (int j = 0; j < 7; ++j)
+    t[j] = hn::Set(df, thresholds[j]);
+  const VF iv = hn::Set(df, inv);
+  const hn::Rebind<std::uint8_t, DI> d8;
+  std::size_t i = 0;
+  for (; i + kN <= n; i += kN) {
+    const VF v = hn::Mul(hn::LoadU(df, x + i), iv);
+    const VF a = hn::Abs(v);
+    VI rank = hn::Zero(di);
+    for (int j = 0; j < 7; ++j)  // a mask lane is all ones: -1 as an integer
+      rank = hn::Sub(rank, hn::BitCast(di, hn::VecFromMask(df, hn::Gt(a, t[j]))));
+    VI code = hn::ConvertTo(di, cor.lookup(rank));
+    code = hn::Or(code,
+                  hn::IfThenElseZero(hn::RebindMask(di, hn::Lt(v, hn::Zero(df))), hn::Set(di, 8)));
+    hn::StoreU(hn::DemoteTo(d8, code), d8, codes + i);
+    if (levels_out) hn::StoreU(lv.lookup(code), df, levels_out + i);
+  }
+  return i;
+}
+
 void CountBelow(const float* run_last, const float* padded, const float* x, std::size_t n,
                 std::uint8_t* codes) {
   const DF df;
@@ -289,7 +367,7 @@ namespace ckpt::quant::simd {
 #define CKPT_SIMD_KERNELS(NS)                                                                      \
   static constexpr Kernels k {                                                                     \
     &NS::EncodeF32, &NS::EncodeBf16, &NS::EncodeBlocksF32, &NS::EncodeBlocksBf16, &NS::Bf16Absmax, \
-        &NS::CountBelow                                                                            \
+        &NS::F32Absmax, &NS::CountBelow, &NS::Dequant16, &NS::EncodeFp4                            \
   }
 
 const Kernels* kernels_for(SimdPath path) {
