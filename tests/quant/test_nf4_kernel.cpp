@@ -14,6 +14,7 @@
 #include "ckptkit/core/dtype.hpp"
 #include "ckptkit/quant/codebook.hpp"
 #include "ckptkit/quant/nf4_kernel.hpp"
+#include "ckptkit/quant/simd_kernels.hpp"
 
 using namespace ckpt;
 using namespace ckpt::quant;
@@ -248,6 +249,8 @@ TEST_CASE("SIMD paths: every one this CPU runs is compiled in, the best is the d
   };
   INFO(simd_summary());
   CHECK(avail.front() == SimdPath::Scalar);
+  for (SimdPath p : vector_paths())  // a path the CPU has runs its own kernels, not the scalar code
+    CHECK(simd::kernels_for(p) != nullptr);
 #if defined(__aarch64__)
   CHECK(has(SimdPath::Neon));
 #elif defined(__x86_64__)

@@ -6,16 +6,13 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ckptkit/core/convert_kernels.cpp"
-#ifndef HWY_DISABLED_TARGETS
-#define HWY_DISABLED_TARGETS \
-  (HWY_SSSE3 | HWY_SSE4 | HWY_AVX3_DL | HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128)
-#endif
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
+#include "ckptkit/core/simd_targets.hpp"  // before foreach_target
 
 #include "ckptkit/core/convert_kernels.hpp"
 
-#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_NEON
+#if CKPT_SIMD_TARGET
 HWY_BEFORE_NAMESPACE();
 namespace ckpt::convert {
 namespace HWY_NAMESPACE {
@@ -212,28 +209,7 @@ namespace ckpt::convert {
   }
 
 const Kernels* kernels_for(SimdPath path) {
-  switch (path) {
-#if (HWY_TARGETS & HWY_AVX2) && HWY_ARCH_X86_64
-    case SimdPath::Avx2: {
-      CKPT_CONVERT_KERNELS(N_AVX2);
-      return &k;
-    }
-#endif
-#if (HWY_TARGETS & HWY_AVX3) && HWY_ARCH_X86_64
-    case SimdPath::Avx512: {
-      CKPT_CONVERT_KERNELS(N_AVX3);
-      return &k;
-    }
-#endif
-#if (HWY_TARGETS & HWY_NEON) && HWY_ARCH_ARM_A64
-    case SimdPath::Neon: {
-      CKPT_CONVERT_KERNELS(N_NEON);
-      return &k;
-    }
-#endif
-    default:
-      return nullptr;
-  }
+  CKPT_SIMD_KERNELS_FOR(path, CKPT_CONVERT_KERNELS)
 }
 
 #undef CKPT_CONVERT_KERNELS

@@ -7,19 +7,17 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ckptkit/linalg/skinny_gemm.cpp"
-#ifndef HWY_DISABLED_TARGETS
-#define HWY_DISABLED_TARGETS \
-  (HWY_SSSE3 | HWY_SSE4 | HWY_AVX3_DL | HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128)
-#endif
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
+#include "ckptkit/core/simd_targets.hpp"  // before foreach_target
 
 #include <algorithm>
 #include <cmath>
 
+#include "ckptkit/core/error.hpp"
 #include "ckptkit/linalg/skinny_gemm.hpp"
 
-#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_NEON
+#if CKPT_SIMD_TARGET
 HWY_BEFORE_NAMESPACE();
 namespace ckpt::skinny {
 namespace HWY_NAMESPACE {
@@ -166,30 +164,16 @@ struct Kernels {
   TnFn tn;
 };
 
-const Kernels* kernels_for(SimdPath path) {
-  switch (path) {
-#if (HWY_TARGETS & HWY_AVX2) && HWY_ARCH_X86_64
-    case SimdPath::Avx2: {
-      static constexpr Kernels k{&skinny::N_AVX2::Nn, &skinny::N_AVX2::Tn};
-      return &k;
-    }
-#endif
-#if (HWY_TARGETS & HWY_AVX3) && HWY_ARCH_X86_64
-    case SimdPath::Avx512: {
-      static constexpr Kernels k{&skinny::N_AVX3::Nn, &skinny::N_AVX3::Tn};
-      return &k;
-    }
-#endif
-#if (HWY_TARGETS & HWY_NEON) && HWY_ARCH_ARM_A64
-    case SimdPath::Neon: {
-      static constexpr Kernels k{&skinny::N_NEON::Nn, &skinny::N_NEON::Tn};
-      return &k;
-    }
-#endif
-    default:
-      return nullptr;
+#define CKPT_SKINNY_KERNELS(NS)      \
+  static constexpr Kernels k {       \
+    &skinny::NS::Nn, &skinny::NS::Tn \
   }
+
+const Kernels* kernels_for(SimdPath path) {
+  CKPT_SIMD_KERNELS_FOR(path, CKPT_SKINNY_KERNELS)
 }
+
+#undef CKPT_SKINNY_KERNELS
 
 }  // namespace
 
@@ -202,6 +186,7 @@ void skinny_nn(const float* a, std::int64_t lda, std::int64_t rows, std::int64_t
                SimdPath path) {
   if (const Kernels* k = kernels_for(path))
     return k->nn(a, lda, rows, inner, b, l, ld, y, accumulate);
+  CKPT_ASSERT(path == SimdPath::Scalar);  // every other available path has kernels here
   for (std::int64_t i = 0; i < rows; ++i) {
     float* yi = y + i * ld;
     if (!accumulate) std::fill(yi, yi + l, 0.0f);
@@ -217,6 +202,7 @@ void skinny_nn(const float* a, std::int64_t lda, std::int64_t rows, std::int64_t
 void skinny_tn(const float* a, std::int64_t lda, std::int64_t rows, std::int64_t cols,
                const float* b, std::int64_t l, std::int64_t ld, float* y, SimdPath path) {
   if (const Kernels* k = kernels_for(path)) return k->tn(a, lda, rows, cols, b, l, ld, y);
+  CKPT_ASSERT(path == SimdPath::Scalar);
   for (std::int64_t i = 0; i < rows; ++i) {
     const float* bi = b + i * ld;
     for (std::int64_t k = 0; k < cols; ++k) {

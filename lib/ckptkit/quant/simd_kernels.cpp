@@ -7,13 +7,8 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ckptkit/quant/simd_kernels.cpp"
-// Only the targets SimdPath names: SSE4/SSSE3 have no FMA (MulAdd would round twice) and the
-// AVX3_DL/SVE variants would add nothing to these kernels.
-#ifndef HWY_DISABLED_TARGETS
-#define HWY_DISABLED_TARGETS \
-  (HWY_SSSE3 | HWY_SSE4 | HWY_AVX3_DL | HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128)
-#endif
-#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/foreach_target.h>           // IWYU pragma: keep
+#include "ckptkit/core/simd_targets.hpp"  // before foreach_target
 // foreach_target re-includes this file once per target; what follows is built each time.
 #include <hwy/highway.h>
 
@@ -24,7 +19,7 @@
 
 // Kernels only for the targets SimdPath names; foreach_target also visits the build's baseline
 // (scalar), which the portable code in nf4_kernel.cpp covers.
-#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_NEON
+#if CKPT_SIMD_TARGET
 HWY_BEFORE_NAMESPACE();
 namespace ckpt::quant::simd {
 namespace HWY_NAMESPACE {
@@ -371,28 +366,7 @@ namespace ckpt::quant::simd {
   }
 
 const Kernels* kernels_for(SimdPath path) {
-  switch (path) {
-#if (HWY_TARGETS & HWY_AVX2) && HWY_ARCH_X86_64
-    case SimdPath::Avx2: {
-      CKPT_SIMD_KERNELS(N_AVX2);
-      return &k;
-    }
-#endif
-#if (HWY_TARGETS & HWY_AVX3) && HWY_ARCH_X86_64
-    case SimdPath::Avx512: {
-      CKPT_SIMD_KERNELS(N_AVX3);
-      return &k;
-    }
-#endif
-#if (HWY_TARGETS & HWY_NEON) && HWY_ARCH_ARM_A64
-    case SimdPath::Neon: {
-      CKPT_SIMD_KERNELS(N_NEON);
-      return &k;
-    }
-#endif
-    default:
-      return nullptr;
-  }
+  CKPT_SIMD_KERNELS_FOR(path, CKPT_SIMD_KERNELS)
 }
 
 #undef CKPT_SIMD_KERNELS
