@@ -14,10 +14,10 @@
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/interrupt.hpp"
+#include "ckptkit/core/simd_path.hpp"
 #include "ckptkit/core/strings.hpp"
 #include "ckptkit/io/file_bytes.hpp"
 #include "ckptkit/linalg/blas_threads.hpp"
-#include "ckptkit/core/simd_path.hpp"
 #include "commands.hpp"
 #include "flags.hpp"
 
