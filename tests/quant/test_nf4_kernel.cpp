@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <random>
 #include <vector>
@@ -72,6 +73,39 @@ void check_same(const Run& a, const Run& b) {
   CHECK(std::memcmp(a.sums.sx, b.sums.sx, sizeof b.sums.sx) == 0);
   CHECK(a.sums.max_abs == b.sums.max_abs);
 }
+// absmax(n, block, out, path) per block of x: every vector path gives the scalar path's bits, and
+// the scalar result is the float max |x| of the block (NaN where the block holds a NaN).
+template <class Absmax>
+void check_block_absmax(const std::vector<float>& x, std::initializer_list<std::int64_t> blocks,
+                        Absmax absmax) {
+  const auto n = static_cast<std::int64_t>(x.size());
+  for (std::int64_t block : blocks) {
+    const auto nb = static_cast<std::size_t>((n + block - 1) / block);
+    std::vector<float> ref(nb);
+    absmax(n, block, ref.data(), SimdPath::Scalar);
+    INFO("block " << block);
+    for (SimdPath path : vector_paths()) {
+      std::vector<float> fast(nb, -1.0f);
+      absmax(n, block, fast.data(), path);
+      INFO("path " << simd_path_name(path));
+      CHECK(std::memcmp(fast.data(), ref.data(), nb * sizeof(float)) == 0);
+    }
+    for (std::size_t b = 0; b < nb; ++b) {
+      float m = 0;
+      bool nan = false;
+      for (std::int64_t i = static_cast<std::int64_t>(b) * block;
+           i < std::min(n, static_cast<std::int64_t>(b + 1) * block); ++i) {
+        nan = nan || std::isnan(x[static_cast<std::size_t>(i)]);
+        m = std::max(m, std::fabs(x[static_cast<std::size_t>(i)]));
+      }
+      if (nan)
+        CHECK(std::isnan(ref[b]));
+      else
+        CHECK(ref[b] == m);
+    }
+  }
+}
+
 }  // namespace
 
 TEST_CASE("NF4 kernel: every SIMD path equals the scalar one, bytes and sums",
@@ -153,32 +187,11 @@ TEST_CASE("f32 block absmax: every path equals the scalar bits and the float max
   x[200] = 1e-42f;                                    // subnormal
   x[700] = -std::numeric_limits<float>::infinity();   // block 10 of 64
   x[1500] = std::numeric_limits<float>::quiet_NaN();  // block 23 of 64
-  const auto n = static_cast<std::int64_t>(x.size());
-  for (std::int64_t block : {16, 64, 256, 4096}) {
-    const auto nb = static_cast<std::size_t>((n + block - 1) / block);
-    std::vector<float> ref(nb);
-    f32_block_absmax(x.data(), n, block, ref.data(), SimdPath::Scalar);
-    INFO("block " << block);
-    for (SimdPath path : vector_paths()) {
-      std::vector<float> fast(nb, -1.0f);
-      f32_block_absmax(x.data(), n, block, fast.data(), path);
-      INFO("path " << simd_path_name(path));
-      CHECK(std::memcmp(fast.data(), ref.data(), nb * sizeof(float)) == 0);
-    }
-    for (std::size_t b = 0; b < nb; ++b) {
-      float m = 0;
-      bool nan = false;
-      for (std::int64_t i = static_cast<std::int64_t>(b) * block;
-           i < std::min(n, static_cast<std::int64_t>(b + 1) * block); ++i) {
-        nan = nan || std::isnan(x[static_cast<std::size_t>(i)]);
-        m = std::max(m, std::fabs(x[static_cast<std::size_t>(i)]));
-      }
-      if (nan)
-        CHECK(std::isnan(ref[b]));
-      else
-        CHECK(ref[b] == m);
-    }
-  }
+  // Any block length: 37 is what row-wise INT8 or a double-quant group may pass.
+  check_block_absmax(x, {16, 37, 64, 256, 4096},
+                     [&](std::int64_t n, std::int64_t block, float* out, SimdPath path) {
+                       f32_block_absmax(x.data(), n, block, out, path);
+                     });
 }
 
 TEST_CASE("dequantize16: every path equals level times scale, odd lengths", "[quant][kernel]") {
@@ -213,32 +226,10 @@ TEST_CASE("bf16 block absmax: vector equals portable equals the float max, Inf/N
   x[700] = std::numeric_limits<float>::infinity();     // block 10 of 64
   x[1500] = -std::numeric_limits<float>::quiet_NaN();  // block 23 of 64
   const auto raw = bf16_bytes(x);
-  const auto n = static_cast<std::int64_t>(x.size());
-  for (std::int64_t block : {16, 64, 256, 4096}) {
-    const auto nb = static_cast<std::size_t>((n + block - 1) / block);
-    std::vector<float> ref(nb);
-    bf16_block_absmax(raw.data() + 1, n, block, ref.data(), SimdPath::Scalar);
-    INFO("block " << block);
-    for (SimdPath path : vector_paths()) {
-      std::vector<float> fast(nb, -1.0f);
-      bf16_block_absmax(raw.data() + 1, n, block, fast.data(), path);
-      INFO("path " << simd_path_name(path));
-      CHECK(std::memcmp(fast.data(), ref.data(), nb * sizeof(float)) == 0);
-    }
-    for (std::size_t b = 0; b < nb; ++b) {
-      float m = 0;
-      bool nan = false;
-      for (std::int64_t i = static_cast<std::int64_t>(b) * block;
-           i < std::min(n, static_cast<std::int64_t>(b + 1) * block); ++i) {
-        nan = nan || std::isnan(x[static_cast<std::size_t>(i)]);
-        m = std::max(m, std::fabs(x[static_cast<std::size_t>(i)]));
-      }
-      if (nan)
-        CHECK(std::isnan(ref[b]));
-      else
-        CHECK(ref[b] == m);
-    }
-  }
+  check_block_absmax(x, {16, 64, 256, 4096},
+                     [&](std::int64_t n, std::int64_t block, float* out, SimdPath path) {
+                       bf16_block_absmax(raw.data() + 1, n, block, out, path);  // unaligned
+                     });
 }
 
 TEST_CASE("SIMD paths: every one this CPU runs is compiled in, the best is the default",

@@ -15,13 +15,6 @@ bool is_pow2(std::int64_t v) {
   return v > 0 && (v & (v - 1)) == 0;
 }
 
-float block_absmax(const float* x, std::int64_t n) {
-  float m = 0.0f;
-  for (std::int64_t i = 0; i < n; ++i)
-    m = std::max(m, std::fabs(x[i]));
-  return m;
-}
-
 // Codes of one block for a codebook of NM + 1 levels (NM midpoints): the count of midpoints
 // strictly below x * inv. With `out_levels`, also the level of each code (a select per midpoint:
 // exactly lv[code], as dequantize() reads it). Branch-free so the compiler vectorizes the loop.
@@ -333,10 +326,10 @@ QuantizedTensor quantize_source(const Source& x, const QuantSpec& spec, ErrorSta
     std::vector<float> d(static_cast<std::size_t>(nb));
     for (std::int64_t b = 0; b < nb; ++b)
       d[static_cast<std::size_t>(b)] = s0[static_cast<std::size_t>(b)] - q.offset;
+    f32_block_absmax(d.data(), nb, NB, q.nested_absmax.data());
     for (std::int64_t g = 0; g < nn; ++g) {
       const std::int64_t lo = g * NB, cnt = std::min(NB, nb - lo);
-      const float m = block_absmax(d.data() + lo, cnt);
-      q.nested_absmax[static_cast<std::size_t>(g)] = m;
+      const float m = q.nested_absmax[static_cast<std::size_t>(g)];
       const float inv = m == 0.0f ? 0.0f : 1.0f / m;
       std::uint8_t* sc = q.scale_codes.data() + lo;
       if (m == 0.0f) {
@@ -527,10 +520,10 @@ RowwiseInt8 quantize_rowwise_int8(std::span<const float> x, std::int64_t rows, s
   RowwiseInt8 q;
   q.cb.resize(x.size());
   q.scb.resize(static_cast<std::size_t>(rows));
+  f32_block_absmax(x.data(), rows * cols, cols, q.scb.data());
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* row = x.data() + r * cols;
-    const float m = block_absmax(row, cols);
-    q.scb[static_cast<std::size_t>(r)] = m;
+    const float m = q.scb[static_cast<std::size_t>(r)];
     const float k = m == 0.0f ? 0.0f : 127.0f / m;
     for (std::int64_t c = 0; c < cols; ++c)
       q.cb[static_cast<std::size_t>(r * cols + c)] =

@@ -74,8 +74,8 @@ void count_midpoints_below(const float* run_last, const float* padded, const flo
 /// integers, so a block holding Inf or NaN gets Inf or NaN. `block` is a multiple of 16.
 void bf16_block_absmax(const std::byte* x, std::int64_t n, std::int64_t block, float* out,
                        SimdPath path = active_simd_path());
-/// The same for f32 input: the 31 magnitude bits compared as integers, so a block holding Inf or
-/// NaN gets Inf or NaN (for finite blocks: max |x|).
+/// The same for f32 input, any block length: the 31 magnitude bits compared as integers, so a
+/// block holding Inf or NaN gets Inf or NaN (for finite blocks: max |x|).
 void f32_block_absmax(const float* x, std::int64_t n, std::int64_t block, float* out,
                       SimdPath path = active_simd_path());
 
