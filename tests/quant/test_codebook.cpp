@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -128,6 +129,11 @@ TEST_CASE("dynamic map follows create_dynamic_map's rule", "[quant][codebook]") 
   // bins -> the last bin mean 1 - 0.9/128 = 0.99296875.
   CHECK(std::fabs(m[128] - 0.55e-6f) < 1e-12);
   CHECK(std::fabs(m[0] + 0.99296875f) < 1e-6);
+  // torch.linspace's values on AVX2/AVX-512 CPUs, where it rounds start + step·i once: entries a
+  // separate multiply and add (an x86-64 build's contraction-free code) put 1-2 ulp lower.
+  CHECK(std::count(m.begin(), m.end(), 0.47265625f) == 1);
+  CHECK(std::count(m.begin(), m.end(), std::bit_cast<float>(0x3f03cccdu)) == 1);
+  CHECK(std::count(m.begin(), m.end(), std::bit_cast<float>(0x3a016f01u)) == 1);
   // Decade i holds 2^i values: count the positives in [0.1, 1).
   int top = 0;
   for (float v : m)

@@ -54,9 +54,13 @@ std::vector<float> torch_linspace_f32(float start, float end, std::int64_t steps
   }
   const float step = (end - start) / static_cast<float>(steps - 1);
   const std::int64_t halfway = steps / 2;
+  // Rounded as torch 1.13's AVX2/AVX-512 kernel rounds them (checked against torch.linspace on
+  // this project's machine): the scalar formula with one FMA, the lanes as a product then a sum.
+  // This file is built with -ffp-contract=off, so -march cannot change that: an x86-64 build
+  // used to write 12 dynamic-map entries 1-2 ulp off the FMA builds' (and torch's).
   auto scalar = [&](std::int64_t i) {
-    if (i < halfway) return start + step * static_cast<float>(i);
-    return end - step * static_cast<float>(steps - i - 1);
+    if (i < halfway) return std::fma(step, static_cast<float>(i), start);
+    return std::fma(-step, static_cast<float>(steps - i - 1), end);
   };
   constexpr std::int64_t kLanes = 8;
   std::int64_t idx = 0;
