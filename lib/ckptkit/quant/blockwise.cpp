@@ -259,28 +259,26 @@ std::vector<float> scheme_levels(const Scheme& s) {
 }
 
 std::vector<float> QuantizedTensor::block_scales() const {
+  if (spec.dq == DoubleQuant::None) return absmax;
   const std::int64_t nb = blocks();
+  const std::int64_t group = spec.dq == DoubleQuant::Bnb ? spec.nested_block : spec.lq_group;
+  const float levels = static_cast<float>((1 << spec.lq_bits) - 1);
   std::vector<float> s(static_cast<std::size_t>(nb));
-  for (std::int64_t b = 0; b < nb; ++b) {
-    const auto i = static_cast<std::size_t>(b);
-    switch (spec.dq) {
-      case DoubleQuant::None:
-        s[i] = absmax[i];
-        break;
-      case DoubleQuant::Bnb: {
-        const float v = nested_map[scale_codes[i]] *
-                        nested_absmax[static_cast<std::size_t>(b / spec.nested_block)];
+  // Group by group (one nested scale each), with no division per block.
+  for (std::int64_t lo = 0, g = 0; lo < nb; lo += group, ++g) {
+    const float m = nested_absmax[static_cast<std::size_t>(g)];
+    const auto first = static_cast<std::size_t>(lo);
+    const auto last = static_cast<std::size_t>(std::min(nb, lo + group));
+    if (spec.dq == DoubleQuant::Bnb)
+      for (std::size_t i = first; i < last; ++i) {
+        const float v = nested_map[scale_codes[i]] * m;
         s[i] = v + offset;
-        break;
       }
-      case DoubleQuant::Lq: {
-        const float levels = static_cast<float>((1 << spec.lq_bits) - 1);
-        const float v = static_cast<float>(scale_codes[i]) *
-                        nested_absmax[static_cast<std::size_t>(b / spec.lq_group)];
+    else
+      for (std::size_t i = first; i < last; ++i) {
+        const float v = static_cast<float>(scale_codes[i]) * m;
         s[i] = v / levels + offset;
-        break;
       }
-    }
   }
   return s;
 }
@@ -310,7 +308,7 @@ QuantizedTensor quantize_source(const Source& x, const QuantSpec& spec, ErrorSta
     if (std::any_of(s0.begin(), s0.end(), [](float v) { return !std::isfinite(v); }))
       x.check_finite();
 
-  std::vector<float> code_scale = s0;  // what the weight codes are chosen against
+  std::vector<float> lq_scales;  // LQ-LoRA: codes against the reconstructed scale
   if (spec.dq == DoubleQuant::None) {
     q.absmax = s0;
   } else if (spec.dq == DoubleQuant::Bnb) {
@@ -364,9 +362,11 @@ QuantizedTensor quantize_source(const Source& x, const QuantSpec& spec, ErrorSta
             static_cast<std::uint8_t>(std::clamp(r, 0.0f, static_cast<float>(levels)));
       }
     }
-    code_scale = q.block_scales();  // LQ-LoRA: codes against the reconstructed scale
+    lq_scales = q.block_scales();
   }
 
+  // What the weight codes are chosen against.
+  const std::vector<float>& code_scale = spec.dq == DoubleQuant::Lq ? lq_scales : s0;
   q.packed.assign(static_cast<std::size_t>(packed_bytes(n, bits)), std::byte{0});
   std::vector<std::uint8_t> codes(static_cast<std::size_t>(B));
   std::vector<float> scratch(static_cast<std::size_t>(B));  // one widened block (bf16 input)

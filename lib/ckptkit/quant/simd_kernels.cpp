@@ -47,6 +47,12 @@ struct Table {
     for (std::size_t k = 0; k < kVecs; ++k)
       part[k] = hn::LoadU(DF(), lanes + k * kN);
   }
+  /// t's entries times s, each one float product (built vector by vector: a copy of the
+  /// struct would store it in halves and reload it whole, which stalls store forwarding).
+  Table(const Table& t, VF s) {
+    for (std::size_t k = 0; k < kVecs; ++k)
+      part[k] = hn::Mul(t.part[k], s);
+  }
   VF lookup(VI idx) const {
     const DF df;
     const DI di;
@@ -60,10 +66,10 @@ struct Table {
   }
 };
 
-/// The midpoints each step of the binary search can compare with: after the first step
-/// (mids[7]) the count c is a multiple of 8, so the second reads mids[3 + 8j], the third
-/// mids[1 + 4j], the fourth mids[2j] (mids[15] = +inf), with j = c / 8, c / 4, c / 2: tables
-/// of 2, 4 and 8 entries, one permute each on 8 or 16 lanes.
+/// The midpoints each step of the binary search compares with. After step k the search has
+/// settled the top k bits of the code, j (j < 2^k), and the next step reads mids[8j + 3],
+/// mids[4j + 1], then mids[2j] (mids[15] = +inf): tables of 2, 4 and 8 entries indexed by j
+/// itself, one permute each on 8 or 16 lanes.
 struct SearchTables {
   VF mid7;
   Table<2> step2;
@@ -71,6 +77,18 @@ struct SearchTables {
   Table<8> step4;
   explicit SearchTables(const float* mids)
       : mid7(hn::Set(DF(), mids[7])), step2(mids + 3, 8), step3(mids + 1, 4), step4(mids, 2) {}
+};
+
+/// The level of a code, times the block's scale: one 16-entry table where a vector holds 16
+/// lanes; on narrower vectors the even and odd levels as two 8-entry tables indexed by the
+/// code's top three bits, picked by the last search step (cheaper than a 16-entry lookup).
+struct ScaledLevels {
+  static constexpr bool kSplit = kN < 16;
+  Table<kSplit ? 8 : 16> even;  // every level when not split
+  Table<8> odd;                 // unused when not split
+  explicit ScaledLevels(const float* levels) : even(levels, kSplit ? 2 : 1), odd(levels + 1, 2) {}
+  /// The levels times s, as x - level·s rounds them.
+  ScaledLevels(const ScaledLevels& levels, VF s) : even(levels.even, s), odd(levels.odd, s) {}
 };
 
 struct F32Load {
@@ -89,11 +107,12 @@ struct Bf16Load {  // bf16 -> f32: the bits << 16; bytes at any alignment
 };
 
 /// Codes of kN values, two per byte high nibble first: in a 64-bit lane, code 2k is the low
-/// 32 bits and code 2k+1 the high ones (little-endian lanes on every target here).
+/// 32 bits and code 2k+1 the high ones (little-endian lanes on every target here). The low byte
+/// of (v << 4) | (v >> 32) is the pair's byte (codes are below 16); the truncation keeps only it.
 HWY_INLINE void store_packed(VI codes, std::uint8_t* out) {
   const hn::Repartition<std::uint64_t, DI> d64;
   const auto v = hn::BitCast(d64, codes);
-  const auto p = hn::Or(hn::And(hn::ShiftLeft<4>(v), hn::Set(d64, 0xF0)), hn::ShiftRight<32>(v));
+  const auto p = hn::Or(hn::ShiftLeft<4>(v), hn::ShiftRight<32>(v));
 #if HWY_TARGET == HWY_AVX3
   // One vpmovqb: Highway 1.0.3's TruncateTo spends four shuffles on it (a fifth of the kernel).
   _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm512_cvtepi64_epi8(p.raw));
@@ -103,52 +122,80 @@ HWY_INLINE void store_packed(VI codes, std::uint8_t* out) {
 #endif
 }
 
-/// The count of midpoints strictly below v by a 4-step binary search (mids sorted, mids[15] =
-/// +inf): the same count as comparing against all 15.
-HWY_INLINE VI code_of(VF v, const SearchTables& t) {
-  const DI di;
-  const auto add_if = [&](VI c, VF mid, int step) {
-    return hn::Add(c, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(v, mid)), hn::Set(di, step)));
-  };
-  VI c = add_if(hn::Zero(di), t.mid7, 8);
-  c = add_if(c, t.step2.lookup(hn::ShiftRight<3>(c)), 4);
-  c = add_if(c, t.step3.lookup(hn::ShiftRight<2>(c)), 2);
-  return add_if(c, t.step4.lookup(hn::ShiftRight<1>(c)), 1);
+/// The 16 codes of one group (kParts vectors, in order), packed into 8 bytes.
+HWY_INLINE void store_group(const VI (&codes)[kParts], std::uint8_t* out) {
+#if HWY_TARGET == HWY_AVX2
+  // Two vectors at once: narrow to 16 codes as u16 in order, then 16·c[2k] + c[2k+1] by one
+  // multiply-add of adjacent pairs, then narrow to bytes (half the instructions of two
+  // store_packed, whose truncation costs a shuffle, an extract and an or per vector).
+  const __m256i w = _mm256_permute4x64_epi64(_mm256_packus_epi32(codes[0].raw, codes[1].raw), 0xD8);
+  const __m256i pairs = _mm256_madd_epi16(w, _mm256_set1_epi32(0x00010010));
+  const __m128i b =
+      _mm_packus_epi32(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256(pairs, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_packus_epi16(b, b));
+#else
+  for (std::size_t k = 0; k < kParts; ++k)
+    store_packed(codes[k], out + k * kN / 2);
+#endif
 }
 
-/// One block's float lane sums, element i in lane i % 16 (kParts vectors of kN lanes).
+/// The count of midpoints strictly below v by a 4-step binary search (mids sorted, mids[15] =
+/// +inf): the same count as comparing against all 15. Each step appends one bit: j = 2j + (v >
+/// mid), with the comparison's all-ones mask as -1. `last` is the last step's mask (v above
+/// mids[2j] of the final j: the code is odd).
+HWY_INLINE VI code_of(VF v, const SearchTables& t, hn::Mask<DF>& last) {
+  const DI di;
+  const auto bit = [&](VF mid) { return hn::VecFromMask(di, hn::RebindMask(di, hn::Gt(v, mid))); };
+  VI j = hn::Neg(bit(t.mid7));
+  j = hn::Sub(hn::Add(j, j), bit(t.step2.lookup(j)));
+  j = hn::Sub(hn::Add(j, j), bit(t.step3.lookup(j)));
+  last = hn::Gt(v, t.step4.lookup(j));
+  return hn::Sub(hn::Add(j, j), hn::VecFromMask(di, hn::RebindMask(di, last)));
+}
+
+/// level[c] · s for the codes c that code_of returned with `last`.
+HWY_INLINE VF scaled_level(VI c, hn::Mask<DF> last, const ScaledLevels& t) {
+  if constexpr (!ScaledLevels::kSplit) return t.even.lookup(c);
+  const VI j = hn::ShiftRight<1>(c);
+  return hn::IfThenElse(last, t.odd.lookup(j), t.even.lookup(j));
+}
+
+/// One block's float lane sums, element i in lane i % 16 (kParts vectors of kN lanes), and the
+/// largest |error| (a max needs no fixed lane).
 struct BlockSums {
-  VF se[kParts], sx[kParts], mx[kParts];
-  BlockSums() {
+  VF se[kParts], sx[kParts], mx;
+  BlockSums() : mx(hn::Zero(DF())) {
     for (std::size_t k = 0; k < kParts; ++k)
-      se[k] = sx[k] = mx[k] = hn::Zero(DF());
+      se[k] = sx[k] = hn::Zero(DF());
   }
 };
 
 /// The codebook's tables, built once per kernel call, and the whole groups of 16 of one block.
 struct Encoder {
   SearchTables search;
-  Table<16> levels;
+  ScaledLevels levels;
   explicit Encoder(const Book16& book) : search(book.mids), levels(book.levels) {}
 
   template <bool kErr, class Load>
   HWY_INLINE void groups(Load load, std::int64_t n16, float inv, float s, std::uint8_t* out,
                          BlockSums& sums) const {
     const DF df;
-    const VF vinv = hn::Set(df, inv), vs = hn::Set(df, s);
+    const VF vinv = hn::Set(df, inv);
+    const ScaledLevels scaled(levels, hn::Set(df, s));  // unused without kErr
     for (std::int64_t i = 0; i < n16; i += 16) {
+      VI c[kParts];
       for (std::size_t k = 0; k < kParts; ++k) {
-        const std::int64_t at = i + std::int64_t(k * kN);
-        const VF x = load(at);
-        const VI c = code_of(hn::Mul(x, vinv), search);
-        store_packed(c, out + at / 2);
+        const VF x = load(i + std::int64_t(k * kN));
+        hn::Mask<DF> last;
+        c[k] = code_of(hn::Mul(x, vinv), search, last);
         if constexpr (kErr) {
-          const VF e = hn::Sub(x, hn::Mul(levels.lookup(c), vs));
+          const VF e = hn::Sub(x, scaled_level(c[k], last, scaled));
           sums.se[k] = hn::MulAdd(e, e, sums.se[k]);
           sums.sx[k] = hn::MulAdd(x, x, sums.sx[k]);
-          sums.mx[k] = hn::Max(sums.mx[k], hn::Abs(e));
+          sums.mx = hn::Max(sums.mx, hn::Abs(e));
         }
       }
+      store_group(c, out + i / 2);
     }
   }
 };
@@ -165,13 +212,11 @@ std::int64_t encode_groups(const Book16& book, Load load, std::int64_t n, float 
     return n16;
   }
   enc.groups<true>(load, n16, inv, s, out, b);
-  float m[16];
   for (std::size_t k = 0; k < kParts; ++k) {
     hn::StoreU(b.se[k], df, sums->se + k * kN);
     hn::StoreU(b.sx[k], df, sums->sx + k * kN);
-    hn::StoreU(b.mx[k], df, m + k * kN);
   }
-  sums->max_abs = *std::max_element(m, m + 16);
+  sums->max_abs = hn::GetLane(hn::MaxOfLanes(df, b.mx));
   return n16;
 }
 
@@ -207,8 +252,8 @@ void encode_blocks(const Book16& book, Load load, std::int64_t count, std::int64
       se[2 * k + 1] = hn::Add(se[2 * k + 1], hn::PromoteTo(dd, hn::UpperHalf(dh, r.se[k])));
       sx[2 * k] = hn::Add(sx[2 * k], hn::PromoteTo(dd, hn::LowerHalf(dh, r.sx[k])));
       sx[2 * k + 1] = hn::Add(sx[2 * k + 1], hn::PromoteTo(dd, hn::UpperHalf(dh, r.sx[k])));
-      mx = hn::Max(mx, r.mx[k]);
     }
+    mx = hn::Max(mx, r.mx);
   }
   for (std::size_t j = 0; j < 2 * kParts; ++j) {
     hn::StoreU(se[j], dd, err->se + j * kHalf);
