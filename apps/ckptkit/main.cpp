@@ -17,7 +17,6 @@
 #include "ckptkit/core/simd_path.hpp"
 #include "ckptkit/core/strings.hpp"
 #include "ckptkit/io/file_bytes.hpp"
-#include "ckptkit/linalg/blas_threads.hpp"
 #include "commands.hpp"
 #include "flags.hpp"
 
@@ -97,7 +96,6 @@ void tune_allocator() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ckpt::quiet_blas_threads();
   tune_allocator();
   ckpt::install_interrupt_handlers();
   auto& args = ckpt::cli::argv_store();

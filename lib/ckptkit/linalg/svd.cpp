@@ -8,11 +8,10 @@
 
 #include "ckptkit/core/error.hpp"
 #include "ckptkit/core/rng.hpp"
-#include "ckptkit/linalg/blas_threads.hpp"
 #include "ckptkit/linalg/skinny_gemm.hpp"
 
 #ifdef CKPTKIT_HAVE_LAPACKE
-#include <lapacke.h>
+#include "ckptkit/linalg/lapack.hpp"
 #endif
 
 namespace ckpt {
@@ -189,7 +188,6 @@ const char* exact_svd_backend() {
 SvdResult exact_svd(std::span<const float> w, std::int64_t m, std::int64_t n) {
   check_shape(w, m, n);
 #ifdef CKPTKIT_HAVE_LAPACKE
-  blas_single_threaded();
   // The row-major m×n buffer is the column-major n×m matrix Wᵀ. For Wᵀ = U'·S·V'ᵀ we have
   // W = V'·S·U'ᵀ, and LAPACK's column-major outputs are then exactly our row-major U (from vt')
   // and row-major Vt (from u'): no transposes, no copies besides the destroyed input.
@@ -203,9 +201,9 @@ SvdResult exact_svd(std::span<const float> w, std::int64_t m, std::int64_t n) {
   r.U.resize(static_cast<std::size_t>(m * k));
   r.Vt.resize(static_cast<std::size_t>(k * n));
   const lapack_int info =
-      LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'S', static_cast<lapack_int>(n), static_cast<lapack_int>(m),
-                     a.data(), static_cast<lapack_int>(n), r.S.data(), r.Vt.data(),
-                     static_cast<lapack_int>(n), r.U.data(), static_cast<lapack_int>(k));
+      lapack().sgesdd(LAPACK_COL_MAJOR, 'S', static_cast<lapack_int>(n), static_cast<lapack_int>(m),
+                      a.data(), static_cast<lapack_int>(n), r.S.data(), r.Vt.data(),
+                      static_cast<lapack_int>(n), r.U.data(), static_cast<lapack_int>(k));
   if (info < 0)
     fail(ErrorKind::Internal, "internal error: sgesdd argument " + std::to_string(-info));
   if (info > 0) return bdcsvd(w, m, n);  // gesdd's divide and conquer failed: try Eigen's
@@ -219,12 +217,11 @@ std::vector<float> exact_singular_values(std::span<const float> w, std::int64_t 
   check_shape(w, m, n);
   const std::int64_t k = std::min(m, n);
 #ifdef CKPTKIT_HAVE_LAPACKE
-  blas_single_threaded();
   std::vector<float> a(w.begin(), w.end()), s(static_cast<std::size_t>(k));
   float dummy = 0;
   const lapack_int info =
-      LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'N', static_cast<lapack_int>(n), static_cast<lapack_int>(m),
-                     a.data(), static_cast<lapack_int>(n), s.data(), &dummy, 1, &dummy, 1);
+      lapack().sgesdd(LAPACK_COL_MAJOR, 'N', static_cast<lapack_int>(n), static_cast<lapack_int>(m),
+                      a.data(), static_cast<lapack_int>(n), s.data(), &dummy, 1, &dummy, 1);
   if (info == 0) return s;
 #endif
   const ConstRowMap a2(w.data(), m, n);

@@ -5,11 +5,9 @@
 #include <string>
 
 #include "ckptkit/core/error.hpp"
-#include "ckptkit/linalg/blas_threads.hpp"
 
 #ifdef CKPTKIT_HAVE_LAPACKE
-#include <cblas.h>
-#include <lapacke.h>
+#include "ckptkit/linalg/lapack.hpp"
 #endif
 
 namespace ckpt {
@@ -37,11 +35,10 @@ SymMatrix gram_f64(std::span<const float> w, std::int64_t rows, std::int64_t col
   // WᵀW = A·Aᵀ ("N") and WWᵀ = Aᵀ·A ("T"). f32 → f64 first: every product is then exact.
   std::vector<double> a(w.begin(), w.end());
 #ifdef CKPTKIT_HAVE_LAPACKE
-  blas_single_threaded();
   const auto k = static_cast<int>(g.k);
   const auto inner = static_cast<int>(tall ? rows : cols);
-  cblas_dsyrk(CblasColMajor, CblasLower, tall ? CblasNoTrans : CblasTrans, k, inner, 1.0, a.data(),
-              static_cast<int>(cols), 0.0, g.a.data(), k);
+  lapack().dsyrk(CblasColMajor, CblasLower, tall ? CblasNoTrans : CblasTrans, k, inner, 1.0,
+                 a.data(), static_cast<int>(cols), 0.0, g.a.data(), k);
 #else
   const Eigen::Map<const MatD> A(a.data(), cols, rows);
   Eigen::Map<MatD> G(g.a.data(), g.k, g.k);
@@ -58,10 +55,9 @@ std::vector<double> symmetric_eigenvalues(SymMatrix&& g) {
   std::vector<double> w(static_cast<std::size_t>(g.k));
   if (g.k == 0) return w;
 #ifdef CKPTKIT_HAVE_LAPACKE
-  blas_single_threaded();
   // jobz 'N': dsytrd + dsterf (Pal–Walker–Kahan QR on the tridiagonal, O(k²)).
-  const lapack_int info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'N', 'L', static_cast<lapack_int>(g.k),
-                                         g.a.data(), static_cast<lapack_int>(g.k), w.data());
+  const lapack_int info = lapack().dsyevd(LAPACK_COL_MAJOR, 'N', 'L', static_cast<lapack_int>(g.k),
+                                          g.a.data(), static_cast<lapack_int>(g.k), w.data());
   if (info != 0)
     fail(ErrorKind::Numeric, "symmetric eigensolver (dsyevd) failed, info " + std::to_string(info));
 #else
@@ -80,10 +76,9 @@ std::vector<double> symmetric_eigen(SymMatrix& g) {
   std::vector<double> w(static_cast<std::size_t>(g.k));
   if (g.k == 0) return w;
 #ifdef CKPTKIT_HAVE_LAPACKE
-  blas_single_threaded();
   // jobz 'V': dsytrd, divide and conquer on the tridiagonal (dstedc), back-transformation.
-  const lapack_int info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', static_cast<lapack_int>(g.k),
-                                         g.a.data(), static_cast<lapack_int>(g.k), w.data());
+  const lapack_int info = lapack().dsyevd(LAPACK_COL_MAJOR, 'V', 'L', static_cast<lapack_int>(g.k),
+                                          g.a.data(), static_cast<lapack_int>(g.k), w.data());
   if (info != 0)
     fail(ErrorKind::Numeric, "symmetric eigensolver (dsyevd) failed, info " + std::to_string(info));
 #else
