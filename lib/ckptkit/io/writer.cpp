@@ -36,6 +36,17 @@ class ByteSink {
   ByteSink(const ByteSink&) = delete;
   ByteSink& operator=(const ByteSink&) = delete;
 
+  /// Allocates the file's blocks for `bytes` up front when they are known (a plain file): the
+  /// file system then doesn't reserve blocks page by page as writes arrive (about a third of
+  /// write()'s time on ext4), and a full disk fails here, before any work is written. The
+  /// length stays what is written (KEEP_SIZE). A file system without fallocate is left as is.
+  void reserve(std::uint64_t bytes) {
+    if (cctx_ || bytes == 0) return;
+    if (::fallocate(fd_, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(bytes)) == 0) return;
+    if (errno == ENOSPC || errno == EDQUOT || errno == EFBIG)
+      fail(ErrorKind::Io, path_ + ": write failed (" + std::strerror(errno) + ")");
+  }
+
   void write(std::span<const std::byte> data) {
     if (!cctx_) return raw_write(data.data(), data.size());
     ZSTD_inBuffer in{data.data(), data.size(), 0};
@@ -140,7 +151,9 @@ void ShardedWriter::open_shard(std::size_t s) {
   std::string file = shard_names_[s] + (options_.zstd ? ".zst" : "");
   sink_ = std::make_unique<ByteSink>(dir_ / file, options_.zstd, options_.zstd_level);
   files_.push_back(file);
-  sink_->write(serialize_header(infos, options_.metadata, options_.write_metadata));
+  const auto header = serialize_header(infos, options_.metadata, options_.write_metadata);
+  sink_->reserve(header.size() + offset);
+  sink_->write(header);
 }
 
 void ShardedWriter::close_shard() {
