@@ -2,7 +2,9 @@
 // 16-bit pattern decoded, edge and random f32 patterns (NaN payloads included) encoded, and the
 // lossless codec's byte planes split and joined.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "ckptkit/core/convert_kernels.hpp"
@@ -111,5 +113,98 @@ TEST_CASE("lossless byte planes: every path splits and joins as the reference",
     CHECK(k->join_f32(ref32.data(), n32, back32.data()) == done32);
     CHECK(std::memcmp(back16.data(), in, 2 * done16) == 0);
     CHECK(std::memcmp(back32.data(), in, 4 * done32) == 0);
+  }
+}
+
+namespace {
+
+/// d rounded to nearest even with `bits` significant bits and the smallest exponent `emin` (the
+/// subnormal spacing 2^(emin - bits + 1)), in exact f64 arithmetic (power-of-two scalings and one
+/// nearbyint below 2^(bits+1)): an oracle that never goes through f32.
+double round_to_bits(double d, int bits, int emin) {
+  int e = 0;
+  std::frexp(d, &e);  // |d| in [2^(e-1), 2^e)
+  const double ulp = std::ldexp(1.0, std::max(e - 1, emin) - (bits - 1));
+  return std::nearbyint(d / ulp) * ulp;
+}
+
+std::vector<double> f64_patterns() {
+  std::vector<double> v = {0.0,
+                           -0.0,
+                           1.0,
+                           -1.0,
+                           65504.0,
+                           65519.99,
+                           65520.0,
+                           1e-8,
+                           -3e-5,
+                           6e-8,
+                           5.960464477539063e-08,
+                           2.98e-08,
+                           3.4028234663852886e38,
+                           3.4028235677973366e38,
+                           1e39,
+                           -1e300,
+                           1e-40,
+                           1e-45,
+                           7e-46,
+                           1e-300,
+                           std::numeric_limits<double>::infinity(),
+                           -std::numeric_limits<double>::infinity(),
+                           std::numeric_limits<double>::quiet_NaN()};
+  Rng rng(11, "f64-to-16");
+  // The double-rounding traps: a 16-bit halfway point plus or minus a little less than an f32 ulp,
+  // and the halfway points themselves (ties to even), at random magnitudes and both signs.
+  for (int i = 0; i < 20000; ++i) {
+    const float base =
+        static_cast<float>(std::ldexp(1.0 + rng.uniform(), int(rng.uniform() * 60) - 30));
+    const double half_bf16 = std::ldexp(1.0, std::ilogb(base) - 8);
+    const double half_f16 = std::ldexp(1.0, std::ilogb(base) - 11);
+    const double f32_ulp = std::ldexp(1.0, std::ilogb(base) - 23);
+    const double sign = rng.uniform() < 0.5 ? -1.0 : 1.0;
+    for (double h : {half_bf16, half_f16})
+      for (double t : {0.0, 0.3 * f32_ulp, -0.3 * f32_ulp, 1e-3 * f32_ulp, -1e-3 * f32_ulp})
+        v.push_back(sign * (static_cast<double>(base) + h + t));
+  }
+  for (int i = 0; i < 50000; ++i)  // random bit patterns (every exponent, NaN payloads too)
+    v.push_back(
+        std::bit_cast<double>(static_cast<std::uint64_t>(rng.uniform() * 1.8446744073709552e19)));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("f64 to bf16/f16 rounds once: the correctly rounded value, the same bits on every path",
+          "[simd][dtype]") {
+  const auto v = f64_patterns();
+  for (DType t : {DType::BF16, DType::F16}) {
+    INFO(dtype_name(t));
+    std::vector<std::byte> ref(2 * v.size());
+    std::vector<double> stored(v.size());
+    encode_from_f64(t, v, ref, stored, SimdPath::Scalar);
+    std::size_t checked = 0;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      const double d = v[i];
+      const bool bf16 = t == DType::BF16;
+      if (std::isnan(d)) {
+        CHECK(std::isnan(stored[i]));
+        continue;
+      }
+      double want = std::isinf(d) ? d : round_to_bits(d, bf16 ? 8 : 11, bf16 ? -126 : -14);
+      if (std::fabs(want) >= (bf16 ? 0x1p128 : 65536.0)) want = std::copysign(INFINITY, d);
+      INFO("element " << i << " = " << d);
+      REQUIRE(stored[i] == want);
+      REQUIRE(std::signbit(stored[i]) == std::signbit(d));
+      ++checked;
+    }
+    CHECK(checked > v.size() * 9 / 10);
+    for (SimdPath p : vector_paths()) {
+      INFO("path " << simd_path_name(p));
+      std::vector<std::byte> out(2 * v.size());
+      std::vector<double> out_stored(v.size());
+      encode_from_f64(t, v, out, out_stored, p);
+      CHECK(std::memcmp(out.data(), ref.data(), out.size()) == 0);
+      CHECK(std::memcmp(out_stored.data(), stored.data(), 8 * v.size()) == 0);
+    }
   }
 }

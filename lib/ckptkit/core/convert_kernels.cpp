@@ -122,6 +122,34 @@ std::size_t F32ToF16(const float* in, std::byte* p, std::size_t n) {
 
 // bf16 u: plane 0 the exponent (u >> 7) & 0xFF, plane 1 sign + mantissa ((u >> 8) & 0x80) |
 // (u & 0x7F).
+// Round to odd, as dtype.cpp's scalar f64_to_f32_odd: the nearest float f; one step toward zero
+// (the magnitude bits minus one) when |f| > |d|; the lowest bit set when the result still differs
+// from d; Inf and NaN (and d beyond the float range) as the plain cast. The conditions are
+// computed on f64 lanes and narrowed to the f32 lanes' bit patterns (0 or all ones).
+std::size_t F64ToF32Odd(const double* in, float* out, std::size_t n) {
+  const hn::ScalableTag<double> dd;
+  const hn::RebindToUnsigned<decltype(dd)> du64;
+  const hn::Rebind<float, decltype(dd)> df;  // half as wide: one f32 per f64 lane
+  const hn::RebindToUnsigned<decltype(df)> du;
+  const std::size_t N = hn::Lanes(dd);
+  const auto narrow_mask = [&](auto m) {
+    return hn::TruncateTo(du, hn::BitCast(du64, hn::VecFromMask(dd, m)));
+  };
+  std::size_t i = 0;
+  for (; i + N <= n; i += N) {
+    const auto d = hn::LoadU(dd, in + i);
+    const auto f = hn::DemoteTo(df, d);
+    const auto fd = hn::PromoteTo(dd, f);
+    const auto finite = hn::IsFinite(fd);
+    const auto above = hn::And(finite, hn::Gt(hn::Abs(fd), hn::Abs(d)));
+    const auto u = hn::Add(hn::BitCast(du, f), narrow_mask(above));  // all ones: minus one
+    const auto inexact = hn::And(finite, hn::Ne(hn::PromoteTo(dd, hn::BitCast(df, u)), d));
+    const auto odd = hn::Or(u, hn::And(narrow_mask(inexact), hn::Set(du, 1u)));
+    hn::StoreU(hn::BitCast(df, odd), df, out + i);
+  }
+  return i;
+}
+
 std::size_t SplitBf16(const std::uint8_t* in, std::size_t count, std::uint8_t* planes) {
   const DU16 du;
   const DI16 di;
@@ -202,10 +230,10 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace ckpt::convert {
 
-#define CKPT_CONVERT_KERNELS(NS)                                                                 \
-  static constexpr Kernels k {                                                                   \
-    &NS::Bf16ToF32, &NS::F16ToF32, &NS::F32ToBf16, &NS::F32ToF16, &NS::SplitBf16, &NS::SplitF32, \
-        &NS::JoinBf16, &NS::JoinF32                                                              \
+#define CKPT_CONVERT_KERNELS(NS)                                                    \
+  static constexpr Kernels k {                                                      \
+    &NS::Bf16ToF32, &NS::F16ToF32, &NS::F32ToBf16, &NS::F32ToF16, &NS::F64ToF32Odd, \
+        &NS::SplitBf16, &NS::SplitF32, &NS::JoinBf16, &NS::JoinF32                  \
   }
 
 const Kernels* kernels_for(SimdPath path) {

@@ -19,6 +19,8 @@ struct Kernels {
   /// The 16-bit float (round to nearest even, NaN kept a NaN) of in[i] at p + 2i, i < n.
   std::size_t (*f32_to_bf16)(const float* in, std::byte* p, std::size_t n);
   std::size_t (*f32_to_f16)(const float* in, std::byte* p, std::size_t n);
+  /// out[i] = in[i] rounded to odd in f32 (dtype.cpp's f64_to_f32_odd), i < n.
+  std::size_t (*f64_to_f32_odd)(const double* in, float* out, std::size_t n);
   /// Byte planes of `count` bf16 values (2 planes) or f32 values (4 planes), plane k at
   /// planes + k·count (io/lossless.cpp's layout), and back.
   std::size_t (*split_bf16)(const std::uint8_t* in, std::size_t count, std::uint8_t* planes);

@@ -185,6 +185,20 @@ void encode_f64(const float* in, std::byte* p, std::size_t n) {
 // Elements per stack block where a conversion goes through f32.
 constexpr std::size_t kBlock = 1024;
 
+/// d rounded to odd in f32 (24 bits ≥ 11 + 2 for f16, 8 + 2 for bf16): rounding that to nearest
+/// even in 16 bits equals one correct rounding of d (no double rounding). The nearest float; one
+/// step toward zero (magnitude bits minus one) when it is above |d|; the lowest bit set when still
+/// inexact. Inf, NaN and d beyond the float range stay the plain cast. The reference of the
+/// f64_to_f32_odd kernels.
+float f64_to_f32_odd(double d) {
+  const float f = static_cast<float>(d);
+  const bool finite = std::isfinite(f);
+  std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+  u -= (finite && std::fabs(static_cast<double>(f)) > std::fabs(d)) ? 1u : 0u;
+  u |= (finite && static_cast<double>(std::bit_cast<float>(u)) != d) ? 1u : 0u;
+  return std::bit_cast<float>(u);
+}
+
 }  // namespace
 
 void decode_to_f32(DType t, std::span<const std::byte> bytes, std::span<float> out, SimdPath path) {
@@ -265,6 +279,39 @@ void encode_from_f32(DType t, std::span<const float> in, std::span<std::byte> ou
   }
 }
 
+void encode_from_f64(DType t, std::span<const double> in, std::span<std::byte> out,
+                     std::span<double> stored, SimdPath path) {
+  const std::size_t n = in.size();
+  CKPT_ASSERT(out.size() == n * dtype_size(t));
+  CKPT_ASSERT(stored.empty() || stored.size() == n);
+  if (t == DType::F64) {
+    if (n) std::memcpy(out.data(), in.data(), n * 8);
+    if (!stored.empty()) std::copy(in.begin(), in.end(), stored.begin());
+    return;
+  }
+  const convert::Kernels* k = convert::kernels_for(path);
+  const std::size_t size = dtype_size(t);
+  float tmp[kBlock];
+  for (std::size_t i0 = 0; i0 < n; i0 += kBlock) {
+    const std::size_t len = std::min(kBlock, n - i0);
+    const double* d = in.data() + i0;
+    if (t == DType::F32) {  // one rounding already
+      for (std::size_t i = 0; i < len; ++i)
+        tmp[i] = static_cast<float>(d[i]);
+    } else {
+      const std::size_t done = k ? k->f64_to_f32_odd(d, tmp, len) : 0;
+      for (std::size_t i = done; i < len; ++i)
+        tmp[i] = f64_to_f32_odd(d[i]);
+    }
+    const std::span<std::byte> bytes = out.subspan(i0 * size, len * size);
+    encode_from_f32(t, std::span<const float>(tmp, len), bytes, path);
+    if (stored.empty()) continue;
+    decode_to_f32(t, bytes, std::span<float>(tmp, len), path);
+    for (std::size_t i = 0; i < len; ++i)
+      stored[i0 + i] = tmp[i];
+  }
+}
+
 std::vector<std::byte> convert_float_bytes(DType from, DType to, std::span<const std::byte> in) {
   const std::size_t n = in.size() / dtype_size(from);
   std::vector<std::byte> out(n * dtype_size(to));
@@ -272,20 +319,10 @@ std::vector<std::byte> convert_float_bytes(DType from, DType to, std::span<const
     std::memcpy(out.data(), in.data(), in.size());
     return out;
   }
-  if (from == DType::F64 && to != DType::F32) {
-    // Round once: F64 -> F16/BF16 through f32 could double-round; go element by element via f64.
-    for (std::size_t i = 0; i < n; ++i) {
-      const double d = load<double>(in.data() + 8 * i);
-      // Round to odd into f32 (truncate, then set the sticky bit when inexact) so that the
-      // second rounding to 16 bits equals a single correct rounding of d.
-      float f = static_cast<float>(d);
-      if (std::isfinite(f) && std::fabs(static_cast<double>(f)) > std::fabs(d))
-        f = std::nextafter(f, 0.0f);
-      if (std::isfinite(f) && static_cast<double>(f) != d)
-        f = std::bit_cast<float>(std::bit_cast<std::uint32_t>(f) | 1u);
-      encode_from_f32(to, std::span<const float>(&f, 1),
-                      std::span<std::byte>(out.data() + i * dtype_size(to), dtype_size(to)));
-    }
+  if (from == DType::F64) {  // one rounding (F64 -> F16/BF16 through f32 could round twice)
+    std::vector<double> d(n);
+    decode_to_f64(from, in, d);
+    encode_from_f64(to, d, out);
     return out;
   }
   std::vector<float> tmp(n);

@@ -67,6 +67,12 @@ void decode_to_f64(DType t, std::span<const std::byte> bytes, std::span<double> 
 /// Encodes f32 values as type `t` (round to nearest even), into `out` of n*dtype_size(t) bytes.
 void encode_from_f32(DType t, std::span<const float> in, std::span<std::byte> out,
                      SimdPath path = active_simd_path());
+/// Encodes f64 values as type `t` with one rounding (round to nearest even; to 16 bits through f32
+/// rounded to odd, so never twice), into `out` of n*dtype_size(t) bytes; with `stored` (n
+/// values), also the values as stored. BF16/F16 on `path`'s vector kernels, the same bits on
+/// every path.
+void encode_from_f64(DType t, std::span<const double> in, std::span<std::byte> out,
+                     std::span<double> stored = {}, SimdPath path = active_simd_path());
 /// Converts float bytes between float types with one rounding (via f64 when widening from F64).
 std::vector<std::byte> convert_float_bytes(DType from, DType to, std::span<const std::byte> in);
 

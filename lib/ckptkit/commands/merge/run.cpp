@@ -48,55 +48,37 @@ struct Stats {
   double bad_value = 0;
 };
 
-/// d rounded to odd in f32 (24 bits ≥ 11 + 2 for f16, 8 + 2 for bf16): rounding that to nearest
-/// even in 16 bits equals one correct rounding of d (no double rounding). No branch and no
-/// library call (nextafter), so it inlines into the loops below.
-inline float round_to_odd_f32(double d) {
-  const float f = static_cast<float>(d);
-  const bool finite = std::isfinite(f);
-  // |f| > |d| ≥ 0 means f is not zero: the next float toward zero is one step down in the
-  // magnitude bits (nextafter(f, 0) without the library call).
-  std::uint32_t u = std::bit_cast<std::uint32_t>(f);
-  u -= (finite && std::fabs(static_cast<double>(f)) > std::fabs(d)) ? 1u : 0u;
-  u |= (finite && static_cast<double>(std::bit_cast<float>(u)) != d) ? 1u : 0u;
-  return std::bit_cast<float>(u);
-}
-
-/// Stores d as `dtype` at `dst` with one rounding (round to nearest even) and returns the stored
-/// value.
-double store_one(DType dtype, double d, std::byte* dst) {
-  switch (dtype) {
-    case DType::F64:
-      std::memcpy(dst, &d, 8);
-      return d;
-    case DType::F32: {
-      const float f = static_cast<float>(d);
-      std::memcpy(dst, &f, 4);
-      return f;
-    }
-    default: {
-      const float f = round_to_odd_f32(d);
-      const std::uint16_t h = dtype == DType::BF16 ? f32_to_bf16(f) : f32_to_f16(f);
-      std::memcpy(dst, &h, 2);
-      return dtype == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-    }
-  }
-}
-
-/// store_one over d[0..n) into dst (n values of `dtype`), the stored values into stored[0..n):
-/// bf16 as one loop without a call or switch per value (those were half of merge's time; GCC 12
-/// still does not vectorize the loop).
-void store_run(DType dtype, const double* d, std::size_t n, std::byte* dst, double* stored) {
-  if (dtype != DType::BF16) {
-    for (std::size_t i = 0; i < n; ++i)
-      stored[i] = store_one(dtype, d[i], dst + i * dtype_size(dtype));
-    return;
-  }
+/// Adds the merged values `merged` (before the cast), as stored, against the base `orig` to `s`;
+/// element 0 is element `first` of the tensor (for the first non-finite one). The sums run in four
+/// fixed lanes (element i in lane i % 4, folded in one order), which the compiler vectorizes and
+/// no thread count or SIMD path changes.
+void add_stats(const double* orig, const double* merged, const double* stored, std::size_t n,
+               std::size_t first, Stats& s) {
+  constexpr std::size_t kLanes = 4;
+  double base[kLanes] = {}, delta[kLanes] = {}, out[kLanes] = {}, change[kLanes] = {};
+  bool finite = true;
   for (std::size_t i = 0; i < n; ++i) {
-    const std::uint16_t h = f32_to_bf16(round_to_odd_f32(d[i]));
-    std::memcpy(dst + 2 * i, &h, 2);
-    stored[i] = bf16_to_f32(h);
+    const std::size_t j = i % kLanes;
+    const double dd = merged[i] - orig[i];
+    base[j] += orig[i] * orig[i];
+    delta[j] += dd * dd;
+    out[j] += stored[i] * stored[i];
+    change[j] = std::max(change[j], std::fabs(stored[i] - orig[i]));
+    finite &= std::isfinite(stored[i]);
   }
+  const auto fold = [](const double(&v)[kLanes]) { return (v[0] + v[1]) + (v[2] + v[3]); };
+  s.base_sq += fold(base);
+  s.delta_sq += fold(delta);
+  s.out_sq += fold(out);
+  for (double c : change)
+    s.max_abs_change = std::max(s.max_abs_change, c);
+  if (finite || s.bad_at >= 0) return;
+  for (std::size_t i = 0; i < n; ++i)
+    if (!std::isfinite(stored[i])) {
+      s.bad_at = static_cast<std::int64_t>(first + i);
+      s.bad_value = merged[i];
+      return;
+    }
 }
 
 /// out = cast(base + Σ w_k·ΔW_k), row block by row block. Each block computes its slice of every
@@ -140,22 +122,10 @@ Stats merge_matrix(std::span<const double> base_f64, const TensorView* base_view
         for (std::size_t i = 0; i < n; ++i)
           acc[i] += c * static_cast<double>(t[i]);
       }
-      Stats s;
       stored.resize(n);
-      store_run(out_dtype, acc.data(), n, out + off * out_size, stored.data());
-      for (std::size_t i = 0; i < n; ++i) {
-        const double stored_i = stored[i];
-        if (!std::isfinite(stored_i) && s.bad_at < 0) {
-          s.bad_at = static_cast<std::int64_t>(off + i);
-          s.bad_value = acc[i];
-        }
-        const double dd = acc[i] - orig[i];
-        s.base_sq += orig[i] * orig[i];
-        s.delta_sq += dd * dd;
-        s.out_sq += stored_i * stored_i;
-        s.max_abs_change = std::max(s.max_abs_change, std::fabs(stored_i - orig[i]));
-      }
-      stats[b] = s;
+      encode_from_f64(out_dtype, acc, std::span<std::byte>(out + off * out_size, n * out_size),
+                      stored);
+      add_stats(orig.data(), acc.data(), stored.data(), n, off, stats[b]);
     }
   });
   Stats total;
@@ -196,24 +166,16 @@ Stats merge_dora(std::span<const double> base_f64, const TensorView* base_view, 
       const double x = v[static_cast<std::size_t>(r * cols + c)];
       norm_sq[static_cast<std::size_t>(d.transposed ? c : r)] += x * x;
     }
-  Stats s;
-  const std::size_t out_size = dtype_size(out_dtype);
-  for (std::int64_t r = 0; r < rows; ++r)
+  for (std::int64_t r = 0; r < rows; ++r)  // v becomes the merged values
     for (std::int64_t c = 0; c < cols; ++c) {
       const std::size_t i = static_cast<std::size_t>(r * cols + c);
       const std::size_t f = static_cast<std::size_t>(d.transposed ? c : r);
-      const double merged = static_cast<double>(d.magnitude[f]) / std::sqrt(norm_sq[f]) * v[i];
-      const double stored = store_one(out_dtype, merged, out + i * out_size);
-      if (!std::isfinite(stored) && s.bad_at < 0) {
-        s.bad_at = static_cast<std::int64_t>(i);
-        s.bad_value = merged;
-      }
-      const double dd = merged - orig[i];
-      s.base_sq += orig[i] * orig[i];
-      s.delta_sq += dd * dd;
-      s.out_sq += stored * stored;
-      s.max_abs_change = std::max(s.max_abs_change, std::fabs(stored - orig[i]));
+      v[i] = static_cast<double>(d.magnitude[f]) / std::sqrt(norm_sq[f]) * v[i];
     }
+  std::vector<double> stored(n);
+  encode_from_f64(out_dtype, v, std::span<std::byte>(out, n * dtype_size(out_dtype)), stored);
+  Stats s;
+  add_stats(orig.data(), v.data(), stored.data(), n, 0, s);
   return s;
 }
 
