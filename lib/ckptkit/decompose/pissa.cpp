@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "ckptkit/core/error.hpp"
+#include "ckptkit/decompose/residual_stats.hpp"
 
 namespace ckpt {
 namespace {
@@ -54,45 +55,18 @@ void build_factors(const SvdResult& svd, const std::vector<std::int64_t>& idx, S
   }
 }
 
-// Per-lane accumulators of the residual statistics: each entry j of a panel goes to lane j % 8,
-// so the loops vectorize without -ffast-math and the sums have a fixed order.
-// Cache-line aligned: blocks measured by different threads never share a line.
-constexpr std::size_t kLanes = 8;
-struct alignas(64) LaneStats {
-  double sq[kLanes] = {};
-  float max_abs[kLanes] = {};
-  double max_ulps[kLanes] = {};
-  double max_res_ulps[kLanes] = {};
-  std::uint64_t within[kLanes] = {};
+using residual::kLanes;
+using residual::LaneStats;
 
-  void merge_into(ResidualStats& s) const {
-    for (std::size_t l = 0; l < kLanes; ++l) {
-      s.err_sq += sq[l];
-      s.max_abs = std::max(s.max_abs, static_cast<double>(max_abs[l]));
-      s.max_ulps = std::max(s.max_ulps, max_ulps[l]);
-      s.max_res_ulps = std::max(s.max_res_ulps, max_res_ulps[l]);
-      s.within_one_ulp += within[l];
-    }
+void merge_into(const LaneStats& a, ResidualStats& s) {
+  for (std::size_t l = 0; l < kLanes; ++l) {
+    s.err_sq += a.sq[l];
+    s.max_abs = std::max(s.max_abs, static_cast<double>(a.max_abs[l]));
+    s.max_ulps = std::max(s.max_ulps, a.max_ulps[l]);
+    s.max_res_ulps = std::max(s.max_res_ulps, a.max_res_ulps[l]);
+    s.within_one_ulp += a.within[l];
   }
-};
-
-/// 1 / ulp(x) as stored in `dtype` (ulp = 2^(e − mantissa bits), e the exponent of x clamped to the
-/// type's smallest normal exponent), built from the bits: a power of two, so e · inv is exactly
-/// e / ulp.
-struct InvUlp {
-  int mant = 23, emin = -126;
-  explicit InvUlp(DType t)
-      : mant(t == DType::BF16  ? 7
-             : t == DType::F16 ? 10
-             : t == DType::F64 ? 52
-                               : 23),
-        emin(t == DType::F16 ? -14 : -126) {}
-  double operator()(float x) const {
-    const int e =
-        std::max(static_cast<int>((std::bit_cast<std::uint32_t>(x) >> 23) & 0xffu) - 127, emin);
-    return std::bit_cast<double>(static_cast<std::uint64_t>(mant - e + 1023) << 52);
-  }
-};
+}
 
 // Elements per chunk of the cast + statistics loop (stack buffers, a multiple of kLanes).
 constexpr std::size_t kChunk = 512;
@@ -113,9 +87,8 @@ inline void for_lanes(std::size_t n, Body&& body) {
 /// input entries `orig` (the input dtype). Contiguous storage-order ranges.
 void cast_and_measure(const float* res, const std::byte* orig, std::byte* dst, std::size_t n,
                       const ResidualOutput& o, LaneStats& total) {
-  LaneStats acc = total;  // a local copy: no aliasing with the buffers, stays in registers
   const std::size_t in_size = dtype_size(o.in_dtype), out_size = dtype_size(o.out_dtype);
-  const InvUlp inv_ulp(o.out_dtype);
+  const auto ulp = residual::UlpFormat::of(o.out_dtype);
   float stored[kChunk], w[kChunk];
   for (std::size_t c0 = 0; c0 < n; c0 += kChunk) {
     const std::size_t len = std::min(kChunk, n - c0);
@@ -125,20 +98,8 @@ void cast_and_measure(const float* res, const std::byte* orig, std::byte* dst, s
     decode_to_f32(o.out_dtype, out, std::span<float>(stored, len));
     decode_to_f32(o.in_dtype, std::span<const std::byte>(orig + c0 * in_size, len * in_size),
                   std::span<float>(w, len));
-    for_lanes(len, [&](std::size_t j, std::size_t l) {
-      const float x = r[j];
-      // stored is x rounded to fewer bits: the difference is exact in f32.
-      const float e = std::fabs(stored[j] - x);
-      acc.sq[l] += static_cast<double>(x) * x;
-      acc.max_abs[l] = std::max(acc.max_abs[l], e);
-      const double u = static_cast<double>(e) * inv_ulp(w[j]);
-      acc.max_ulps[l] = std::max(acc.max_ulps[l], u);
-      acc.within[l] += u <= 1.0 ? 1u : 0u;
-      acc.max_res_ulps[l] =
-          std::max(acc.max_res_ulps[l], static_cast<double>(e) * inv_ulp(stored[j]));
-    });
+    residual::add_cast_stats(r, stored, w, len, ulp, total);
   }
-  total = acc;
 }
 
 /// Extraction (no output): Σ x² and max |x| of res[0, n).
@@ -319,7 +280,7 @@ ResidualStats residual_in_place(std::span<float> w, const SvdInitResult& r, std:
                              measure(w.data(), r0, rows, in, per_block[block]);
                            });
     for (const auto& acc : per_block)
-      acc.merge_into(stats);
+      merge_into(acc, stats);
     return stats;
   }
   // Stored transposed (Conv1D, embeddings): subtract, transpose back to storage order, then the
@@ -336,7 +297,7 @@ ResidualStats residual_in_place(std::span<float> w, const SvdInitResult& r, std:
                            measure(t.data(), r0, rows, out, per_block[block]);
                          });
   for (const auto& acc : per_block)
-    acc.merge_into(stats);
+    merge_into(acc, stats);
   return stats;
 }
 
