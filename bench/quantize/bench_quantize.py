@@ -11,7 +11,8 @@
    lists, by default; CKPTKIT_SIMD pins each), and the outputs of all paths must be identical.
 2. Lossless archives: ratio and MB/s both ways on a bf16 and an f32 checkpoint against plain
    `zstd -3` and `zstd -19` of the same file.
-Every figure is the median of --runs runs (default 3).
+Every figure is the median of --runs runs (default 3); the whole-command figures come from --runs
+rounds of memcpy then every path once, so the shared machine's slow spells fall on all of them.
 
 Usage: /usr/bin/python3 bench/quantize/bench_quantize.py [--bin build/ckptkit] [--mb 128] [--runs 3]
 """
@@ -155,34 +156,39 @@ def nf4_part(a, tmp, res):
             t = time.perf_counter()
             np.copyto(dst, src)
             return time.perf_counter() - t
-        res["memcpy_gbps"] = nbytes / median_of(max(a.runs, 5), memcpy) / 1e9
 
         thr = ["--threads", str(a.threads)] if a.threads else []
         res["ckptkit_nf4_cmd"] = f"{a.bin} quantize SYNTH -o OUT --scheme nf4 --double-quant bnb"
         res["simd_available"] = simd_paths(a.bin)
         paths = res["simd_available"] if a.simd == "all" else a.simd.split(",")
+        # Rounds: each runs memcpy, then the command once per path, so a slow spell of the machine
+        # (it is shared) lands on every path and on memcpy alike instead of on one path's runs.
+        copies = []
+        wall = {p: [] for p in paths}
+        cpu = {p: [] for p in paths}
+        kernel = {p: [] for p in paths}  # seconds of quantization work summed over tensors
+        for _ in range(a.runs):
+            copies.append(memcpy())
+            for path in paths:
+                out = os.path.join(tmp, "nf4-" + path)
+                shutil.rmtree(out, ignore_errors=True)
+                dt, so = timed([a.bin, "quantize", synth, "-o", out, "--scheme", "nf4", "--double-quant", "bnb",
+                                "--json", *thr], env=dict(os.environ, CKPTKIT_SIMD=path), cpu=cpu[path])
+                wall[path].append(dt)
+                kernel[path].append(json.loads(so)["totals"]["quantize_seconds"])
+        res["memcpy_gbps"] = nbytes / statistics.median(copies) / 1e9
         res["paths"] = {}
         digests = {}
         for path in paths:
-            env = dict(os.environ, CKPTKIT_SIMD=path)
-            out = os.path.join(tmp, "nf4-" + path)
-            kernel = []  # seconds of quantization work summed over tensors (all threads)
-            cpu = []
-
-            def ours():
-                shutil.rmtree(out, ignore_errors=True)
-                dt, so = timed([a.bin, "quantize", synth, "-o", out, "--scheme", "nf4", "--double-quant", "bnb",
-                                "--json", *thr], env=env, cpu=cpu)
-                kernel.append(json.loads(so)["totals"]["quantize_seconds"])
-                return dt
-            r = {"whole_command_gbps": nbytes / median_of(a.runs, ours) / 1e9}
-            r["whole_command_cpu_s"] = statistics.median(cpu)
+            r = {"whole_command_gbps": nbytes / statistics.median(wall[path]) / 1e9,
+                 "whole_command_gbps_range": [nbytes / max(wall[path]) / 1e9, nbytes / min(wall[path]) / 1e9]}
+            r["whole_command_cpu_s"] = statistics.median(cpu[path])
             # The per-tensor work alone (decode, quantize, double quant, error metrics, layout), per
             # thread: what one core sustains once the input is mapped and the heap is warm.
-            r["kernel_gbps_per_thread"] = nbytes / sorted(kernel)[len(kernel) // 2] / 1e9
+            r["kernel_gbps_per_thread"] = nbytes / statistics.median(kernel[path]) / 1e9
             r["whole_command_percent_of_memcpy"] = 100 * r["whole_command_gbps"] / res["memcpy_gbps"]
-            r["in_memory"] = in_memory(a, env)
-            digests[path] = tree_digest(out)
+            r["in_memory"] = in_memory(a, dict(os.environ, CKPTKIT_SIMD=path))
+            digests[path] = tree_digest(os.path.join(tmp, "nf4-" + path))
             res["paths"][path] = r
         res["outputs_identical_across_paths"] = len(set(digests.values())) == 1
 
