@@ -120,8 +120,6 @@ std::size_t F32ToF16(const float* in, std::byte* p, std::size_t n) {
   return i;
 }
 
-// bf16 u: plane 0 the exponent (u >> 7) & 0xFF, plane 1 sign + mantissa ((u >> 8) & 0x80) |
-// (u & 0x7F).
 // Round to odd, as dtype.cpp's scalar f64_to_f32_odd: the nearest float f; one step toward zero
 // (the magnitude bits minus one) when |f| > |d|; the lowest bit set when the result still differs
 // from d; Inf and NaN (and d beyond the float range) as the plain cast. The conditions are
@@ -150,6 +148,8 @@ std::size_t F64ToF32Odd(const double* in, float* out, std::size_t n) {
   return i;
 }
 
+// bf16 u: plane 0 the exponent (u >> 7) & 0xFF, plane 1 sign + mantissa ((u >> 8) & 0x80) |
+// (u & 0x7F).
 std::size_t SplitBf16(const std::uint8_t* in, std::size_t count, std::uint8_t* planes) {
   const DU16 du;
   const DI16 di;

@@ -33,13 +33,6 @@ const DTypeEntry& entry(DType t) {
 }
 
 template <class T>
-T load(const std::byte* p) {
-  T v;
-  std::memcpy(&v, p, sizeof(T));
-  return v;
-}
-
-template <class T>
 void store(std::byte* p, T v) {
   std::memcpy(p, &v, sizeof(T));
 }
